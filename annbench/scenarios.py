@@ -108,7 +108,7 @@ class Scenario:
     description: str
     path: str
     dataset: dict[str, Any]  # {"name": "catalog", "params": {...}} or {"path": ..., "queries": ..., ...}
-    metric: Metric
+    metric: Metric | None
     k: int
     n_queries: int | None
     query_rule: str
@@ -123,11 +123,15 @@ class Scenario:
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def content_hash(self) -> str:
-        """Hash of the validated content (after --scale, --dataset and --indexes), not of the file's text."""
-        payload = dict(self.raw)
+        """Hash of the validated workload: dataset, metric, k, queries, timeline, seed, threads, scale.
+
+        The index grid is left out on purpose: each run records its own index configuration, so adding
+        an index or selecting some with --indexes does not invalidate the others, and the CI gate can
+        compare a configuration across scenario edits that leave the workload alone.
+        """
+        payload = {key: val for key, val in self.raw.items() if key not in ("indexes", "description", "policies")}
         payload["_scale"] = self.scale
         payload["_dataset"] = self.dataset
-        payload["_indexes"] = [(c.family, c.build, c.search, c.policies) for c in self.indexes]
         blob = json.dumps(payload, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()
 
@@ -256,7 +260,8 @@ def load_scenario(path: Path, *, scale: float = 1.0, dataset_path: str | None = 
     if not _NAME_RE.match(name):
         raise top.fail("name", f"{name!r} must be letters, digits, _ . - (it becomes a folder name)")
     description = top.get("description", str, "")
-    metric = Metric.parse(top.get("metric", str, "cosine"))
+    metric_name = top.get("metric", str, None)
+    metric = None if metric_name is None else Metric.parse(metric_name)  # None: what the dataset declares
     k = top.get("k", int, 10, lo=1, hi=10_000)
     seed = top.get("seed", int, 0, lo=0)
     threads = top.get("threads", int, 1, lo=1, hi=256)

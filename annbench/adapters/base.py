@@ -199,6 +199,7 @@ class Adapter(ABC):
 
     def _apply_search_params(self) -> None:
         """Push `self.search_settings` into the library; adapters override when needed."""
+        return None
 
     def set_threads(self, n: int) -> None:
         """Fix the number of threads the library may use (its own setter, not just env variables)."""
@@ -209,6 +210,7 @@ class Adapter(ABC):
 
     def _apply_threads(self) -> None:
         """Push `self.threads` into the library; adapters override when the library has a setter."""
+        return None
 
     @classmethod
     def info(cls) -> AdapterInfo:

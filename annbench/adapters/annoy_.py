@@ -1,0 +1,91 @@
+"""annoy adapter: a forest of random-projection trees, static once built.
+
+Owns the id ↔ item-position mapping (annoy items are dense positions 0..n-1) and the save format (the
+annoy file plus the id table). Library traps handled here:
+
+- `add_item` after `build` is accepted silently and the item is never searchable; there is no delete
+  and no update. The adapter therefore declares add, delete and update UNSUPPORTED (the base class
+  raises CapabilityError), and the harness keeps annoy fresh with a policy (rebuild + fresh buffer).
+- Cosine is annoy's 'angular' metric (sqrt(2 - 2·cos)) on the vectors annbench already normalised,
+  which ranks exactly like inner product; L2 is 'euclidean'.
+- `save` unloads the in-memory index and mmaps the written file in its place, so the adapter keeps
+  working after a save (pages come back in as queried).
+- Results per query may be shorter than k (small search_k, small index): they are padded with -1.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from annoy import AnnoyIndex
+
+from annbench.adapters.base import STATIC, Adapter, Metric, Param, pad_ids
+from annbench.errors import ConfigError, DataError
+
+
+def _vectors(x: np.ndarray, dim: int, owner: str) -> np.ndarray:
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim != 2 or x.shape[1] != dim:
+        raise DataError(f"{owner}: expected vectors of shape (n, {dim}), got {x.shape}")
+    return x
+
+
+class Annoy(Adapter):
+    """annoy random-projection forest; static (add/delete/update need a rebuild)."""
+
+    name = "annoy"
+    capabilities = STATIC
+    build_params = (
+        Param("n_trees", int, 50, "trees in the forest: more = better recall, bigger index", min=1),
+        Param("seed", int, 42, "seed of the tree splits", min=0),
+    )
+    search_params = (
+        Param("search_k", int, -1, "nodes inspected per query; -1 = annoy's default n_trees·k", min=-1),
+    )
+
+    def __init__(self, metric: Metric | str, dim: int, threads: int = 1, **build_params: Any) -> None:
+        self.index: AnnoyIndex | None = None
+        self._pos_ids = np.empty(0, dtype=np.int64)
+        super().__init__(metric, dim, threads, **build_params)
+
+    def build(self, vectors: np.ndarray, ids: np.ndarray) -> None:
+        x = _vectors(vectors, self.dim, self.name)
+        ids = np.array(ids, dtype=np.int64).reshape(-1)  # a private copy: it maps positions to ids
+        if len(ids) != len(x):
+            raise DataError(f"{self.name}: {len(x)} vectors but {len(ids)} ids")
+        if len(ids) and ids.min() < 0:
+            raise DataError(f"{self.name}: ids must be non-negative (-1 marks an empty result slot)")
+        index = AnnoyIndex(self.dim, "angular" if self.metric is Metric.COSINE else "euclidean")
+        index.set_seed(self.params["seed"])
+        for pos in range(len(x)):
+            index.add_item(pos, x[pos])  # copies the row into annoy's own storage
+        index.build(self.params["n_trees"], n_jobs=self.threads)
+        self.index = index
+        self._pos_ids = ids
+
+    def search(self, queries: np.ndarray, k: int) -> np.ndarray:
+        if self.index is None:
+            raise ConfigError(f"{self.name}: build() must be called first")
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ConfigError(f"{self.name}: k must be a positive integer, got {k!r}")
+        k = int(k)
+        q = _vectors(queries, self.dim, self.name)
+        search_k = self.search_settings["search_k"]
+        rows = [
+            self._pos_ids[np.asarray(self.index.get_nns_by_vector(row, k, search_k), dtype=np.int64)]
+            for row in q
+        ]
+        return pad_ids(rows, k)
+
+    def save(self, path: Path) -> int:
+        if self.index is None:
+            raise ConfigError(f"{self.name}: build() must be called first")
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        tree_file, ids_file = folder / "index.annoy", folder / "ids.npy"
+        self.index.save(str(tree_file))
+        np.save(ids_file, self._pos_ids)
+        return os.path.getsize(tree_file) + os.path.getsize(ids_file)

@@ -1,0 +1,344 @@
+"""faiss adapters: exact Flat, IVF (Flat / PQ / SQ encodings) and HNSW.
+
+Owns the translation from annbench's declared parameters to faiss indexes, and the id bookkeeping each
+faiss index needs. Library traps handled here:
+
+- IVF indexes store ids in their inverted lists, so they take `add_with_ids` / `remove_ids` directly.
+  Wrapping an IVF in `IndexIDMap2` (the obvious move) makes `remove_ids` abort the process on an
+  assertion or silently return wrong ids afterwards: `FaissIVF` never wraps.
+- IVF training needs enough points per list (faiss wants ≥ 39 per centroid and prints a warning to
+  stderr otherwise): the automatic `nlist` is clamped to that, training uses a bounded sample, and the
+  clustering warnings are kept off stderr because adapters never print.
+- `IndexHNSWFlat` has no `remove_ids` ("not implemented") and labels its vectors by insertion
+  position. `FaissHNSW` keeps its own position → id table and tombstones deletes: a search passes an
+  `IDSelectorNot(IDSelectorBatch(dead positions))`, whose Python objects are kept alive here because
+  faiss holds only raw pointers to them.
+- faiss threads are a process-wide OpenMP setting (`omp_set_num_threads`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from annbench.adapters.base import Adapter, Capabilities, Metric, Param, Support
+from annbench.errors import ConfigError, DataError
+
+# faiss's own rule of thumb (Clustering.min_points_per_centroid) for a well-trained centroid.
+_POINTS_PER_LIST = 39
+# faiss subsamples k-means input above this many points per centroid anyway; sampling first saves copying.
+_SAMPLE_PER_LIST = 256
+_ENCODING = re.compile(r"^(Flat|PQ(?P<m>[1-9]\d*)(x(?P<nbits>[1-9]\d*))?|SQ(4|6|8|fp16))$")
+
+
+def _vectors(x: np.ndarray, dim: int, owner: str) -> np.ndarray:
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim != 2 or x.shape[1] != dim:
+        raise DataError(f"{owner}: expected vectors of shape (n, {dim}), got {x.shape}")
+    return x
+
+
+def _ids(ids: np.ndarray, owner: str, n: int | None = None) -> np.ndarray:
+    ids = np.ascontiguousarray(ids, dtype=np.int64).reshape(-1)
+    if n is not None and len(ids) != n:
+        raise DataError(f"{owner}: {n} vectors but {len(ids)} ids")
+    if len(ids) and ids.min() < 0:
+        raise DataError(f"{owner}: ids must be non-negative (-1 marks an empty result slot)")
+    return ids
+
+
+def _check_k(k: int, owner: str) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ConfigError(f"{owner}: k must be a positive integer, got {k!r}")
+    return int(k)
+
+
+def _selector(ids: np.ndarray) -> faiss.IDSelectorBatch:
+    # IDSelectorBatch copies the ids into its own hash set, so `ids` need not outlive it.
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    return faiss.IDSelectorBatch(len(ids), faiss.swig_ptr(ids))
+
+
+def _faiss_metric(metric: Metric) -> int:
+    # Cosine arrives L2-normalised, so inner product ranks exactly like cosine.
+    return faiss.METRIC_INNER_PRODUCT if metric is Metric.COSINE else faiss.METRIC_L2
+
+
+def _write(index: faiss.Index, folder: Path, extra: dict[str, np.ndarray] | None = None) -> int:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    files = [folder / "index.faiss"]
+    faiss.write_index(index, str(files[0]))
+    for name, arr in (extra or {}).items():
+        files.append(folder / f"{name}.npy")
+        np.save(files[-1], arr)
+    return sum(os.path.getsize(f) for f in files)
+
+
+class _FaissBase(Adapter):
+    """Shared faiss plumbing: threads, input checks, search result conversion."""
+
+    def _apply_threads(self) -> None:
+        faiss.omp_set_num_threads(self.threads)
+
+    def _require_built(self) -> None:
+        if getattr(self, "index", None) is None:
+            raise ConfigError(f"{self.name}: build() must be called first")
+
+
+class FaissFlat(_FaissBase):
+    """Exact search: IndexIDMap2(IndexFlatL2 / IndexFlatIP). The recall = 1 reference."""
+
+    name = "faiss-flat"
+    capabilities = Capabilities(add=Support.NATIVE, delete=Support.NATIVE, update=Support.NATIVE)
+
+    def __init__(self, metric: Metric | str, dim: int, threads: int = 1, **build_params: Any) -> None:
+        self.index: faiss.Index | None = None
+        super().__init__(metric, dim, threads, **build_params)
+
+    def build(self, vectors: np.ndarray, ids: np.ndarray) -> None:
+        x = _vectors(vectors, self.dim, self.name)
+        ids = _ids(ids, self.name, len(x))
+        flat = faiss.IndexFlat(self.dim, _faiss_metric(self.metric))
+        self.index = faiss.IndexIDMap2(flat)
+        # The IDMap holds a raw pointer to `flat`; this keeps the Python proxy (and the C++ object) alive.
+        self._flat = flat
+        self.index.add_with_ids(x, ids)
+
+    def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
+        self._require_built()
+        x = _vectors(vectors, self.dim, self.name)
+        self.index.add_with_ids(x, _ids(ids, self.name, len(x)))
+
+    def delete(self, ids: np.ndarray) -> None:
+        self._require_built()
+        ids = _ids(ids, self.name)
+        if len(ids):
+            self.index.remove_ids(_selector(ids))
+
+    def update(self, vectors: np.ndarray, ids: np.ndarray) -> None:
+        x = _vectors(vectors, self.dim, self.name)
+        ids = _ids(ids, self.name, len(x))
+        self.delete(ids)
+        self.add(x, ids)
+
+    def search(self, queries: np.ndarray, k: int) -> np.ndarray:
+        self._require_built()
+        k = _check_k(k, self.name)
+        _, labels = self.index.search(_vectors(queries, self.dim, self.name), k)
+        return labels.astype(np.int64, copy=False)
+
+    def save(self, path: Path) -> int:
+        self._require_built()
+        return _write(self.index, Path(path))
+
+
+class FaissIVF(_FaissBase):
+    """Inverted file index (`IVF{nlist},{encoding}`), ids stored in the lists; never wrapped in an IDMap."""
+
+    name = "faiss-ivf"
+    capabilities = Capabilities(add=Support.NATIVE, delete=Support.NATIVE, update=Support.NATIVE)
+    build_params = (
+        Param("nlist", int, 0, "number of inverted lists; 0 = 4·sqrt(n) at build, capped at n/39", min=0),
+        Param("encoding", str, "Flat", "vector codec in the lists: Flat, PQ{m}, PQ{m}x{nbits}, SQ4/6/8/fp16"),
+        Param("seed", int, 1234, "seed of the training sample and k-means", min=0),
+    )
+    search_params = (Param("nprobe", int, 8, "inverted lists visited per query", min=1),)
+
+    def __init__(self, metric: Metric | str, dim: int, threads: int = 1, **build_params: Any) -> None:
+        self.index: faiss.IndexIVF | None = None
+        super().__init__(metric, dim, threads, **build_params)
+        enc = _ENCODING.match(self.params["encoding"])
+        if enc is None:
+            raise ConfigError(
+                f"{self.name}: parameter 'encoding' is {self.params['encoding']!r}; "
+                "allowed: Flat, PQ{m}, PQ{m}x{nbits}, SQ4, SQ6, SQ8, SQfp16"
+            )
+        if enc["m"] is not None:
+            m, nbits = int(enc["m"]), int(enc["nbits"] or 8)
+            if self.dim % m:
+                raise ConfigError(f"{self.name}: encoding {self.params['encoding']}: m={m} must divide dim={dim}")
+            if not 1 <= nbits <= 16:
+                raise ConfigError(f"{self.name}: encoding {self.params['encoding']}: nbits must be in 1..16")
+            self._pq_centroids = 1 << nbits
+        else:
+            self._pq_centroids = 0
+        self.nlist = 0  # the value actually used, known after build
+
+    def _choose_nlist(self, n: int) -> int:
+        nlist = self.params["nlist"]
+        if nlist == 0:
+            nlist = min(int(round(4 * np.sqrt(n))), n // _POINTS_PER_LIST)
+            return max(1, nlist)
+        if nlist > n:
+            raise ConfigError(f"{self.name}: nlist={nlist} needs at least that many build vectors, got {n}")
+        return nlist
+
+    def build(self, vectors: np.ndarray, ids: np.ndarray) -> None:
+        x = _vectors(vectors, self.dim, self.name)
+        ids = _ids(ids, self.name, len(x))
+        if len(x) == 0:
+            raise ConfigError(f"{self.name}: an IVF index must be trained; build needs at least one vector")
+        if len(x) < self._pq_centroids:
+            raise ConfigError(
+                f"{self.name}: encoding {self.params['encoding']} trains {self._pq_centroids} centroids "
+                f"per sub-quantizer; build needs at least that many vectors, got {len(x)}"
+            )
+        self.nlist = self._choose_nlist(len(x))
+        index = faiss.index_factory(
+            self.dim, f"IVF{self.nlist},{self.params['encoding']}", _faiss_metric(self.metric)
+        )
+        # index_factory already returns the concrete IndexIVF* proxy, which owns the C++ object. Never
+        # replace it by faiss.downcast_index(): that proxy does not own, and once the factory's proxy
+        # is collected the index is freed under it (garbage `d`, then assertion failures or crashes).
+        # Fewer points than faiss's per-centroid rule is a deliberate choice here (small n, explicit
+        # nlist, PQ codebooks); faiss would print a warning to stderr, and adapters never print.
+        index.cp.min_points_per_centroid = 1
+        index.cp.seed = self.params["seed"]
+        if hasattr(index, "pq"):
+            index.pq.cp.min_points_per_centroid = 1
+            index.pq.cp.seed = self.params["seed"]
+        limit = _SAMPLE_PER_LIST * max(self.nlist, self._pq_centroids)
+        if len(x) > limit:
+            rng = np.random.default_rng(self.params["seed"])
+            sample = x[np.sort(rng.choice(len(x), limit, replace=False))]
+        else:
+            sample = x
+        index.train(sample)
+        index.add_with_ids(x, ids)
+        self.index = index
+        self._apply_search_params()
+
+    def _apply_search_params(self) -> None:
+        if self.index is not None:
+            self.index.nprobe = min(self.search_settings["nprobe"], self.index.nlist)
+
+    def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
+        self._require_built()
+        x = _vectors(vectors, self.dim, self.name)
+        self.index.add_with_ids(x, _ids(ids, self.name, len(x)))
+
+    def delete(self, ids: np.ndarray) -> None:
+        self._require_built()
+        ids = _ids(ids, self.name)
+        if len(ids):
+            self.index.remove_ids(_selector(ids))
+
+    def update(self, vectors: np.ndarray, ids: np.ndarray) -> None:
+        x = _vectors(vectors, self.dim, self.name)
+        ids = _ids(ids, self.name, len(x))
+        self.delete(ids)
+        self.add(x, ids)
+
+    def search(self, queries: np.ndarray, k: int) -> np.ndarray:
+        self._require_built()
+        k = _check_k(k, self.name)
+        _, labels = self.index.search(_vectors(queries, self.dim, self.name), k)
+        return labels.astype(np.int64, copy=False)
+
+    def save(self, path: Path) -> int:
+        self._require_built()
+        return _write(self.index, Path(path))
+
+
+class FaissHNSW(_FaissBase):
+    """IndexHNSWFlat; deletes and updates are tombstones filtered at search (faiss HNSW cannot remove)."""
+
+    name = "faiss-hnsw"
+    capabilities = Capabilities(add=Support.NATIVE, delete=Support.TOMBSTONE, update=Support.TOMBSTONE)
+    build_params = (
+        Param("M", int, 32, "graph neighbours per node (layer 0 has 2·M)", min=2, max=512),
+        Param("efConstruction", int, 40, "candidate list size while inserting", min=1),
+    )
+    search_params = (Param("efSearch", int, 64, "candidate list size at search (raised to k if lower)", min=1),)
+
+    def __init__(self, metric: Metric | str, dim: int, threads: int = 1, **build_params: Any) -> None:
+        self.index: faiss.IndexHNSWFlat | None = None
+        super().__init__(metric, dim, threads, **build_params)
+        self._pos_ids = np.empty(0, dtype=np.int64)  # HNSW label (insertion position) → external id
+        self._size = 0
+        self._pos_of: dict[int, int] = {}  # live external id → position
+        self._dead: set[int] = set()  # tombstoned positions
+        self._filter: tuple[Any, Any] | None = None  # (IDSelectorBatch, IDSelectorNot), rebuilt lazily
+
+    def build(self, vectors: np.ndarray, ids: np.ndarray) -> None:
+        x = _vectors(vectors, self.dim, self.name)
+        ids = _ids(ids, self.name, len(x))
+        self.index = faiss.IndexHNSWFlat(self.dim, self.params["M"], _faiss_metric(self.metric))
+        self.index.hnsw.efConstruction = self.params["efConstruction"]
+        self._pos_ids = np.empty(max(16, len(x)), dtype=np.int64)
+        self._size = 0
+        self._pos_of = {}
+        self._dead = set()
+        self._filter = None
+        self._append(x, ids)
+
+    def _append(self, x: np.ndarray, ids: np.ndarray) -> None:
+        n = len(x)
+        if self._size + n > len(self._pos_ids):
+            grown = np.empty(max(self._size + n, 2 * len(self._pos_ids)), dtype=np.int64)
+            grown[: self._size] = self._pos_ids[: self._size]
+            self._pos_ids = grown
+        start = self._size
+        self.index.add(x)
+        self._pos_ids[start : start + n] = ids
+        self._size += n
+        for pos, i in enumerate(ids.tolist(), start):
+            old = self._pos_of.get(i)
+            if old is not None:  # the id had a vector already: its old position becomes a tombstone
+                self._kill(old)
+            self._pos_of[i] = pos
+
+    def _kill(self, pos: int) -> None:
+        self._dead.add(pos)
+        self._filter = None
+
+    def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
+        self._require_built()
+        x = _vectors(vectors, self.dim, self.name)
+        self._append(x, _ids(ids, self.name, len(x)))
+
+    def delete(self, ids: np.ndarray) -> None:
+        self._require_built()
+        ids = _ids(ids, self.name)
+        for i in ids.tolist():
+            pos = self._pos_of.pop(i, None)
+            if pos is not None:
+                self._kill(pos)
+
+    def update(self, vectors: np.ndarray, ids: np.ndarray) -> None:
+        # Insert at a new position, tombstone the old one (done by _append when the id is known).
+        self.add(vectors, ids)
+
+    @property
+    def n_tombstones(self) -> int:
+        """Dead vectors still stored in the graph (reclaimed only by a rebuild)."""
+        return len(self._dead)
+
+    def search(self, queries: np.ndarray, k: int) -> np.ndarray:
+        self._require_built()
+        k = _check_k(k, self.name)
+        q = _vectors(queries, self.dim, self.name)
+        ef = max(self.search_settings["efSearch"], k)
+        if self._dead:
+            if self._filter is None:
+                batch = _selector(np.fromiter(self._dead, dtype=np.int64, count=len(self._dead)))
+                self._filter = (batch, faiss.IDSelectorNot(batch))
+            params = faiss.SearchParametersHNSW(efSearch=ef, sel=self._filter[1])
+        else:
+            params = faiss.SearchParametersHNSW(efSearch=ef)
+        _, pos = self.index.search(q, k, params=params)
+        out = np.full(pos.shape, -1, dtype=np.int64)
+        found = pos >= 0
+        out[found] = self._pos_ids[pos[found]]
+        return out
+
+    def save(self, path: Path) -> int:
+        self._require_built()
+        dead = np.fromiter(sorted(self._dead), dtype=np.int64, count=len(self._dead))
+        return _write(self.index, Path(path), {"position_ids": self._pos_ids[: self._size], "dead": dead})

@@ -1,0 +1,208 @@
+"""scann adapter: a partitioning tree + anisotropic hashing + exact reordering, mutable through docids.
+
+Owns the scann config built from declared parameters, the int64 id ↔ docid mapping and the small-data
+clamps. Library traps handled here:
+
+- Only `scann_ops_pybind` is used, so TensorFlow is never imported.
+- `upsert` and `delete` work only on a searcher built with `build(docids=[...])`; docids are strings.
+  The adapter keeps an int64 array mirroring scann's datapoint order (scann's Python wrapper fills a
+  hole left by `delete` with the *last* datapoint, and so does this mirror), so a search maps raw
+  datapoint indices to ids in numpy instead of building q×k strings.
+- When fewer than k neighbours exist, scann pads a row with datapoint index 0 and a NaN distance,
+  i.e. a real, wrong id; padding is recognised by the NaN and turned into -1.
+- Partitioning fails with fewer points than leaves, and asymmetric hashing with fewer than 16 points
+  (its codebook size): the automatic leaf count is clamped to n/_MIN_LEAF_SIZE and tiny indexes
+  are scored by brute force.
+- `pre_reorder_num_neighbors` below k silently truncates the answer: it is raised to k.
+- scann's C++ code logs through absl to stderr (training notices); that is the library's output,
+  not the adapter's, and is left alone.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scann.scann_ops.py import scann_ops_pybind
+
+from annbench.adapters.base import Adapter, Capabilities, Metric, Param, Support
+from annbench.errors import ConfigError, DataError
+
+_MIN_LEAF_SIZE = 50  # scann's default min_partition_size; smaller leaves give empty partitions
+_MIN_AH_POINTS = 256  # below this, asymmetric hashing (16 centroids per block) is not worth training
+
+
+def _vectors(x: np.ndarray, dim: int, owner: str) -> np.ndarray:
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim != 2 or x.shape[1] != dim:
+        raise DataError(f"{owner}: expected vectors of shape (n, {dim}), got {x.shape}")
+    return x
+
+
+def _ids(ids: np.ndarray, owner: str, n: int | None = None) -> np.ndarray:
+    ids = np.ascontiguousarray(ids, dtype=np.int64).reshape(-1)
+    if n is not None and len(ids) != n:
+        raise DataError(f"{owner}: {n} vectors but {len(ids)} ids")
+    if len(ids) and ids.min() < 0:
+        raise DataError(f"{owner}: ids must be non-negative (-1 marks an empty result slot)")
+    return ids
+
+
+def _folder_size(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
+class Scann(Adapter):
+    """scann tree-AH with reordering; built with docids so upsert and delete really change the index."""
+
+    name = "scann"
+    capabilities = Capabilities(add=Support.NATIVE, delete=Support.NATIVE, update=Support.NATIVE)
+    build_params = (
+        Param("num_leaves", int, 0, "partitions; 0 = sqrt(n) at build, capped at n/50", min=0),
+        Param("dims_per_block", int, 2, "dimensions per asymmetric-hashing block (fewer = finer)", min=1),
+        Param("anisotropic_threshold", float, 0.2,
+              "anisotropic quantization threshold (cosine only; l2 uses plain quantization)", min=0.0),
+        Param("training_sample", int, 100_000, "points sampled to train partitions and codebooks", min=1),
+    )
+    search_params = (
+        Param("leaves_to_search", int, 0, "partitions scanned per query; 0 = 10% of the leaves", min=0),
+        Param("reorder", int, 100, "candidates re-scored exactly (pre_reorder_num_neighbors; ≥ k)", min=1),
+    )
+
+    def __init__(self, metric: Metric | str, dim: int, threads: int = 1, **build_params: Any) -> None:
+        self.searcher: Any = None
+        self.num_leaves = 0  # the value actually used, known after build (0 = brute force)
+        self._pos_ids = np.empty(0, dtype=np.int64)  # scann datapoint index → id
+        self._size = 0
+        super().__init__(metric, dim, threads, **build_params)
+
+    def _apply_threads(self) -> None:
+        if self.searcher is not None:
+            self.searcher.set_num_threads(self.threads)
+
+    def _require_built(self) -> Any:
+        if self.searcher is None:
+            raise ConfigError(f"{self.name}: build() must be called first")
+        return self.searcher
+
+    def _choose_leaves(self, n: int) -> int:
+        leaves = self.params["num_leaves"]
+        if leaves == 0:
+            return max(1, min(round(math.sqrt(n)), n // _MIN_LEAF_SIZE))
+        if leaves > n:
+            raise ConfigError(f"{self.name}: num_leaves={leaves} needs at least that many build vectors, got {n}")
+        return leaves
+
+    def build(self, vectors: np.ndarray, ids: np.ndarray) -> None:
+        x = _vectors(vectors, self.dim, self.name)
+        ids = _ids(ids, self.name, len(x))
+        if len(x) == 0:
+            raise ConfigError(f"{self.name}: build needs at least one vector")
+        cosine = self.metric is Metric.COSINE
+        # Cosine arrives L2-normalised, so scann's dot product ranks like cosine.
+        builder = scann_ops_pybind.builder(x, 10, "dot_product" if cosine else "squared_l2")
+        builder.set_n_training_threads(self.threads)
+        sample = min(self.params["training_sample"], len(x))
+        if len(x) >= _MIN_AH_POINTS:
+            self.num_leaves = self._choose_leaves(len(x))
+            builder = builder.tree(
+                num_leaves=self.num_leaves,
+                num_leaves_to_search=self._leaves_to_search(),
+                training_sample_size=sample,
+            ).score_ah(
+                self.params["dims_per_block"],
+                anisotropic_quantization_threshold=self.params["anisotropic_threshold"] if cosine else float("nan"),
+                training_sample_size=sample,
+            ).reorder(self.search_settings["reorder"])
+        else:
+            self.num_leaves = 0
+            builder = builder.score_brute_force()
+        try:
+            searcher = builder.build(docids=[str(i) for i in ids.tolist()])
+        except (RuntimeError, ValueError) as e:
+            raise ConfigError(f"{self.name}: scann rejected the configuration: {e}") from None
+        self.searcher = searcher
+        self._pos_ids = ids.copy()
+        self._size = len(ids)
+        self._apply_threads()
+
+    def _leaves_to_search(self) -> int:
+        if self.num_leaves == 0:
+            return -1
+        leaves = self.search_settings["leaves_to_search"] or math.ceil(0.1 * self.num_leaves)
+        return min(leaves, self.num_leaves)
+
+    def _grow(self, extra: int) -> None:
+        if self._size + extra > len(self._pos_ids):
+            grown = np.empty(max(self._size + extra, 2 * len(self._pos_ids)), dtype=np.int64)
+            grown[: self._size] = self._pos_ids[: self._size]
+            self._pos_ids = grown
+
+    def _upsert(self, vectors: np.ndarray, ids: np.ndarray) -> None:
+        searcher = self._require_built()
+        x = _vectors(vectors, self.dim, self.name)
+        ids = _ids(ids, self.name, len(x))
+        if len(ids) == 0:
+            return
+        if len(np.unique(ids)) != len(ids):
+            raise DataError(f"{self.name}: duplicate ids in one add/update batch")
+        docids = [str(i) for i in ids.tolist()]
+        known = searcher.docid_to_id
+        new = [int(d) for d in docids if d not in known]
+        # Mirror the wrapper: known docids keep their datapoint index, new ones are appended in order.
+        self._grow(len(new))
+        self._pos_ids[self._size : self._size + len(new)] = new
+        self._size += len(new)
+        searcher.upsert(docids, x, batch_size=max(1, min(len(x), 256)))
+
+    def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
+        self._upsert(vectors, ids)
+
+    def update(self, vectors: np.ndarray, ids: np.ndarray) -> None:
+        self._upsert(vectors, ids)
+
+    def delete(self, ids: np.ndarray) -> None:
+        searcher = self._require_built()
+        known = searcher.docid_to_id
+        docids = [d for d in dict.fromkeys(str(i) for i in _ids(ids, self.name).tolist()) if d in known]
+        if not docids:
+            return
+        # The wrapper moves the last datapoint into each hole, one docid at a time; mirror that here.
+        for d in docids:
+            hole, last = known[d], self._size - 1
+            self._pos_ids[hole] = self._pos_ids[last]
+            self._size -= 1
+        searcher.delete(docids)
+
+    def search(self, queries: np.ndarray, k: int) -> np.ndarray:
+        searcher = self._require_built()
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ConfigError(f"{self.name}: k must be a positive integer, got {k!r}")
+        k = int(k)
+        q = _vectors(queries, self.dim, self.name)
+        if len(q) == 0 or self._size == 0:
+            return np.full((len(q), k), -1, dtype=np.int64)
+        pre = max(self.search_settings["reorder"], k) if self.num_leaves else -1
+        # The raw pybind searcher: the wrapper would turn every index into a docid string first.
+        idx, dist = searcher.searcher.search_batched(
+            q, k, pre, self._leaves_to_search(), self.threads > 1, 256
+        )
+        idx = np.asarray(idx, dtype=np.int64)
+        valid = ~np.isnan(np.asarray(dist)) & (idx < self._size)
+        out = np.full((len(q), k), -1, dtype=np.int64)
+        cols = min(k, idx.shape[1]) if idx.ndim == 2 else 0
+        out[:, :cols] = np.where(valid[:, :cols], self._pos_ids[np.where(valid, idx, 0)][:, :cols], -1)
+        return out
+
+    def docids(self) -> np.ndarray:
+        """Ids in scann's datapoint order, as the adapter believes them to be (for consistency checks)."""
+        return self._pos_ids[: self._size].copy()
+
+    def save(self, path: Path) -> int:
+        searcher = self._require_built()
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        searcher.serialize(str(folder))  # writes the assets and scann_docids.pkl
+        return _folder_size(folder)

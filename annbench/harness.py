@@ -1,0 +1,320 @@
+"""The sweep: prepare a scenario's data and ground truth once, then run each configuration in its own process.
+
+`prepare` validates everything that can be validated before the first index exists (the scenario, the
+dataset, every run's op log) and materialises the dataset once as memory-mapped .npy files in the
+cache, normalised for cosine, so each run's subprocess maps the same bytes instead of regenerating or
+copying them. The exact ground truth of every search step (over that step's live set, maintained
+incrementally) is computed once per (scenario workload, dataset, catalog size) and cached.
+
+`run_sweep` then starts one fresh subprocess per run (`annbench.replay`), with a time limit: a crash,
+an abort or a hang becomes that run's status and the sweep goes on. The parent alone writes result
+files, atomically, so an interrupted sweep leaves finished results intact and nothing half-written.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import annbench
+from annbench import adapters, results
+from annbench.adapters.base import Metric, prepare_vectors
+from annbench.errors import ConfigError
+from annbench.scenarios import RunSpec, Scenario, op_log
+
+BLOCK_ROWS = 65_536  # rows copied at a time when materialising a dataset: bounded memory at any n
+
+
+@dataclass
+class Prepared:
+    """What every run of a scenario shares: the dataset on disk, its hash and the ground truth files."""
+
+    scenario: Scenario
+    metric: Metric
+    data_dir: Path
+    dataset_info: dict[str, Any]
+    gt_paths: dict[int | None, Path]
+
+
+def open_scenario_dataset(sc: Scenario) -> Any:
+    """The scenario's dataset, scaled: generated (catalog) or loaded from the user's files."""
+    from annbench import catalog, datasets
+
+    spec = dict(sc.dataset)
+    if "path" not in spec:
+        params = dict(spec.get("params", {}))
+        scale = params.pop("scale", 1.0)
+        if scale != 1.0:
+            default_n = inspect.signature(catalog.generate).parameters["n"].default
+            params["n"] = max(1, int(round(default_n * scale)))
+        for key in ("n", "dim", "n_queries", "seed"):
+            if key in params:
+                params[key] = int(params[key])
+        return datasets.open_dataset("catalog", **params)
+    ds = datasets.open_dataset(spec["path"], queries=spec.get("queries"), labels=spec.get("labels"),
+                               query_labels=spec.get("query_labels"))
+    scale = spec.get("scale", 1.0)
+    if scale > 1.0:
+        raise ConfigError(f"--scale {scale} asks for more vectors than {spec['path']} holds; use --scale ≤ 1")
+    if scale < 1.0:
+        import dataclasses
+
+        m = max(1, int(round(ds.n * scale)))
+        ds = dataclasses.replace(
+            ds, base=ds.base[:m], ids=None if ds.ids is None else ds.ids[:m],
+            base_labels=None if ds.base_labels is None else ds.base_labels[:m])
+    return ds
+
+
+def resolve_metric(sc: Scenario, ds: Any) -> Metric:
+    return sc.metric if sc.metric is not None else (ds.metric or Metric.COSINE)
+
+
+def prepare(sc: Scenario, cache_dir: Path, progress: Callable[[str], None] = lambda _m: None) -> Prepared:
+    """Validate every run and materialise data and ground truth; raises AnnbenchError before any build."""
+    ds = open_scenario_dataset(sc)
+    if ds.queries is None or len(ds.queries) == 0:
+        raise ConfigError(f"dataset {ds.source} has no queries; pass queries with the dataset")
+    metric = resolve_metric(sc, ds)
+    ids = ds.base_ids()
+    logs = {size: op_log(sc, ids, ds.base_labels, ds.query_labels, len(ds.queries), size) for size in sc.sizes()}
+    ds_hash = ds.content_hash()
+    data_dir = Path(cache_dir) / "data" / f"{ds_hash[:20]}-{metric.value}"
+    if not (data_dir / "done").exists():
+        progress(f"materialising dataset {ds.name} ({ds.n} × {ds.dim})")
+        _materialise(ds, metric, data_dir)
+    info = {"name": ds.name, "hash": ds_hash, "source": ds.source, "n": int(ds.n), "dim": int(ds.dim),
+            "nq": int(len(ds.queries)), "metric": metric.value, "labels": ds.base_labels is not None}
+    gt_paths = {}
+    for size, ops in logs.items():
+        gt_paths[size] = _ground_truth(sc, metric, data_dir, ds_hash, size, ops, progress)
+    return Prepared(sc, metric, data_dir, info, gt_paths)
+
+
+def _materialise(ds: Any, metric: Metric, data_dir: Path) -> None:
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=data_dir.parent, prefix=".tmp-"))
+    try:
+        base = np.lib.format.open_memmap(tmp / "base.npy", mode="w+", dtype=np.float32, shape=(ds.n, ds.dim))
+        for start in range(0, ds.n, BLOCK_ROWS):
+            base[start:start + BLOCK_ROWS] = prepare_vectors(ds.base[start:start + BLOCK_ROWS], metric)
+        base.flush()
+        del base
+        np.save(tmp / "queries.npy", prepare_vectors(ds.queries, metric))
+        np.save(tmp / "ids.npy", np.asarray(ds.base_ids(), dtype=np.int64))
+        if ds.base_labels is not None:
+            np.save(tmp / "base_labels.npy", np.asarray(ds.base_labels, dtype=np.int64))
+        if ds.query_labels is not None:
+            np.save(tmp / "query_labels.npy", np.asarray(ds.query_labels, dtype=np.int64))
+        (tmp / "done").write_text("ok\n")
+        if data_dir.exists():  # a previous attempt died before 'done': replace it
+            shutil.rmtree(data_dir)
+        os.replace(tmp, data_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _ground_truth(sc: Scenario, metric: Metric, data_dir: Path, ds_hash: str, size: int | None, ops: list,
+                  progress: Callable[[str], None]) -> Path:
+    from annbench.groundtruth import LiveGroundTruth, cached
+
+    key = {"kind": "step-gt", "version": 1, "scenario": sc.content_hash(), "dataset": ds_hash,
+           "metric": metric.value, "k": sc.k, "size": size}
+
+    def compute() -> tuple[np.ndarray, np.ndarray]:
+        progress(f"exact ground truth for {sum(op.kind == 'search' for op in ops)} search steps"
+                 + (f" at n={size}" if size else ""))
+        pool = np.load(data_dir / "base.npy", mmap_mode="r")
+        queries = np.load(data_dir / "queries.npy")
+        q_all = queries[: sc.n_queries] if sc.n_queries else queries
+        live = LiveGroundTruth(pool, q_all, sc.k, metric)
+        dists, ids = [], []
+        for op in ops:
+            if op.kind in ("build", "insert"):
+                live.insert(op.rows, op.ids)
+            elif op.kind == "delete":
+                live.delete(op.ids)
+            elif op.kind == "update":
+                live.update(op.rows, op.ids)
+            elif op.kind == "search":
+                d, i = live.current()
+                dists.append(d)
+                ids.append(i)
+        return np.stack(dists), np.stack(ids)
+
+    return cached(data_dir / "gt", key, compute)
+
+
+# --- the sweep --------------------------------------------------------------------------------------
+@dataclass
+class RunOutcome:
+    spec: RunSpec
+    path: Path
+    status: str  # ok | failed | timeout | skipped
+    doc: dict[str, Any] | None
+
+
+def existing_result(path: Path, prep: Prepared, spec: RunSpec) -> dict[str, Any] | None:
+    """The finished result for this run, if one exists for the same workload, dataset and configuration."""
+    if not path.exists():
+        return None
+    try:
+        doc = results.load(path)
+    except results.ResultError:
+        return None
+    same = (doc["scenario"]["hash"] == prep.scenario.content_hash()
+            and doc["dataset"]["hash"] == prep.dataset_info["hash"]
+            and doc["index"] == _index_record(spec, prep.scenario))
+    return doc if same else None
+
+
+def _index_record(spec: RunSpec, sc: Scenario) -> dict[str, Any]:
+    return {"family": spec.index.family, "label": spec.index.label, "build_params": spec.index.build,
+            "search_grid": spec.index.search, "policy": spec.policy,
+            "rebuild_every": sc.rebuild_every if spec.policy == "rebuild" else None, "size": spec.size}
+
+
+def run_sweep(prep: Prepared, out_dir: Path, *, force: bool = False, retry_failed: bool = False,
+              on_done: Callable[[RunOutcome], None] = lambda _o: None) -> list[RunOutcome]:
+    """Run every configuration of the scenario, each in its own subprocess; return what happened."""
+    sc = prep.scenario
+    outcomes = []
+    for spec in sc.runs():
+        path = results.result_path(out_dir, sc.name, spec.run_id)
+        old = None if force else existing_result(path, prep, spec)
+        if old is not None and (old["status"] == "ok" or not retry_failed):
+            outcome = RunOutcome(spec, path, "skipped", old)
+        else:
+            doc = run_one(prep, spec)
+            results.write_atomic(path, doc)
+            outcome = RunOutcome(spec, path, doc["status"], doc)
+        outcomes.append(outcome)
+        on_done(outcome)
+    return outcomes
+
+
+def run_one(prep: Prepared, spec: RunSpec) -> dict[str, Any]:
+    """Replay one run in a fresh subprocess and return its result document (any status)."""
+    sc = prep.scenario
+    started = datetime.now(timezone.utc)
+    t0 = time.perf_counter()
+    status, error, payload = "ok", None, None
+    with tempfile.TemporaryDirectory(prefix="annbench-run-") as work:
+        work_dir = Path(work)
+        out_path = work_dir / "payload.json"
+        cls = adapters.get(spec.index.family)
+        child_spec = {
+            "scenario_path": str(Path(sc.path).resolve()), "scale": sc.scale, "metric": prep.metric.value,
+            "dataset_override": None, "data_dir": str(prep.data_dir.resolve()),
+            "gt_path": str(prep.gt_paths[spec.size].resolve()), "size": spec.size,
+            "family": spec.index.family, "build_params": spec.index.build, "search_grid": spec.index.search,
+            "policy": spec.policy, "out_path": str(out_path),
+            "adapter_modules": [] if cls.__module__.startswith("annbench.") else [cls.__module__],
+        }
+        spec_path = work_dir / "spec.json"
+        spec_path.write_text(json.dumps(child_spec))
+        log_path = work_dir / "log.txt"
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            env[var] = str(sc.threads)
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "annbench.replay", str(spec_path)], stdout=log,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                    start_new_session=True)
+            try:
+                rc = proc.wait(timeout=sc.timeout_s)
+            except subprocess.TimeoutExpired:
+                _kill(proc)
+                status, error = "timeout", f"no result after the time limit of {sc.timeout_s:g} s; killed"
+                rc = None
+            except BaseException:
+                _kill(proc)  # Ctrl-C: the child must not outlive the sweep
+                raise
+        if status == "ok":
+            if rc != 0:
+                status, error = "failed", _describe_exit(rc, log_path)
+            elif not out_path.exists():
+                status, error = "failed", "the run exited without writing its measurements"
+            else:
+                payload = json.loads(out_path.read_text())
+    doc = {
+        "schema": results.SCHEMA,
+        "annbench_version": annbench.__version__,
+        "run_id": spec.run_id,
+        "started_at": started.isoformat(),
+        "wall_seconds": time.perf_counter() - t0,
+        "machine": results.machine_info(),
+        "libraries": results.library_versions(),
+        "scenario": {"name": sc.name, "hash": sc.content_hash(), "path": sc.path, "k": sc.k,
+                     "scale": sc.scale, "timeline": sc.timeline.kind},
+        "dataset": prep.dataset_info,
+        "index": _index_record(spec, sc),
+        "threads": sc.threads,
+        "status": status,
+        "error": error,
+        "memory": (payload or {}).get("memory", {}),
+        "threadpools": (payload or {}).get("threadpools", []),
+        "steps": (payload or {}).get("steps", []),
+    }
+    return doc
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def _describe_exit(rc: int, log_path: Path) -> str:
+    if rc < 0:
+        try:
+            what = f"killed by {signal.Signals(-rc).name}"
+        except ValueError:
+            what = f"killed by signal {-rc}"
+    else:
+        what = f"exited with status {rc}"
+    lines = [ln for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
+    errors = [ln for ln in lines if "Error" in ln or "error" in ln or "Assertion" in ln or "abort" in ln.lower()]
+    tail = (errors or lines)[-1].strip() if lines else ""
+    return f"the run {what}" + (f": {tail[:400]}" if tail else "")
+
+
+def summary_line(outcome: RunOutcome) -> str:
+    """One line per finished run: index, params, policy, best recall with its QPS, memory."""
+    spec, doc = outcome.spec, outcome.doc or {}
+    head = f"{spec.index.label} {json.dumps(spec.index.build, sort_keys=True)} [{spec.policy}]"
+    if spec.size:
+        head += f" n={spec.size}"
+    if outcome.status == "skipped":
+        return f"  = {head}: already done ({doc.get('status')})"
+    if outcome.status != "ok":
+        return f"  ✗ {head}: {outcome.status}: {doc.get('error')}"
+    best = None
+    for step in doc["steps"]:
+        for s in step.get("settings", []):
+            if best is None or s["recall"] > best["recall"]:
+                best = s
+    mem = (doc.get("memory") or {}).get("rss_steady_bytes", 0) / 2**20
+    if best is None:
+        return f"  ✓ {head}"
+    return (f"  ✓ {head}: best recall@{doc['scenario']['k']} {best['recall']:.3f} "
+            f"({json.dumps(best['params'], sort_keys=True)}) at {best['qps']:.0f} QPS, "
+            f"p99 {best['latency_ms']['p99']:.2f} ms, RSS {mem:.0f} MiB")

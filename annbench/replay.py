@@ -1,0 +1,194 @@
+"""One run, inside its own subprocess: replay the op log on one index under one policy and measure it.
+
+Started by the harness as `python -m annbench.replay SPEC.json`. It reads the prepared dataset
+(memory-mapped .npy files) and the per-step ground truth from the harness's cache, replays the op log
+(recomputed from the scenario: it is deterministic), and writes its measurements as JSON to the path the
+spec names. Everything measured here is this process's alone: RSS baseline, build peak, steady RSS,
+threads. Only the library call (and, for a policy, the filtering or merging it needs) is inside a timed
+region; recall, leaks and labels are computed afterwards from the answers.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from annbench import adapters, metrics
+from annbench.adapters.base import Metric
+from annbench.groundtruth import true_distances
+from annbench.policies import Policy, make_policy
+from annbench.scenarios import Op, load_scenario, op_log
+
+FRESHNESS_SAMPLE = 200
+
+
+def _rss() -> int:
+    import psutil
+
+    return int(psutil.Process().memory_info().rss)
+
+
+def _peak_rss() -> int:
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux reports KiB
+
+
+def _folder_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def run(spec: dict[str, Any]) -> dict[str, Any]:
+    for module in spec.get("adapter_modules", []):
+        importlib.import_module(module)  # registers adapters that live outside annbench (tests, plugins)
+    from threadpoolctl import threadpool_limits
+
+    sc = load_scenario(Path(spec["scenario_path"]), scale=spec["scale"], dataset_path=spec.get("dataset_override"))
+    data = Path(spec["data_dir"])
+    pool = np.load(data / "base.npy", mmap_mode="r")
+    queries_all = np.load(data / "queries.npy")
+    ids = np.load(data / "ids.npy", mmap_mode="r")
+    base_labels = np.load(data / "base_labels.npy", mmap_mode="r") if (data / "base_labels.npy").exists() else None
+    query_labels = np.load(data / "query_labels.npy") if (data / "query_labels.npy").exists() else None
+    gt = np.load(spec["gt_path"])
+    gt_d = gt["dists"]  # (search steps × all queries × k), exact over each step's live set
+
+    ops = op_log(sc, np.asarray(ids), base_labels, query_labels, len(queries_all), spec["size"])
+    threads = sc.threads
+    metric = Metric(spec["metric"])
+    cls = adapters.get(spec["family"])
+    policy = make_policy(spec["policy"], cls, metric, pool.shape[1], threads, spec["build_params"], pool,
+                         sc.rebuild_every)
+    out: dict[str, Any] = {"steps": [], "memory": {}, "threads": threads}
+    rng = np.random.default_rng(sc.seed + 1)
+    with threadpool_limits(limits=threads):
+        out["threadpools"] = [
+            {k: info.get(k) for k in ("user_api", "internal_api", "num_threads", "version")}
+            for info in __import__("threadpoolctl").threadpool_info()
+        ]
+        search_i = 0
+        for op in ops:
+            if op.kind == "search":
+                t0 = time.perf_counter()
+                if policy.maintain(op.day):
+                    secs = time.perf_counter() - t0
+                    live = len(policy.live.row_of)
+                    out["steps"].append({"op": "rebuild", "day": op.day, "count": live, "live": live,
+                                         "seconds": secs, "vectors_per_s": live / secs if secs > 0 else None})
+                step = _search_step(sc, metric, policy, op, spec["search_grid"], queries_all, pool, gt_d[search_i],
+                                    base_labels, query_labels, rng)
+                search_i += 1
+                out["steps"].append(step)
+                continue
+            rss_before = _rss()
+            t0 = time.perf_counter()
+            if op.kind == "build":
+                policy.build(op.rows, op.ids)
+            else:
+                getattr(policy, op.kind)(*((op.rows, op.ids) if op.rows is not None else (op.ids,)))
+            secs = time.perf_counter() - t0
+            step = {"op": op.kind, "day": op.day, "count": op.count, "live": len(policy.live.row_of),
+                    "seconds": secs, "vectors_per_s": op.count / secs if secs > 0 else None}
+            out["steps"].append(step)
+            if op.kind == "build":
+                out["memory"] = _build_memory(policy, queries_all, sc.k, rss_before)
+    return out
+
+
+def _build_memory(policy: Policy, queries: np.ndarray, k: int, rss_before: int) -> dict[str, Any]:
+    peak = _peak_rss()
+    policy.search(queries, k)  # one pass, so mmapped indexes (annoy) have paged in what queries touch
+    steady = _rss()
+    with tempfile.TemporaryDirectory(prefix="annbench-save-") as tmp:
+        written = policy.save(Path(tmp) / "index")
+        on_disk = _folder_bytes(Path(tmp))
+    return {"rss_baseline_bytes": rss_before, "rss_peak_bytes": peak, "rss_steady_bytes": steady,
+            "index_rss_bytes": steady - rss_before, "saved_bytes": int(written), "saved_bytes_on_disk": on_disk,
+            "note": "rss_peak_bytes is the process's lifetime peak (ru_maxrss) after the build"}
+
+
+def _search_step(sc: Any, metric: Metric, policy: Policy, op: Op, grid: list[dict[str, Any]], queries_all: np.ndarray,
+                 pool: np.ndarray, gt_d: np.ndarray, base_labels: np.ndarray | None,
+                 query_labels: np.ndarray | None, rng: np.random.Generator) -> dict[str, Any]:
+    qidx = op.queries
+    queries = np.ascontiguousarray(queries_all[qidx])
+    singles = [queries[i:i + 1] for i in range(len(queries))]  # views prepared outside the timed loop
+    k = sc.k
+    kth = gt_d[qidx, k - 1]
+    fresh = sorted(policy.fresh_ids)
+    if len(fresh) > FRESHNESS_SAMPLE:
+        fresh = sorted(rng.choice(np.asarray(fresh, np.int64), FRESHNESS_SAMPLE, replace=False).tolist())
+    fresh_ids = np.asarray(fresh, np.int64)
+    fresh_vecs = np.ascontiguousarray(pool[policy.live.rows_for(fresh_ids)], dtype=np.float32) if fresh else None
+    deleted = np.fromiter(policy.live.deleted, np.int64, len(policy.live.deleted))
+    settings = []
+    for params in grid:
+        policy.set_search_params(**params)
+        if sc.warmup:
+            policy.search(queries, k)
+        lat = np.empty(len(singles), dtype=np.int64)
+        for i, q in enumerate(singles):
+            t0 = time.perf_counter_ns()
+            policy.search(q, k)
+            lat[i] = time.perf_counter_ns() - t0
+        t0 = time.perf_counter_ns()
+        found = policy.search(queries, k)
+        batch_s = (time.perf_counter_ns() - t0) / 1e9
+        rows = policy.live.rows_for(found)
+        dists = true_distances(queries, pool, rows, metric)
+        recall = metrics.recall_at_k(np.where(rows >= 0, found, -1), dists, kth)
+        s: dict[str, Any] = {
+            "params": params,
+            "recall": float(recall.mean()),
+            "recall_min": float(recall.min()),
+            "recall_per_query_quantiles": {str(p): float(np.quantile(recall, p)) for p in (0.01, 0.1, 0.5)},
+            "leaks": int(metrics.leaks(found, deleted).sum()),
+            "queries_with_leaks": int((metrics.leaks(found, deleted) > 0).sum()),
+            "latency_ms": metrics.latency_summary(lat),
+            "latency_ns": lat.tolist(),
+            "qps": metrics.qps(len(queries), batch_s),
+            "batch_seconds": batch_s,
+        }
+        if base_labels is not None and query_labels is not None:
+            labels = np.where(rows >= 0, np.asarray(base_labels)[np.maximum(rows, 0)], -1)
+            s["hit_at_k"] = float(metrics.hit_at_k(labels, query_labels[qidx]).mean())
+            s["p_at_k"] = float(metrics.precision_at_k(labels, query_labels[qidx], k).mean())
+        if fresh_vecs is not None:
+            got = policy.search(fresh_vecs, k)
+            s["freshness"] = float((got == fresh_ids[:, None]).any(axis=1).mean())
+            s["freshness_sample"] = len(fresh_ids)
+        settings.append(s)
+    return {"op": "search", "day": op.day, "count": int(len(qidx)), "live": len(policy.live.row_of),
+            "seconds": float(sum(s["batch_seconds"] for s in settings)), "settings": settings}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    spec = json.loads(Path(argv[0]).read_text())
+    out = run(spec)
+    tmp = Path(spec["out_path"] + ".tmp")
+    tmp.write_text(json.dumps(out, default=_np_default))
+    tmp.replace(spec["out_path"])
+    return 0
+
+
+def _np_default(obj: Any) -> Any:
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Metric):
+        return obj.value
+    raise TypeError(type(obj).__name__)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
