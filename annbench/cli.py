@@ -1,0 +1,188 @@
+"""The `annbench` command line (click): run, list, datasets, results, and the report and gate commands.
+
+Exit status of every command: 0 done; 1 a verdict went against you (a regression, no configuration
+meets the constraints, corrupt results); 2 the input or the command line is wrong (one line on stderr,
+no traceback); 130 interrupted. Paths come from options with defaults relative to the current folder.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from annbench.errors import AnnbenchError
+
+EXIT_VERDICT, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+
+
+class _Group(click.Group):
+    """Turn every AnnbenchError into one line and exit 2, and Ctrl-C into exit 130."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except AnnbenchError as e:
+            click.echo(f"annbench: error: {e}", err=True)
+            sys.exit(EXIT_USAGE)
+        except KeyboardInterrupt:
+            click.echo("annbench: interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="annbench")
+def main() -> None:
+    """Benchmark approximate-nearest-neighbour indexes on your own embeddings."""
+
+
+# --- run ---------------------------------------------------------------------------------------------
+@main.command()
+@click.option("--scenario", "scenario_spec", required=True,
+              help="A scenario name from --configs (e.g. reseller_daily_updates) or a path to a YAML file.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("results"), show_default=True,
+              help="Results folder; each run writes <out>/<scenario>/<run>.json.")
+@click.option("--configs", "configs_dir", type=click.Path(path_type=Path), default=Path("configs/scenarios"),
+              show_default=True, help="Where scenario names are looked up.")
+@click.option("--dataset", "dataset_path", default=None, help="Use this embeddings file instead of the scenario's.")
+@click.option("--scale", type=float, default=1.0, show_default=True, help="Multiply the catalog sizes.")
+@click.option("--indexes", default=None, help="Comma-separated index names or families to run (default: all).")
+@click.option("--force", is_flag=True, help="Rerun runs that already have a result.")
+@click.option("--retry-failed", is_flag=True, help="Rerun runs whose earlier result failed or timed out.")
+@click.option("--cache", "cache_dir", type=click.Path(path_type=Path), default=None,
+              help="Cache for materialised datasets and ground truth [default: <out>/.cache].")
+def run(scenario_spec: str, out_dir: Path, configs_dir: Path, dataset_path: str | None, scale: float,
+        indexes: str | None, force: bool, retry_failed: bool, cache_dir: Path | None) -> None:
+    """Run a scenario: every index configuration × policy, each in its own process."""
+    from tqdm import tqdm
+
+    from annbench import harness, results
+    from annbench.scenarios import load_scenario, resolve_scenario_path
+
+    path = resolve_scenario_path(scenario_spec, configs_dir)
+    wanted = [s.strip() for s in indexes.split(",") if s.strip()] if indexes else None
+    sc = load_scenario(path, scale=scale, dataset_path=dataset_path, indexes=wanted)
+    results.ensure_writable(out_dir)
+    t0 = time.perf_counter()
+    prep = harness.prepare(sc, cache_dir or out_dir / ".cache", progress=lambda m: click.echo(f"annbench: {m}"))
+    runs = list(sc.runs())
+    click.echo(f"annbench: {sc.name}: {len(runs)} runs ({prep.dataset_info['n']} vectors × "
+               f"{prep.dataset_info['dim']}, k={sc.k}, {sc.threads} thread(s)) → {out_dir / sc.name}")
+    bar = tqdm(total=len(runs), unit="run", dynamic_ncols=True, file=sys.stderr)
+    done: list[harness.RunOutcome] = []
+
+    def on_done(outcome: harness.RunOutcome) -> None:
+        done.append(outcome)
+        bar.update(1)
+        bar.write(harness.summary_line(outcome))
+
+    try:
+        harness.run_sweep(prep, out_dir, force=force, retry_failed=retry_failed, on_done=on_done)
+    except KeyboardInterrupt:
+        bar.close()
+        finished = [o for o in done if o.status != "skipped"]
+        click.echo(f"annbench: interrupted; {len(finished)} run(s) finished this time and are saved, "
+                   f"{len(runs) - len(done)} not run (rerun the same command to resume)", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    bar.close()
+    counts = {s: sum(o.status == s for o in done) for s in ("ok", "skipped", "failed", "timeout")}
+    click.echo(f"annbench: done in {time.perf_counter() - t0:.0f} s: " + ", ".join(f"{v} {k}" for k, v in counts.items())
+               + f"; results in {out_dir / sc.name}")
+
+
+# --- list --------------------------------------------------------------------------------------------
+@main.command("list")
+def list_() -> None:
+    """Every index family with its parameters, defaults and update capabilities."""
+    from annbench import adapters
+
+    for name in adapters.names():
+        try:
+            cls = adapters.get(name)
+        except ImportError as e:
+            click.echo(f"{name}: unavailable ({e})")
+            continue
+        info = cls.info()
+        caps = ", ".join(f"{k} {v}" for k, v in info.capabilities.as_dict().items())
+        click.echo(f"{name}  — {info.description}")
+        click.echo(f"  capabilities: {caps}")
+        click.echo("  build:  " + ("; ".join(p.describe() for p in info.build_params) or "(none)"))
+        click.echo("  search: " + ("; ".join(p.describe() for p in info.search_params) or "(none)"))
+
+
+# --- datasets ----------------------------------------------------------------------------------------
+@main.group()
+def datasets() -> None:
+    """Inspect or generate datasets."""
+
+
+@datasets.command("info")
+@click.argument("spec")
+@click.option("--queries", default=None, help="Queries file, for a base file without them.")
+def datasets_info(spec: str, queries: str | None) -> None:
+    """Size, dim, metric, memory and hardness (LID, relative contrast) of NAME (catalog) or PATH."""
+    from annbench import datasets as ds_mod
+    from annbench import hardness
+
+    ds = ds_mod.open_dataset(spec, queries=queries)
+    info = hardness.describe(ds)
+    for key, value in info.items():
+        if isinstance(value, float):
+            value = f"{value:.4g}"
+        click.echo(f"{key:>22}: {value}")
+
+
+@datasets.command("generate")
+@click.argument("name", type=click.Choice(["catalog"]))
+@click.option("--n", type=click.IntRange(min=1), default=None, help="Number of catalog images.")
+@click.option("--dim", type=click.IntRange(min=2), default=None, help="Embedding dimension.")
+@click.option("--queries", "n_queries", type=click.IntRange(min=0), default=None, help="Number of queries.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="FILE.npz or FILE.h5")
+def datasets_generate(name: str, n: int | None, dim: int | None, n_queries: int | None, seed: int,
+                      out: Path) -> None:
+    """Generate the synthetic reseller catalog and save it."""
+    from annbench import datasets as ds_mod
+
+    params = {k: v for k, v in {"n": n, "dim": dim, "n_queries": n_queries}.items() if v is not None}
+    ds = ds_mod.open_dataset(name, seed=seed, **params)
+    ds_mod.save_dataset(ds, out)
+    click.echo(f"annbench: wrote {ds.n} × {ds.dim} vectors and {ds.nq} queries to {out}")
+
+
+# --- results -----------------------------------------------------------------------------------------
+@main.group("results")
+def results_group() -> None:
+    """Export or verify result files."""
+
+
+@results_group.command("export")
+@click.argument("results_dir", type=click.Path(path_type=Path))
+@click.option("--csv", "csv_path", type=click.Path(path_type=Path), required=True)
+def results_export(results_dir: Path, csv_path: Path) -> None:
+    """One CSV row per (run, step, search setting), for pandas."""
+    from annbench import results
+
+    n = results.export_csv(results_dir, csv_path)
+    click.echo(f"annbench: wrote {n} rows to {csv_path}")
+
+
+@results_group.command("verify")
+@click.argument("results_dir", type=click.Path(path_type=Path))
+def results_verify(results_dir: Path) -> None:
+    """Re-read every result file and list the corrupt ones (exit 1 if any)."""
+    from annbench import results
+
+    report = results.load_dir(results_dir)
+    for path, why in report.bad:
+        click.echo(f"BAD  {why}")
+    click.echo(f"annbench: {len(report.runs)} valid, {len(report.bad)} bad result file(s) in {results_dir}")
+    if report.bad:
+        sys.exit(EXIT_VERDICT)
+
+
+if __name__ == "__main__":
+    main()
