@@ -137,7 +137,7 @@ class Scenario:
 
     def sizes(self) -> list[int | None]:
         """The catalog sizes this scenario builds at (None: the whole dataset; one run each)."""
-        return list(self.timeline.sizes) if self.timeline.kind == "static" else [None]
+        return list(self.timeline.sizes) or [None]
 
     def runs(self) -> Iterator[RunSpec]:
         for cfg in self.indexes:
