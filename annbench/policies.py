@@ -253,9 +253,9 @@ POLICY_CLASSES: dict[str, type[Policy]] = {"native": Policy, "tombstone": Tombst
 
 
 def make_policy(name: str, adapter_cls: type[Adapter], metric: Metric, dim: int, threads: int,
-                build_params: dict[str, Any], pool: np.ndarray, rebuild_every: int) -> Policy:
+                build_params: dict[str, Any], pool: np.ndarray, rebuild_every: int, static: bool = False) -> Policy:
     """The policy object for one run; refuses a policy the adapter cannot support."""
-    check_policy(adapter_cls.capabilities, name, adapter_cls.name)
+    check_policy(adapter_cls.capabilities, name, adapter_cls.name, static)
 
     def make_adapter() -> Adapter:
         return adapter_cls(metric, dim, threads=threads, **build_params)

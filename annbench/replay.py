@@ -64,7 +64,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     metric = Metric(spec["metric"])
     cls = adapters.get(spec["family"])
     policy = make_policy(spec["policy"], cls, metric, pool.shape[1], threads, spec["build_params"], pool,
-                         sc.rebuild_every)
+                         sc.rebuild_every, static=sc.timeline.kind == "static")
     out: dict[str, Any] = {"steps": [], "memory": {}, "threads": threads}
     rng = np.random.default_rng(sc.seed + 1)
     with threadpool_limits(limits=threads):
@@ -159,6 +159,9 @@ def _search_step(sc: Any, metric: Metric, policy: Policy, op: Op, grid: list[dic
             labels = np.where(rows >= 0, np.asarray(base_labels)[np.maximum(rows, 0)], -1)
             s["hit_at_k"] = float(metrics.hit_at_k(labels, query_labels[qidx]).mean())
             s["p_at_k"] = float(metrics.precision_at_k(labels, query_labels[qidx], k).mean())
+        if sc.keep_answers:
+            s["answers"] = found.tolist()
+            s["query_indices"] = qidx.tolist()
         if fresh_vecs is not None:
             got = policy.search(fresh_vecs, k)
             s["freshness"] = float((got == fresh_ids[:, None]).any(axis=1).mean())

@@ -118,6 +118,7 @@ class Scenario:
     timeout_s: float
     seed: int
     warmup: bool
+    keep_answers: bool
     indexes: tuple[IndexConfig, ...]
     scale: float = 1.0
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -267,6 +268,7 @@ def load_scenario(path: Path, *, scale: float = 1.0, dataset_path: str | None = 
     threads = top.get("threads", int, 1, lo=1, hi=256)
     timeout_s = top.get("timeout_s", float, 600.0, lo=1.0)
     warmup = top.get("warmup", bool, True)
+    keep_answers = top.get("keep_answers", bool, False)
 
     ds_sec = top.section("dataset", {"name": "catalog"})
     dataset = _dataset_section(ds_sec, scale, dataset_path, Path(path).parent)
@@ -279,11 +281,12 @@ def load_scenario(path: Path, *, scale: float = 1.0, dataset_path: str | None = 
     timeline = _timeline_section(top.section("timeline", {"kind": "static"}), scale)
     rebuild_every = top.get("rebuild_every", int, 3, lo=1)
     default_policies = _policies(top.get("policies", list, ["native"]), "policies", p)
+    static = timeline.kind == "static"  # nothing changes after build: every policy is the same run
 
     idx_list = top.get("indexes", list)
     if not idx_list:
         raise top.fail("indexes", "must list at least one index configuration")
-    configs = _index_configs(idx_list, default_policies, p)
+    configs = _index_configs(idx_list, default_policies, p, static)
     if indexes:
         wanted = set(indexes)
         known = {c.label for c in configs} | {c.family for c in configs}
@@ -293,12 +296,9 @@ def load_scenario(path: Path, *, scale: float = 1.0, dataset_path: str | None = 
         configs = [c for c in configs if c.label in wanted or c.family in wanted]
     top.finish()
 
-    if timeline.kind == "static" and any(pol != "native" for c in configs for pol in c.policies):
-        # A static timeline has no updates, so the policies would be identical runs.
-        configs = [IndexConfig(c.family, c.build, c.search, ("native",), c.label) for c in configs]
     raw = read_yaml(Path(path))
     return Scenario(name, description, p, dataset, metric, k, n_queries, query_rule, timeline, rebuild_every,
-                    threads, timeout_s, seed, warmup, tuple(configs), float(scale), raw)
+                    threads, timeout_s, seed, warmup, keep_answers, tuple(configs), float(scale), raw)
 
 
 def _dataset_section(sec: _Section, scale: float, override: str | None, base_dir: Path) -> dict[str, Any]:
@@ -367,7 +367,8 @@ def _policies(value: Any, where: str, path: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(items))
 
 
-def _index_configs(items: list[Any], default_policies: tuple[str, ...], path: str) -> list[IndexConfig]:
+def _index_configs(items: list[Any], default_policies: tuple[str, ...], path: str,
+                   static: bool) -> list[IndexConfig]:
     configs: list[IndexConfig] = []
     for i, item in enumerate(items):
         sec = _Section(item, f"indexes[{i}]", path)
@@ -381,16 +382,20 @@ def _index_configs(items: list[Any], default_policies: tuple[str, ...], path: st
         sec.finish()
         searches = [validate_params(cls.search_params, s, f"{path}: indexes[{i}] ({family})", "search")
                     for s in searches]
+        if static:
+            policies = ("native",)
         for policy in policies:
-            check_policy(cls.capabilities, policy, family)
+            check_policy(cls.capabilities, policy, family, static)
         for b in builds:
             full = validate_params(cls.build_params, b, f"{path}: indexes[{i}] ({family})", "build")
             configs.append(IndexConfig(family, full, searches, policies, label))
     return configs
 
 
-def check_policy(caps: Any, policy: str, family: str) -> None:
+def check_policy(caps: Any, policy: str, family: str, static: bool = False) -> None:
     """Refuse, before anything runs, a policy the index cannot honestly support."""
+    if static:
+        return
     need = {"native": ("add", "delete", "update"), "tombstone": ("add", "update"), "rebuild": ()}[policy]
     for op in need:
         if getattr(caps, op) is Support.UNSUPPORTED:

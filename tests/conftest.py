@@ -1,0 +1,44 @@
+"""Shared fixtures: small scenario files written on the fly, and the test-only adapters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+import tests.fake_adapters  # noqa: F401  (registers the test-only adapters)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def small_scenario(tmp_path: Path, indexes: list[dict[str, Any]], **overrides: Any) -> Path:
+    """Write a tiny daily-update scenario (catalog 3,000 × 16) and return its path."""
+    doc: dict[str, Any] = {
+        "name": "small",
+        "dataset": {"name": "catalog", "params": {"seed": 3, "n": 3000, "dim": 16, "n_queries": 60}},
+        "metric": "cosine",
+        "k": 5,
+        "threads": 1,
+        "timeout_s": 120,
+        "queries": {"count": 60, "deleted_products": "keep"},
+        "timeline": {"kind": "daily", "initial_fraction": 0.7, "days": 3, "insert_fraction": 0.05,
+                     "delete_fraction": 0.04, "delete_rule": "random", "update_fraction": 0.03},
+        "rebuild_every": 2,
+        "policies": ["native"],
+        "indexes": indexes,
+    }
+    for key, value in overrides.items():
+        doc[key] = value
+    path = tmp_path / f"{doc['name']}.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def scenario_file(tmp_path: Path):
+    def make(indexes: list[dict[str, Any]], **overrides: Any) -> Path:
+        return small_scenario(tmp_path, indexes, **overrides)
+
+    return make

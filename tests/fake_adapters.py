@@ -1,0 +1,128 @@
+"""Test-only adapters, registered when this module is imported (tests only, never in annbench).
+
+They exist to test the harness's own handling of failure and measurement — a leak, an index that
+silently loses inserts, a crash, a hang — never as stand-ins for a real library. The harness imports
+this module in each run's subprocess because the adapters' classes live here.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from annbench.adapters import register
+from annbench.adapters.base import Adapter, Capabilities, Param, Support
+
+NATIVE = Capabilities(Support.NATIVE, Support.NATIVE, Support.NATIVE)
+
+
+class _Exact(Adapter):
+    """Brute force in numpy: an exact answer the failure adapters below then break on purpose."""
+
+    name = "test-exact"
+    capabilities = NATIVE
+    search_params = (Param("unused", int, 0, "accepted so grids have a setting"),)
+
+    def build(self, vectors: np.ndarray, ids: np.ndarray) -> None:
+        self.vecs = {int(i): v.copy() for i, v in zip(ids, vectors, strict=True)}
+
+    def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
+        self.vecs.update({int(i): v.copy() for i, v in zip(ids, vectors, strict=True)})
+
+    def delete(self, ids: np.ndarray) -> None:
+        for i in ids.tolist():
+            self.vecs.pop(i, None)
+
+    def update(self, vectors: np.ndarray, ids: np.ndarray) -> None:
+        self.add(vectors, ids)
+
+    def search(self, queries: np.ndarray, k: int) -> np.ndarray:
+        ids = np.fromiter(self.vecs, np.int64, len(self.vecs))
+        mat = np.stack(list(self.vecs.values()))
+        d = ((queries[:, None, :] - mat[None]) ** 2).sum(-1)
+        order = np.argsort(d, axis=1, kind="stable")[:, :k]
+        out = np.full((len(queries), k), -1, np.int64)
+        out[:, : order.shape[1]] = ids[order]
+        return out
+
+    def save(self, path: Path) -> int:
+        Path(path).write_bytes(b"x" * 16)
+        return 16
+
+
+@register
+class Leaky(_Exact):
+    """Claims native deletes but keeps the first id of every delete and ranks it first: a leak."""
+
+    name = "test-leaky"
+
+    def delete(self, ids: np.ndarray) -> None:
+        super().delete(ids[1:])
+        self.leaked = int(ids[0])
+
+    def search(self, queries: np.ndarray, k: int) -> np.ndarray:
+        out = super().search(queries, k)
+        if getattr(self, "leaked", None) is not None:
+            out = np.concatenate([np.full((len(out), 1), self.leaked), out[:, :-1]], axis=1)
+        return out
+
+
+@register
+class Frozen(_Exact):
+    """Accepts add and update silently and never searches them (the annoy trap, declared as native)."""
+
+    name = "test-frozen"
+
+    def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
+        pass
+
+    def update(self, vectors: np.ndarray, ids: np.ndarray) -> None:
+        pass
+
+
+@register
+class Aborting(_Exact):
+    """Aborts the process in build, as a native library's failed assertion does."""
+
+    name = "test-abort"
+
+    def build(self, vectors: np.ndarray, ids: np.ndarray) -> None:
+        os.abort()
+
+
+@register
+class Segfaulting(_Exact):
+    """Dereferences NULL in build."""
+
+    name = "test-segfault"
+
+    def build(self, vectors: np.ndarray, ids: np.ndarray) -> None:
+        ctypes.string_at(0)
+
+
+@register
+class Hanging(_Exact):
+    """Never finishes its build."""
+
+    name = "test-hang"
+
+    def build(self, vectors: np.ndarray, ids: np.ndarray) -> None:
+        while True:
+            time.sleep(1)
+
+
+@register
+class Raising(_Exact):
+    """Raises a Python exception in search."""
+
+    name = "test-raise"
+
+    def search(self, queries: np.ndarray, k: int) -> np.ndarray:
+        raise RuntimeError("deliberate failure in search")
+
+
+register(_Exact)
