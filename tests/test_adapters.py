@@ -1,0 +1,442 @@
+"""Conformance suite of the built-in adapters (annbench/adapters/*.py).
+
+Every registered library family runs the same checks on both metrics, on 2,000 clustered 32-d vectors
+whose ids are not positions: recall at default parameters, add / delete / update exactly as each
+adapter's capability declaration says, parameter validation, purity towards the caller's arrays,
+save and threads. The trap tests at the end fail if a library trap the adapters work around returns.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from annbench import adapters
+from annbench.adapters.base import Adapter, Metric, Support, prepare_vectors
+from annbench.errors import CapabilityError, ConfigError
+
+N, DIM, N_CENTRES, SEED = 2_000, 32, 40, 20240611
+N_ADD, N_DELETE, N_UPDATE = 200, 200, 50
+
+
+@dataclass(frozen=True)
+class Family:
+    """One adapter configuration family under test, with the recall@10 it must reach at defaults."""
+
+    key: str  # pytest id
+    name: str  # registry name
+    min_recall: float
+    build: dict[str, Any] = field(default_factory=dict)
+
+
+# Thresholds sit a few points below the recall@10 measured at default search parameters on this data
+# (faiss 1.15.1, hnswlib 0.8.0, annoy 1.17.3, scann 1.4.2), l2 / cosine: flat 1.000 / 1.000, IVF-Flat
+# (nprobe 8 of 51 lists) .978 / .977, IVF-PQ16x4 (no re-ranking) .731 / .586, faiss HNSW 1.000 / 1.000,
+# hnswlib 1.000 / .999, annoy (50 trees) .973 / .971, scann (10 of 40 leaves) .916 / .919.
+FAMILIES = [
+    Family("faiss-flat", "faiss-flat", 0.99),
+    Family("faiss-ivf-flat", "faiss-ivf", 0.9, {"encoding": "Flat"}),
+    Family("faiss-ivf-pq", "faiss-ivf", 0.45, {"encoding": "PQ16x4"}),
+    Family("faiss-hnsw", "faiss-hnsw", 0.95),
+    Family("hnswlib", "hnswlib", 0.95),
+    Family("annoy", "annoy", 0.9),
+    Family("scann", "scann", 0.85),
+]
+METRICS = [Metric.L2, Metric.COSINE]
+
+
+def _make_data(metric: Metric) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(SEED)
+    # Offset centres keep the clusters away from the origin, so a negated vector is far in L2 too.
+    centres = rng.normal(size=(N_CENTRES, DIM)) + 2.0
+
+    def draw(n: int) -> np.ndarray:
+        return centres[rng.integers(N_CENTRES, size=n)] + 1.0 * rng.normal(size=(n, DIM))
+
+    base, extra, queries = draw(N), draw(N_ADD), draw(100)
+    return {
+        "base": prepare_vectors(base, metric),
+        "ids": 10_000_000 + 7 * np.arange(N, dtype=np.int64),
+        "extra": prepare_vectors(extra, metric),
+        "extra_ids": 50_000_000 + 11 * np.arange(N_ADD, dtype=np.int64),
+        "queries": prepare_vectors(queries, metric),
+    }
+
+
+_DATA = {m: _make_data(m) for m in METRICS}
+
+
+def _exact(vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int, metric: Metric) -> np.ndarray:
+    vectors, queries = vectors.astype(np.float64), queries.astype(np.float64)
+    if metric is Metric.COSINE:
+        dist = -queries @ vectors.T
+    else:
+        dist = (queries**2).sum(1)[:, None] - 2 * queries @ vectors.T + (vectors**2).sum(1)[None, :]
+    return ids[np.argsort(dist, axis=1, kind="stable")[:, :k]]
+
+
+def _recall(found: np.ndarray, truth: np.ndarray) -> float:
+    k = truth.shape[1]
+    return float(np.mean([len(set(f[:k].tolist()) & set(t.tolist())) / k for f, t in zip(found, truth, strict=True)]))
+
+
+def _fresh(family: Family, metric: Metric, **extra: Any) -> Adapter:
+    data = _DATA[metric]
+    index = adapters.get(family.name)(metric, DIM, **{**family.build, **extra})
+    index.build(data["base"], data["ids"])
+    return index
+
+
+_BUILT: dict[tuple[str, Metric], Adapter] = {}
+
+
+def _shared(family: Family, metric: Metric) -> Adapter:
+    """A built index for read-only tests (recall, save, params, threads); never mutate it."""
+    if (family.key, metric) not in _BUILT:
+        _BUILT[family.key, metric] = _fresh(family, metric)
+    return _BUILT[family.key, metric]
+
+
+def _rank_of(result: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Per row: the position of ids[row] in result[row], or -1 when absent."""
+    hit = result == ids[:, None]
+    return np.where(hit.any(1), hit.argmax(1), -1)
+
+
+family_param = pytest.mark.parametrize("family", FAMILIES, ids=[f.key for f in FAMILIES])
+metric_param = pytest.mark.parametrize("metric", METRICS, ids=[m.value for m in METRICS])
+
+
+def test_registry_names_match_classes() -> None:
+    for name in adapters.names():
+        cls = adapters.get(name)
+        assert cls.name == name
+        for p in (*cls.build_params, *cls.search_params):
+            assert p.help, f"{name}: parameter {p.name} has no help"
+            assert p.coerce(p.default, name) == p.default
+
+
+# -- 1. recall at default parameters ---------------------------------------------------------------
+@family_param
+@metric_param
+def test_recall_at_defaults(family: Family, metric: Metric) -> None:
+    data = _DATA[metric]
+    index = _shared(family, metric)
+    found = index.search(data["queries"], 10)
+    assert found.shape == (len(data["queries"]), 10) and found.dtype == np.int64
+    assert set(found.ravel().tolist()) <= set(data["ids"].tolist())
+    truth = _exact(data["base"], data["ids"], data["queries"], 10, metric)
+    recall = _recall(found, truth)
+    assert recall >= family.min_recall, f"{family.key}/{metric.value}: recall@10 {recall:.3f}"
+
+
+# -- 2. add ----------------------------------------------------------------------------------------
+@family_param
+@metric_param
+def test_add(family: Family, metric: Metric) -> None:
+    data = _DATA[metric]
+    index = _fresh(family, metric)
+    support = type(index).capabilities.add
+    if support is Support.UNSUPPORTED:
+        before = index.search(data["queries"], 10)
+        with pytest.raises(CapabilityError):
+            index.add(data["extra"], data["extra_ids"])
+        np.testing.assert_array_equal(index.search(data["queries"], 10), before)
+        return
+    index.add(data["extra"], data["extra_ids"])
+    rank = _rank_of(index.search(data["extra"], 10), data["extra_ids"])
+    assert (rank >= 0).all(), f"{(rank < 0).sum()} added ids not found in their own top-10"
+    if family.key != "faiss-ivf-pq":  # PQ codes are lossy: a vector's own code need not score best
+        assert (rank == 0).mean() >= 0.95
+    # The old items are still there.
+    truth = _exact(
+        np.vstack([data["base"], data["extra"]]), np.concatenate([data["ids"], data["extra_ids"]]),
+        data["queries"], 10, metric,
+    )
+    assert _recall(index.search(data["queries"], 10), truth) >= family.min_recall - 0.05
+
+
+# -- 3. delete -------------------------------------------------------------------------------------
+@family_param
+@metric_param
+def test_delete(family: Family, metric: Metric) -> None:
+    data = _DATA[metric]
+    index = _fresh(family, metric)
+    rng = np.random.default_rng(1)
+    victims = np.sort(rng.choice(N, N_DELETE, replace=False))
+    if type(index).capabilities.delete is Support.UNSUPPORTED:
+        before = index.search(data["queries"], 10)
+        with pytest.raises(CapabilityError):
+            index.delete(data["ids"][victims])
+        np.testing.assert_array_equal(index.search(data["queries"], 10), before)
+        return
+    gone = data["ids"][victims]
+    index.delete(gone)
+    random_queries = prepare_vectors(rng.normal(size=(100, DIM)) + 2.0, metric)
+    for queries in (data["base"][victims], random_queries, data["queries"]):
+        found = index.search(queries, 50)
+        assert not np.isin(found, gone).any(), "a deleted id came back"
+    # Survivors are unaffected: each still finds itself (scann moves datapoints around on delete).
+    alive = np.setdiff1d(np.arange(N), victims)[::7]
+    rank = _rank_of(index.search(data["base"][alive], 10), data["ids"][alive])
+    assert (rank >= 0).mean() >= 0.98
+    # A deleted id can come back with a new vector (a relisted product).
+    back = slice(0, 20)
+    index.add(data["extra"][back], gone[back])
+    rank = _rank_of(index.search(data["extra"][back], 10), gone[back])
+    assert (rank >= 0).all()
+    assert not np.isin(index.search(data["base"][victims[20:]], 50), gone[20:]).any()
+
+
+# -- 4. update -------------------------------------------------------------------------------------
+@family_param
+@metric_param
+def test_update(family: Family, metric: Metric) -> None:
+    data = _DATA[metric]
+    index = _fresh(family, metric)
+    rng = np.random.default_rng(2)
+    which = np.sort(rng.choice(N, N_UPDATE, replace=False))
+    ids, old = data["ids"][which], data["base"][which]
+    # Far from the old vector under both metrics (negative dot product, large L2 distance).
+    new = prepare_vectors(-old + 0.05 * rng.normal(size=old.shape), metric)
+    if type(index).capabilities.update is Support.UNSUPPORTED:
+        with pytest.raises(CapabilityError):
+            index.update(new, ids)
+        return
+    index.update(new, ids)
+    assert (_rank_of(index.search(new, 10), ids) >= 0).all(), "an updated id is not found at its new vector"
+    assert (_rank_of(index.search(old, 10), ids) < 0).all(), "an updated id is still found at its old vector"
+
+
+# -- parameters ------------------------------------------------------------------------------------
+@family_param
+def test_unknown_params_are_named(family: Family) -> None:
+    cls = adapters.get(family.name)
+    with pytest.raises(ConfigError) as err:
+        cls(Metric.L2, DIM, no_such_param=1)
+    msg = str(err.value)
+    assert family.name in msg and "no_such_param" in msg
+    assert all(p.name in msg for p in cls.build_params) and "valid" in msg
+    index = _shared(family, Metric.L2)
+    with pytest.raises(ConfigError) as err:
+        index.set_search_params(no_such_param=1)
+    msg = str(err.value)
+    assert family.name in msg and all(p.name in msg for p in cls.search_params)
+
+
+@family_param
+def test_wrong_type_or_range_is_refused(family: Family) -> None:
+    cls = adapters.get(family.name)
+    for p in cls.build_params:
+        with pytest.raises(ConfigError, match=p.name):
+            cls(Metric.L2, DIM, **{p.name: "nonsense" if p.type is not str else 3})
+        if p.min is not None:
+            with pytest.raises(ConfigError, match=p.name):
+                cls(Metric.L2, DIM, **{p.name: p.type(p.min) - 1})
+    index = _shared(family, Metric.L2)
+    try:
+        for p in cls.search_params:
+            with pytest.raises(ConfigError, match=p.name):
+                index.set_search_params(**{p.name: "nonsense"})
+            if p.min is not None:
+                with pytest.raises(ConfigError, match=p.name):
+                    index.set_search_params(**{p.name: p.type(p.min) - 1})
+    finally:
+        index.set_search_params()
+
+
+def test_ivf_encoding_is_validated() -> None:
+    cls = adapters.get("faiss-ivf")
+    for bad in ("PQ", "PQ0", "IVF,Flat", "flat", "PQ7", "PQ8x40", "SQ3"):  # PQ7: 7 does not divide 32
+        with pytest.raises(ConfigError, match="encoding"):
+            cls(Metric.L2, DIM, encoding=bad)
+    for good in ("Flat", "PQ8", "PQ16x4", "SQ8", "SQfp16"):
+        cls(Metric.L2, DIM, encoding=good)
+
+
+@family_param
+def test_search_params_change_results_not_errors(family: Family) -> None:
+    cls = adapters.get(family.name)
+    index = _shared(family, Metric.L2)
+    try:
+        for p in cls.search_params:
+            value = p.default if p.min is None else max(p.default, p.min) * 2 + 1
+            index.set_search_params(**{p.name: value})
+            assert index.search(_DATA[Metric.L2]["queries"][:5], 10).shape == (5, 10)
+    finally:
+        index.set_search_params()
+
+
+# -- purity, padding, save, threads ----------------------------------------------------------------
+@family_param
+@metric_param
+def test_callers_arrays_untouched(family: Family, metric: Metric) -> None:
+    data = _DATA[metric]
+    base, ids = data["base"].copy(), data["ids"].copy()
+    index = adapters.get(family.name)(metric, DIM, **family.build)
+    index.build(base, ids)
+    queries = data["queries"].copy()
+    before = index.search(queries, 10)
+    caps = type(index).capabilities
+    extra, extra_ids = data["extra"].copy(), data["extra_ids"].copy()
+    if caps.add is not Support.UNSUPPORTED:
+        index.add(extra, extra_ids)
+    if caps.update is not Support.UNSUPPORTED:
+        index.update(extra[:10] * 0.5, extra_ids[:10] if caps.add is not Support.UNSUPPORTED else ids[:10])
+    for mine, theirs in ((base, "base"), (ids, "ids"), (queries, "queries"), (extra, "extra"),
+                         (extra_ids, "extra_ids")):
+        np.testing.assert_array_equal(mine, data[theirs])
+    # No reference kept: scribbling over the caller's arrays does not change the index.
+    base2, ids2 = data["base"].copy(), data["ids"].copy()
+    index2 = adapters.get(family.name)(metric, DIM, **family.build)
+    index2.build(base2, ids2)
+    expect = index2.search(queries, 10)
+    base2[:] = base2[::-1]
+    ids2[:] = 0
+    np.testing.assert_array_equal(index2.search(queries, 10), expect)
+    assert before.shape == expect.shape
+
+
+@family_param
+def test_padding_when_k_exceeds_index(family: Family) -> None:
+    data = _DATA[Metric.L2]
+    index = adapters.get(family.name)(Metric.L2, DIM, **family.build)
+    n = 300  # enough to train every family; fewer than k
+    index.build(data["base"][:n], data["ids"][:n])
+    k = 400
+    found = index.search(data["queries"][:5], k)
+    assert found.shape == (5, k) and found.dtype == np.int64
+    for row in found:
+        real = row[row >= 0]
+        assert len(real) == len(set(real.tolist())), "duplicate ids in one answer"
+        assert np.isin(real, data["ids"][:n]).all()
+        assert (row[len(real):] == -1).all(), "-1 padding must come last"
+
+
+@family_param
+def test_save_reports_bytes_written(family: Family, tmp_path: Path) -> None:
+    index = _shared(family, Metric.COSINE)
+    target = tmp_path / "index"
+    written = index.save(target)
+    on_disk = sum(f.stat().st_size for f in target.rglob("*") if f.is_file()) if target.is_dir() \
+        else os.path.getsize(target)
+    assert written > 0 and written == on_disk
+    assert index.search(_DATA[Metric.COSINE]["queries"][:3], 5).shape == (3, 5)  # still usable
+
+
+@family_param
+def test_set_threads(family: Family) -> None:
+    index = _shared(family, Metric.L2)
+    queries = _DATA[Metric.L2]["queries"]
+    one = index.search(queries, 10)
+    try:
+        index.set_threads(2)
+        assert index.threads == 2
+        two = index.search(queries, 10)
+        assert _recall(two, one) >= 0.95  # same index, same answers up to ties
+        with pytest.raises(ConfigError):
+            index.set_threads(0)
+    finally:
+        index.set_threads(1)
+
+
+# -- traps: each fails if the library trap an adapter works around comes back -----------------------
+def test_trap_faiss_ivf_is_not_wrapped_in_idmap() -> None:
+    import faiss
+
+    for enc in ("Flat", "PQ16x4"):
+        index = _fresh(Family("x", "faiss-ivf", 0, {"encoding": enc}), Metric.L2)
+        raw = faiss.downcast_index(index.index)
+        assert not isinstance(raw, (faiss.IndexIDMap, faiss.IndexIDMap2))
+        assert isinstance(raw, faiss.IndexIVF)
+        ids = _DATA[Metric.L2]["ids"]
+        index.delete(ids[:100])
+        assert raw.ntotal == N - 100  # a true delete
+        found = index.search(_DATA[Metric.L2]["base"][100:200], 10)
+        assert not np.isin(found, ids[:100]).any()
+        assert (found[:, 0] == ids[100:200]).mean() >= (0.9 if enc == "Flat" else 0.5)
+
+
+def test_trap_faiss_hnsw_deletes_are_tombstones() -> None:
+    data = _DATA[Metric.COSINE]
+    index = _fresh(FAMILIES[3], Metric.COSINE)
+    assert type(index).capabilities.delete is Support.TOMBSTONE
+    index.delete(data["ids"][:300])
+    index.update(data["extra"][:10], data["ids"][500:510])
+    assert index.index.ntotal == N + 10  # nothing removed from the graph: tombstones
+    found = index.search(data["base"][:300], 20)
+    assert not np.isin(found, data["ids"][:300]).any()
+    assert (found[:, 0] >= 0).all()
+    assert (index.search(data["extra"][:10], 1)[:, 0] == data["ids"][500:510]).all()
+
+
+def test_trap_hnswlib_grows_past_capacity() -> None:
+    data = _DATA[Metric.L2]
+    index = adapters.get("hnswlib")(Metric.L2, DIM, capacity=10)
+    index.build(data["base"][:5], data["ids"][:5])
+    for start in range(5, N, 37):  # many small inserts, far past the initial capacity
+        stop = min(start + 37, N)
+        index.add(data["base"][start:stop], data["ids"][start:stop])
+    assert index.index.get_current_count() == N
+    assert index.index.get_max_elements() < 4 * N  # grown geometrically, not one huge jump
+    assert (index.search(data["base"][::50], 1)[:, 0] == data["ids"][::50]).mean() >= 0.95
+
+
+def test_trap_hnswlib_search_never_raises_with_few_live_items() -> None:
+    data = _DATA[Metric.L2]
+    index = adapters.get("hnswlib")(Metric.L2, DIM)
+    index.build(data["base"][:100], data["ids"][:100])
+    index.delete(data["ids"][:95])
+    found = index.search(data["queries"][:4], 10)
+    assert (found[:, 5:] == -1).all() and np.isin(found[:, :5], data["ids"][95:100]).all()
+
+
+def test_trap_annoy_is_static_because_late_items_are_invisible() -> None:
+    from annoy import AnnoyIndex
+
+    assert adapters.get("annoy").capabilities.as_dict() == {
+        "add": "unsupported", "delete": "unsupported", "update": "unsupported"}
+    base = _DATA[Metric.L2]["base"]
+    raw = AnnoyIndex(DIM, "euclidean")
+    raw.set_seed(1)
+    for i in range(1000):
+        raw.add_item(i, base[i])
+    raw.build(5)
+    late = range(1000, 1050)
+    try:  # the reality the declaration encodes: annoy accepts items after build...
+        for i in late:
+            raw.add_item(i, base[i])
+    except Exception:  # noqa: BLE001 - a refusal would also justify UNSUPPORTED
+        return
+    assert raw.get_n_items() == 1050
+    # ...but does not index them: even an exhaustive search does not find them by their own vector.
+    # (They also overwrite split nodes of the forest, changing answers for old items: see annoy_.py.)
+    found = sum(i in raw.get_nns_by_vector(base[i], 10, search_k=-1) for i in late)
+    assert found <= len(late) // 10
+
+
+def test_trap_scann_is_built_with_docids() -> None:
+    data = _DATA[Metric.COSINE]
+    index = _fresh(FAMILIES[6], Metric.COSINE)
+    assert index.searcher.docids is not None, "scann searcher built without docids cannot upsert/delete"
+
+    def mirror_ok() -> None:
+        assert [int(d) for d in index.searcher.docids] == index.docids().tolist()
+
+    mirror_ok()
+    index.delete(data["ids"][:150:3])
+    mirror_ok()
+    index.add(data["extra"], data["extra_ids"])
+    index.update(data["extra"][:5] * -1, data["ids"][1000:1005])
+    index.delete(data["extra_ids"][::2])
+    mirror_ok()
+    assert index.searcher.size() == N - 50 + N_ADD // 2
+    live_ids = index.docids()
+    found = index.search(data["extra"][1::2], 1)[:, 0]
+    assert (found == data["extra_ids"][1::2]).mean() >= 0.95
+    assert np.isin(index.search(data["queries"], 50), np.append(live_ids, -1)).all()
