@@ -18,7 +18,7 @@ import pytest
 
 from annbench import adapters
 from annbench.adapters.base import Adapter, Metric, Support, prepare_vectors
-from annbench.errors import CapabilityError, ConfigError
+from annbench.errors import AnnbenchError, CapabilityError, ConfigError
 
 N, DIM, N_CENTRES, SEED = 2_000, 32, 40, 20240611
 N_ADD, N_DELETE, N_UPDATE = 200, 200, 50
@@ -345,6 +345,35 @@ def test_set_threads(family: Family) -> None:
         index.set_threads(1)
 
 
+@family_param
+def test_rebuild_replaces_the_index(family: Family) -> None:
+    data = _DATA[Metric.L2]
+    index = adapters.get(family.name)(Metric.L2, DIM, **family.build)
+    index.build(data["base"][:1000], data["ids"][:1000])
+    if type(index).capabilities.delete is not Support.UNSUPPORTED:
+        index.delete(data["ids"][1000:1010])  # unknown ids: nothing to do, no error
+        index.delete(data["ids"][:10])
+    index.build(data["base"][1000:], data["ids"][1000:])  # the harness's rebuild policy does this
+    found = index.search(data["base"][:1000:10], 20)
+    assert not np.isin(found, data["ids"][:1000]).any(), "ids of the previous build survived a rebuild"
+    rank = _rank_of(index.search(data["base"][1000::10], 10), data["ids"][1000::10])
+    assert (rank >= 0).mean() >= 0.95
+
+
+@family_param
+def test_bad_inputs_are_refused(family: Family) -> None:
+    index = _shared(family, Metric.L2)
+    queries = _DATA[Metric.L2]["queries"][:2]
+    for k in (0, -1, 2.5, True):
+        with pytest.raises(ConfigError):
+            index.search(queries, k)
+    with pytest.raises(AnnbenchError):
+        index.search(queries[:, :5], 10)
+    fresh = adapters.get(family.name)(Metric.L2, DIM, **family.build)
+    with pytest.raises(AnnbenchError):
+        fresh.build(_DATA[Metric.L2]["base"][:300], _DATA[Metric.L2]["ids"][:299])
+
+
 # -- traps: each fails if the library trap an adapter works around comes back -----------------------
 def test_trap_faiss_ivf_is_not_wrapped_in_idmap() -> None:
     import faiss
@@ -354,6 +383,8 @@ def test_trap_faiss_ivf_is_not_wrapped_in_idmap() -> None:
         raw = faiss.downcast_index(index.index)
         assert not isinstance(raw, (faiss.IndexIDMap, faiss.IndexIDMap2))
         assert isinstance(raw, faiss.IndexIVF)
+        if enc != "Flat":  # slow and unused: it would inflate the measured build time
+            assert not raw.do_polysemous_training
         ids = _DATA[Metric.L2]["ids"]
         index.delete(ids[:100])
         assert raw.ntotal == N - 100  # a true delete
@@ -394,6 +425,30 @@ def test_trap_hnswlib_search_never_raises_with_few_live_items() -> None:
     index.delete(data["ids"][:95])
     found = index.search(data["queries"][:4], 10)
     assert (found[:, 5:] == -1).all() and np.isin(found[:, :5], data["ids"][95:100]).all()
+
+
+def test_trap_hnswlib_search_never_raises_with_unreachable_live_items() -> None:
+    # Tombstones cut a sparse graph: hnswlib finds fewer live items than k and raises, unless handled.
+    data = _DATA[Metric.L2]
+    index = adapters.get("hnswlib")(Metric.L2, DIM, M=4, ef_construction=10)
+    index.build(data["base"], data["ids"])
+    index.delete(data["ids"][:1985])
+    index.set_search_params(ef=1)
+    found = index.search(data["queries"][:20], 15)
+    real = found[found >= 0]
+    assert len(real) > 0 and np.isin(real, data["ids"][1985:]).all()
+
+
+def test_scann_tiny_index_is_brute_force_and_mutable() -> None:
+    data = _DATA[Metric.COSINE]
+    index = adapters.get("scann")(Metric.COSINE, DIM)
+    index.build(data["base"][:100], data["ids"][:100])
+    assert index.num_leaves == 0
+    index.delete(data["ids"][:50])
+    index.add(data["base"][100:300], data["ids"][100:300])
+    found = index.search(data["base"][:300], 5)
+    assert not np.isin(found, data["ids"][:50]).any()
+    assert (found[50:, 0] == data["ids"][50:300]).all()
 
 
 def test_trap_annoy_is_static_because_late_items_are_invisible() -> None:
