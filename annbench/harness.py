@@ -13,6 +13,7 @@ files, atomically, so an interrupted sweep leaves finished results intact and no
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 import os
@@ -52,10 +53,12 @@ class Prepared:
 
 def open_scenario_dataset(sc: Scenario) -> Any:
     """The scenario's dataset, scaled: generated (catalog) or loaded from the user's files."""
-    from annbench import catalog, datasets
+    from annbench import datasets
 
     spec = dict(sc.dataset)
     if "path" not in spec:
+        from annbench import catalog
+
         params = dict(spec.get("params", {}))
         scale = params.pop("scale", 1.0)
         if scale != 1.0:
@@ -131,7 +134,7 @@ def _materialise(ds: Any, metric: Metric, data_dir: Path) -> None:
 
 def _ground_truth(sc: Scenario, metric: Metric, data_dir: Path, ds_hash: str, size: int | None, ops: list,
                   progress: Callable[[str], None]) -> Path:
-    from annbench.groundtruth import LiveGroundTruth, cached
+    from annbench.groundtruth import LiveGroundTruth, cache_key, cached
 
     key = {"kind": "step-gt", "version": 1, "scenario": sc.content_hash(), "dataset": ds_hash,
            "metric": metric.value, "k": sc.k, "size": size}
@@ -157,7 +160,8 @@ def _ground_truth(sc: Scenario, metric: Metric, data_dir: Path, ds_hash: str, si
                 ids.append(i)
         return np.stack(dists), np.stack(ids)
 
-    return cached(data_dir / "gt", key, compute)
+    cached(data_dir / "gt", key, compute)
+    return data_dir / "gt" / f"gt-{hashlib.sha256(cache_key(key).encode()).hexdigest()}.npz"
 
 
 # --- the sweep --------------------------------------------------------------------------------------
@@ -300,21 +304,24 @@ def _describe_exit(rc: int, log_path: Path) -> str:
 def summary_line(outcome: RunOutcome) -> str:
     """One line per finished run: index, params, policy, best recall with its QPS, memory."""
     spec, doc = outcome.spec, outcome.doc or {}
-    head = f"{spec.index.label} {json.dumps(spec.index.build, sort_keys=True)} [{spec.policy}]"
+    head = f"{spec.index.label} [{spec.policy}]"
     if spec.size:
         head += f" n={spec.size}"
     if outcome.status == "skipped":
         return f"  = {head}: already done ({doc.get('status')})"
     if outcome.status != "ok":
         return f"  ✗ {head}: {outcome.status}: {doc.get('error')}"
-    best = None
+    # The setting with the best worst-day recall: an average would hide a bad day.
+    worst: dict[str, dict[str, Any]] = {}
     for step in doc["steps"]:
         for s in step.get("settings", []):
-            if best is None or s["recall"] > best["recall"]:
-                best = s
+            key = json.dumps(s["params"], sort_keys=True)
+            if key not in worst or s["recall"] < worst[key]["recall"]:
+                worst[key] = s
     mem = (doc.get("memory") or {}).get("rss_steady_bytes", 0) / 2**20
-    if best is None:
+    if not worst:
         return f"  ✓ {head}"
-    return (f"  ✓ {head}: best recall@{doc['scenario']['k']} {best['recall']:.3f} "
-            f"({json.dumps(best['params'], sort_keys=True)}) at {best['qps']:.0f} QPS, "
+    best = max(worst.values(), key=lambda s: s["recall"])
+    return (f"  ✓ {head}: worst-day recall@{doc['scenario']['k']} {best['recall']:.3f} "
+            f"at {json.dumps(best['params'], sort_keys=True)}, {best['qps']:.0f} QPS, "
             f"p99 {best['latency_ms']['p99']:.2f} ms, RSS {mem:.0f} MiB")
