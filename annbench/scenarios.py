@@ -289,11 +289,11 @@ def load_scenario(path: Path, *, scale: float = 1.0, dataset_path: str | None = 
     configs = _index_configs(idx_list, default_policies, p, static)
     if indexes:
         wanted = set(indexes)
-        known = {c.label for c in configs} | {c.family for c in configs}
+        known = {c.label for c in configs} | {c.family for c in configs} | {c.label.split("[")[0] for c in configs}
         missing = sorted(wanted - known)
         if missing:
             raise ConfigError(f"--indexes: {missing[0]!r} is not in {p}; known: {', '.join(sorted(known))}")
-        configs = [c for c in configs if c.label in wanted or c.family in wanted]
+        configs = [c for c in configs if {c.label, c.family, c.label.split("[")[0]} & wanted]
     top.finish()
 
     raw = read_yaml(Path(path))
@@ -388,7 +388,9 @@ def _index_configs(items: list[Any], default_policies: tuple[str, ...], path: st
             check_policy(cls.capabilities, policy, family, static)
         for b in builds:
             full = validate_params(cls.build_params, b, f"{path}: indexes[{i}] ({family})", "build")
-            configs.append(IndexConfig(family, full, searches, policies, label))
+            # a build grid gives each build its own name, so reports and --indexes can tell them apart
+            name = label if len(builds) == 1 else label + "[" + ",".join(f"{k}={v}" for k, v in b.items()) + "]"
+            configs.append(IndexConfig(family, full, searches, policies, name))
     return configs
 
 
