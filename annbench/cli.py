@@ -184,5 +184,56 @@ def results_verify(results_dir: Path) -> None:
         sys.exit(EXIT_VERDICT)
 
 
+# --- baseline save and check: the CI recall gate (logic in annbench/check.py) -----------------------
+@main.group("baseline")
+def baseline_group() -> None:
+    """Save the figures `annbench check` gates on."""
+
+
+@baseline_group.command("save")
+@click.argument("results_dir", type=click.Path(path_type=Path))
+@click.option("--out", "out", type=click.Path(path_type=Path), required=True,
+              help="Baseline file to write, e.g. configs/baselines/NAME.json.")
+@click.option("--scenario", default=None, help="The scenario to baseline, when RESULTS_DIR holds several.")
+def baseline_save(results_dir: Path, out: Path, scenario: str | None) -> None:
+    """Write a small, reviewable baseline (recall, hit@k, latency quantiles) of a scenario's ok runs."""
+    from annbench import check
+
+    rep = check.save_baseline(results_dir, out, scenario)
+    for what in rep.skipped:
+        click.echo(f"annbench: warning: not baselined (not ok): {what}", err=True)
+    for why in rep.bad_files:
+        click.echo(f"annbench: warning: unreadable result file: {why}", err=True)
+    click.echo(f"annbench: wrote {rep.entries} entries of {rep.configs} configuration(s) of {rep.scenario} "
+               f"to {rep.path}")
+
+
+@main.command("check")
+@click.argument("results_dir", type=click.Path(path_type=Path))
+@click.option("--baseline", "baseline_path", type=click.Path(path_type=Path), required=True,
+              help="A baseline written by `annbench baseline save`.")
+@click.option("--tolerance", type=click.FloatRange(min=0), default=0.01, show_default=True,
+              help="Largest allowed drop of recall@k or hit@k at any entry.")
+@click.option("--latency-factor", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Also fail when p50 latency is significantly worse than this many times the baseline's "
+                   "[default: latency not checked].")
+@click.option("--markdown", "markdown_path", type=click.Path(path_type=Path), default=None,
+              help="Also write the table as markdown (e.g. to $GITHUB_STEP_SUMMARY).")
+@click.option("--junit", "junit_path", type=click.Path(path_type=Path), default=None,
+              help="Also write JUnit XML, one test case per entry.")
+def check_cmd(results_dir: Path, baseline_path: Path, tolerance: float, latency_factor: float | None,
+              markdown_path: Path | None, junit_path: Path | None) -> None:
+    """Compare RESULTS_DIR with a baseline: exit 0 within tolerance, 1 on a regression, 2 if not comparable."""
+    from annbench import check
+
+    cmp = check.compare(results_dir, baseline_path, tolerance, latency_factor)
+    click.echo(check.render_text(cmp))
+    if markdown_path is not None:
+        check.write_text(markdown_path, check.render_markdown(cmp))
+    if junit_path is not None:
+        check.write_text(junit_path, check.render_junit(cmp))
+    sys.exit(cmp.exit_code)
+
+
 if __name__ == "__main__":
     main()
