@@ -1,0 +1,650 @@
+"""Datasets: the `Dataset` type, the file loaders, validation and `save_dataset`.
+
+This module owns everything between a user's embedding files (or the built-in catalog generator) and
+the in-memory `Dataset` every other part of annbench reads. It never times, prints or normalises:
+vectors are handed over as stored (float32), and `prepare_vectors` in the adapter contract normalises
+them for the cosine metric.
+
+Formats (chosen by extension, see datasets/README.md):
+
+========================  ====================================================  ======================
+extension                 layout                                                memory
+========================  ====================================================  ======================
+.npy                      one 2-D array; queries/labels/ids from arguments or   memory-mapped (float32)
+                          siblings ``<stem>.queries.npy`` … (see below)
+.npz                      written by `save_dataset`: base, queries,             memory-mapped when
+                          base_labels, query_labels, ids, metric (+ optional     stored uncompressed
+                          query_sources, neighbors)
+.h5 / .hdf5               ann-benchmarks: train, test, neighbors, distances,    memory-mapped when the
+                          attribute ``distance`` (euclidean|angular); extra      dataset is contiguous
+                          train_labels, test_labels, ids, query_sources          and uncompressed
+.fvecs / .bvecs / .ivecs  per row: int32 d, then d float32 / uint8 / int32      fvecs: strided memmap
+.fbin / .u8bin / .i8bin   big-ann: uint32 n, uint32 d, then n·d values          fbin: memmap
+/ .ibin
+========================  ====================================================  ======================
+
+Memory: float32 files (npy, npz stored, contiguous HDF5, fvecs, fbin) are memory-mapped read-only, so
+opening a 10 GB file costs nothing until rows are touched. Byte formats (bvecs, u8bin, i8bin) and
+float16/float64 arrays are converted to an in-memory float32 array, block by block, so the peak is the
+float32 result (n·d·4 bytes) plus one block, never a second full copy. An fvecs memmap is a strided
+view (it skips each row's dim int): an adapter receives a contiguous copy via `prepare_vectors`.
+
+Sibling convention for files that hold only vectors (.npy, .fvecs/.bvecs, .fbin/.u8bin/.i8bin): for a
+base file ``emb.EXT`` annbench also looks for ``emb.queries.EXT`` and for ``emb.labels``,
+``emb.query_labels`` and ``emb.ids`` with extension .npy, .ibin or .ivecs, unless the caller passes
+them explicitly.
+
+Every problem with a user's file raises `DataError` with one line naming the file, what is wrong and
+what is allowed; library exceptions (OSError, ValueError, KeyError from numpy/h5py) are caught at this
+boundary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from annbench.adapters.base import Metric
+from annbench.errors import AnnbenchError, ConfigError, DataError
+
+#: rows per block when scanning, hashing or converting (≈ 16 MB of float32 at d=128)
+BLOCK_ROWS = 32768
+
+VECTOR_EXTS = (".npy", ".fvecs", ".bvecs", ".fbin", ".u8bin", ".i8bin")
+INT_EXTS = (".npy", ".ibin", ".ivecs")
+CONTAINER_EXTS = (".npz", ".h5", ".hdf5")
+ALL_EXTS = VECTOR_EXTS + CONTAINER_EXTS + (".ibin", ".ivecs")
+
+# the float kinds a vector file may hold; anything else (complex, object, string, bool) is refused
+_VECTOR_DTYPES = "float16, float32, float64 or an integer type"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _fail(path: str | Path, what: str) -> DataError:
+    """A DataError whose single line names the file first."""
+    return DataError(_one_line(f"{path}: {what}"))
+
+
+# ------------------------------------------------------------------------------------------------
+# The Dataset type
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """Vectors plus what is known about them. Arrays are treated as immutable (loaders make them read-only).
+
+    `ids` are the user's int64 ids (None means 0..n-1), never positions. `query_sources` (catalog only)
+    is the base position each query was perturbed from; `neighbors` is ground truth shipped with the
+    file (ann-benchmarks ``neighbors``: base positions, nearest first), kept only for cross-checks.
+    """
+
+    name: str
+    base: np.ndarray
+    queries: np.ndarray | None = None
+    base_labels: np.ndarray | None = None
+    query_labels: np.ndarray | None = None
+    ids: np.ndarray | None = None
+    metric: Metric | None = None
+    source: str = ""
+    query_sources: np.ndarray | None = None
+    neighbors: np.ndarray | None = None
+    _hash: str | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # cheap structural checks only (no pass over the values): any constructor, not just the
+        # loaders, gets a clear error for mismatched shapes
+        where = self.source or self.name
+        if self.base.ndim != 2:
+            raise _fail(where, f"base must be 2-D (rows × dims), got shape {self.base.shape}")
+        for key, arr in (("query_labels", self.query_labels), ("query_sources", self.query_sources)):
+            if arr is not None and (self.queries is None or len(arr) != self.nq):
+                raise _fail(where, f"{key} has {len(arr)} entries but there are {self.nq} queries")
+        for key, arr in (("base_labels", self.base_labels), ("ids", self.ids)):
+            if arr is not None and len(arr) != self.n:
+                raise _fail(where, f"{key} has {len(arr)} entries but base has {self.n} rows")
+        if self.queries is not None and (self.queries.ndim != 2 or self.queries.shape[1] != self.dim):
+            raise _fail(where, f"queries have shape {self.queries.shape} but base vectors have {self.dim} dims")
+
+    @property
+    def n(self) -> int:
+        return int(self.base.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.base.shape[1])
+
+    @property
+    def nq(self) -> int:
+        return 0 if self.queries is None else int(self.queries.shape[0])
+
+    def base_ids(self) -> np.ndarray:
+        """The int64 id of each base row: `ids`, or 0..n-1 when the file has none."""
+        return np.arange(self.n, dtype=np.int64) if self.ids is None else self.ids
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The non-empty arrays by field name, in a fixed order (what the hash and save cover)."""
+        keys = ("base", "queries", "base_labels", "query_labels", "ids", "query_sources", "neighbors")
+        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
+
+    def content_hash(self) -> str:
+        """sha256 hex over every array's name, dtype, shape and values; computed blockwise, cached.
+
+        The metric is included (the same vectors scored by another metric are another benchmark);
+        name and source are not (a moved file keeps its hash).
+        """
+        if self._hash is None:
+            h = hashlib.sha256()
+            h.update(f"metric={self.metric.value if self.metric else None};".encode())
+            for key, arr in self.arrays().items():
+                h.update(f"{key}:{arr.dtype.str}:{arr.shape};".encode())
+                for block in _blocks(arr):
+                    h.update(np.ascontiguousarray(block).data)
+            object.__setattr__(self, "_hash", h.hexdigest())
+        return self._hash  # type: ignore[return-value]
+
+    def memory_bytes(self) -> int:
+        """Bytes of base + queries as float32 (what an adapter is handed), whether mapped or not."""
+        return 4 * (self.n * self.dim + self.nq * self.dim)
+
+
+def _blocks(arr: np.ndarray, rows: int = BLOCK_ROWS) -> Iterator[np.ndarray]:
+    if arr.ndim == 0 or len(arr) == 0:
+        yield arr
+        return
+    for start in range(0, len(arr), rows):
+        yield arr[start : start + rows]
+
+
+# ------------------------------------------------------------------------------------------------
+# Validation
+# ------------------------------------------------------------------------------------------------
+
+
+def _check_vectors(arr: np.ndarray, path: str | Path, what: str, zero_rows_bad: bool = False) -> None:
+    """Reject empty sets, NaN/inf and (for cosine) all-zero rows, scanning block by block."""
+    if arr.ndim != 2:
+        raise _fail(path, f"{what} must be a 2-D array (rows × dims), got shape {arr.shape}")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise _fail(path, f"{what} is empty (shape {arr.shape}); at least 1 row and 1 dim are required")
+    for start in range(0, arr.shape[0], BLOCK_ROWS):
+        block = np.asarray(arr[start : start + BLOCK_ROWS])
+        finite = np.isfinite(block).all(axis=1)
+        if not finite.all():
+            row = start + int(np.argmin(finite))
+            bad = "NaN" if np.isnan(block[row - start]).any() else "inf"
+            raise _fail(path, f"{what} row {row} holds {bad}; all values must be finite")
+        if zero_rows_bad:
+            zero = ~block.any(axis=1)
+            if zero.any():
+                row = start + int(np.argmax(zero))
+                raise _fail(path, f"{what} row {row} is all zeros; its cosine similarity is undefined")
+
+
+def _as_labels(arr: np.ndarray, path: str | Path, what: str, rows: int, rows_of: str) -> np.ndarray:
+    """1-D int64 labels or ids (an n×1 ivecs/ibin is flattened); integers only."""
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 1:
+        raise _fail(path, f"{what} must be 1-D (one integer per row), got shape {arr.shape}")
+    if arr.dtype.kind not in "iu":
+        raise _fail(path, f"{what} have dtype {arr.dtype}; only integer labels/ids are allowed")
+    if arr.dtype.kind == "u" and arr.size and int(arr.max()) > np.iinfo(np.int64).max:
+        raise _fail(path, f"{what} hold values above the int64 range")
+    if len(arr) != rows:
+        raise _fail(path, f"{what} have {len(arr)} entries but {rows_of} has {rows} rows; they must match")
+    out = np.ascontiguousarray(arr, dtype=np.int64)
+    out.setflags(write=False)
+    return out
+
+
+def _check_ids(ids: np.ndarray, where: str | Path) -> None:
+    srt = np.sort(ids)
+    dup = srt[1:][srt[1:] == srt[:-1]]
+    if dup.size:
+        raise _fail(where, f"ids are not unique (id {int(dup[0])} repeats); every row needs its own id")
+
+
+def validate_dataset(ds: Dataset, metric: Metric | str | None = None) -> None:
+    """Full check of a dataset's values in one blockwise pass: non-empty finite vectors, unique ids.
+
+    All-zero rows are refused when the metric (the argument, else the dataset's own) is cosine.
+    `open_dataset` already does all of this; call it on datasets built by hand.
+    """
+    m = Metric.parse(metric) if metric is not None else ds.metric
+    where = ds.source or ds.name
+    _check_vectors(ds.base, where, "base", zero_rows_bad=m is Metric.COSINE)
+    if ds.queries is not None:
+        _check_vectors(ds.queries, where, "queries", zero_rows_bad=m is Metric.COSINE)
+    if ds.ids is not None:
+        _check_ids(ds.ids, where)
+    if ds.query_sources is not None and ds.query_sources.size:
+        if int(ds.query_sources.min()) < 0 or int(ds.query_sources.max()) >= ds.n:
+            raise _fail(where, "query_sources must be base positions in 0..n-1")
+
+
+# ------------------------------------------------------------------------------------------------
+# Format readers: each returns an array (memory-mapped where it can) or raises DataError
+# ------------------------------------------------------------------------------------------------
+
+
+def _file_size(path: Path) -> int:
+    try:
+        if not path.is_file():
+            raise _fail(path, "no such file" if not path.exists() else "is not a regular file")
+        return path.stat().st_size
+    except OSError as exc:
+        raise _fail(path, f"cannot read ({exc.strerror or exc})") from None
+
+
+def _readonly(arr: np.ndarray) -> np.ndarray:
+    if arr.flags.writeable:
+        arr.setflags(write=False)
+    return arr
+
+
+def _to_float32(arr: np.ndarray, path: Path, what: str) -> np.ndarray:
+    """float32 as is (keeps a memmap); other allowed kinds converted block by block into memory."""
+    if arr.dtype == np.float32:
+        return arr
+    if arr.dtype.kind not in "fiu" or arr.dtype.kind == "f" and arr.dtype.itemsize > 8:
+        raise _fail(path, f"{what} have dtype {arr.dtype}; allowed: {_VECTOR_DTYPES}")
+    out = np.empty(arr.shape, dtype=np.float32)
+    with np.errstate(over="ignore"):  # float64 beyond float32 range becomes inf, reported by validation
+        for start in range(0, arr.shape[0], BLOCK_ROWS):
+            out[start : start + BLOCK_ROWS] = arr[start : start + BLOCK_ROWS]
+    return out
+
+
+def _npy_header(fh: Any, path: Path) -> tuple[tuple[int, ...], bool, np.dtype]:
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(fh)
+        if version == (1, 0):
+            return fmt.read_array_header_1_0(fh)
+        return fmt.read_array_header_2_0(fh)
+    except (ValueError, OSError, SyntaxError, struct.error, EOFError) as exc:
+        raise _fail(path, f"not a valid .npy file ({_one_line(str(exc))})") from None
+
+
+def _check_npy_dtype(dtype: np.dtype, path: Path, what: str, integer: bool) -> None:
+    if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:
+        raise _fail(path, f"{what} hold Python objects or records; save a plain numeric array")
+    if integer:
+        if dtype.kind not in "iu":
+            raise _fail(path, f"{what} have dtype {dtype}; only integer labels/ids are allowed")
+    elif dtype.kind not in "fiu" or (dtype.kind == "f" and dtype.itemsize > 8):
+        raise _fail(path, f"{what} have dtype {dtype}; allowed: {_VECTOR_DTYPES}")
+
+
+def _read_npy(path: Path, what: str, integer: bool = False) -> np.ndarray:
+    size = _file_size(path)
+    try:
+        with open(path, "rb") as fh:
+            shape, fortran, dtype = _npy_header(fh, path)
+            offset = fh.tell()
+    except OSError as exc:
+        raise _fail(path, f"cannot read ({exc.strerror or exc})") from None
+    _check_npy_dtype(dtype, path, what, integer)
+    need = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if size < need:
+        raise _fail(path, f"truncated: header promises shape {shape} ({need} bytes) but the file has {size}")
+    if not integer and len(shape) != 2:
+        raise _fail(path, f"{what} must be a 2-D array (rows × dims), got shape {shape}")
+    if 0 in shape:
+        return np.zeros(shape, dtype=dtype)
+    arr = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
+    return arr if integer else _to_float32(arr, path, what)
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Members of an .npz; uncompressed members are memory-mapped at their offset inside the zip."""
+    _file_size(path)
+    out: dict[str, np.ndarray] = {}
+    try:
+        with zipfile.ZipFile(path) as zf, open(path, "rb") as raw:
+            for info in zf.infolist():
+                if not info.filename.endswith(".npy"):
+                    continue
+                key = info.filename[: -len(".npy")]
+                if info.compress_type == zipfile.ZIP_STORED:
+                    raw.seek(info.header_offset)
+                    local = raw.read(30)
+                    if local[:4] != b"PK\x03\x04":
+                        raise _fail(path, f"member {key!r} has a corrupt zip header")
+                    name_len, extra_len = struct.unpack("<HH", local[26:30])
+                    raw.seek(info.header_offset + 30 + name_len + extra_len)
+                    shape, fortran, dtype = _npy_header(raw, path)
+                    if dtype.hasobject or dtype.fields is not None:
+                        raise _fail(path, f"member {key!r} holds Python objects or records; not allowed")
+                    if dtype.kind == "U" or 0 in shape or not shape:
+                        with zf.open(info) as member:
+                            out[key] = np.lib.format.read_array(member, allow_pickle=False)
+                        continue
+                    out[key] = np.memmap(path, dtype=dtype, mode="r", offset=raw.tell(), shape=shape,
+                                         order="F" if fortran else "C")
+                else:
+                    with zf.open(info) as member:
+                        out[key] = np.lib.format.read_array(member, allow_pickle=False)
+    except zipfile.BadZipFile as exc:
+        raise _fail(path, f"not a valid .npz archive ({exc})") from None
+    except (OSError, ValueError, EOFError, struct.error) as exc:
+        raise _fail(path, f"cannot read .npz ({_one_line(str(exc))})") from None
+    return out
+
+
+def _read_vecs(path: Path, kind: str) -> np.ndarray:
+    """fvecs/ivecs/bvecs: every row is int32 d followed by d values; all rows must have the same d."""
+    size = _file_size(path)
+    item = {"fvecs": 4, "ivecs": 4, "bvecs": 1}[kind]
+    if size < 4:
+        raise _fail(path, f"too short for .{kind} ({size} bytes); each row starts with an int32 dim")
+    with open(path, "rb") as fh:
+        d = struct.unpack("<i", fh.read(4))[0]
+    row_bytes = 4 + d * item
+    if d <= 0:
+        raise _fail(path, f"first row declares dim {d}; .{kind} rows need a positive int32 dim")
+    if size % row_bytes:
+        raise _fail(path, f"size {size} bytes is not a multiple of the row size {row_bytes} (4 + {d}·{item}); "
+                          "truncated or rows of different dims")
+    n = size // row_bytes
+    if kind == "bvecs":
+        raw = np.memmap(path, dtype=np.uint8, mode="r", shape=(n, row_bytes))
+        dims = lambda blk: np.ascontiguousarray(blk[:, :4]).view("<i4")[:, 0]  # noqa: E731
+        values = raw[:, 4:]
+    else:
+        raw = np.memmap(path, dtype="<i4", mode="r", shape=(n, d + 1))
+        dims = lambda blk: blk[:, 0]  # noqa: E731
+        values = raw[:, 1:].view("<f4" if kind == "fvecs" else "<i4")
+    for start in range(0, n, BLOCK_ROWS):
+        got = dims(raw[start : start + BLOCK_ROWS])
+        bad = np.nonzero(got != d)[0]
+        if bad.size:
+            row = start + int(bad[0])
+            raise _fail(path, f"row {row} declares dim {int(got[bad[0]])} but row 0 declares {d}; "
+                              f".{kind} rows must all have the same dim")
+    if kind == "bvecs":
+        return _to_float32(values, path, "vectors")
+    return values
+
+
+_BIN_DTYPES = {".fbin": np.dtype("<f4"), ".u8bin": np.dtype("u1"), ".i8bin": np.dtype("i1"),
+               ".ibin": np.dtype("<i4")}
+
+
+def _read_bin(path: Path) -> np.ndarray:
+    """big-ann .fbin/.u8bin/.i8bin/.ibin: uint32 n, uint32 d, then n·d little-endian values."""
+    size = _file_size(path)
+    dtype = _BIN_DTYPES[path.suffix.lower()]
+    if size < 8:
+        raise _fail(path, f"too short ({size} bytes); a {path.suffix} file starts with uint32 n, uint32 d")
+    with open(path, "rb") as fh:
+        n, d = struct.unpack("<II", fh.read(8))
+    expect = 8 + n * d * dtype.itemsize
+    if size != expect:
+        raise _fail(path, f"header says {n} rows × {d} dims, so the size must be 8 + {n}·{d}·{dtype.itemsize}"
+                          f" = {expect} bytes, but the file has {size}")
+    if n == 0 or d == 0:
+        return np.zeros((n, d), dtype=dtype)
+    arr = np.memmap(path, dtype=dtype, mode="r", offset=8, shape=(n, d))
+    if dtype.kind == "i" and dtype.itemsize == 4:
+        return arr
+    return _to_float32(arr, path, "vectors")
+
+
+def _h5_array(path: Path, ds: Any, key: str) -> np.ndarray:
+    """An HDF5 dataset as an array: a memmap when it is contiguous and uncompressed, else read in."""
+    shape = tuple(int(s) for s in ds.shape)
+    dtype = ds.dtype
+    if dtype.kind not in "fiu":
+        raise _fail(path, f"dataset {key!r} has dtype {dtype}; allowed: {_VECTOR_DTYPES} or integers")
+    if 0 in shape:
+        return np.zeros(shape, dtype=dtype)
+    offset = None
+    if ds.chunks is None and ds.compression is None and not ds.external:
+        try:
+            offset = ds.id.get_offset()
+        except (OSError, ValueError, RuntimeError):
+            offset = None
+    if offset is not None:
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if offset + nbytes > _file_size(path):
+            raise _fail(path, f"dataset {key!r} runs past the end of the file (truncated HDF5)")
+        return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
+    return ds[()]
+
+
+def _read_hdf5(path: Path) -> dict[str, Any]:
+    import h5py  # deferred: only HDF5 users pay the import
+
+    _file_size(path)
+    out: dict[str, Any] = {}
+    try:
+        with h5py.File(path, "r") as f:
+            if "train" not in f:
+                present = ", ".join(sorted(f.keys())) or "nothing"
+                raise _fail(path, f"no dataset 'train' (found: {present}); an ann-benchmarks file holds "
+                                  "train, test, neighbors, distances")
+            for key in ("train", "test", "neighbors", "train_labels", "test_labels", "ids", "query_sources"):
+                if key in f:
+                    if not isinstance(f[key], h5py.Dataset):
+                        raise _fail(path, f"{key!r} is a group, expected a dataset")
+                    out[key] = _h5_array(path, f[key], key)
+            dist = f.attrs.get("distance")
+            if isinstance(dist, bytes):
+                dist = dist.decode()
+            out["distance"] = dist
+    except AnnbenchError:
+        raise
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise _fail(path, f"not a readable HDF5 file, or truncated ({_one_line(str(exc))})") from None
+    return out
+
+
+def _parse_metric(value: Any, path: Path, attr: str) -> Metric | None:
+    if value is None:
+        return None
+    text = value.decode() if isinstance(value, bytes) else str(value)
+    try:
+        return Metric.parse(text)
+    except ConfigError:
+        raise _fail(path, f"{attr} {text!r} is not supported; allowed: euclidean/l2, angular/cosine") from None
+
+
+# ------------------------------------------------------------------------------------------------
+# Public entry points
+# ------------------------------------------------------------------------------------------------
+
+
+def _read_vectors(path: Path, what: str) -> np.ndarray:
+    ext = path.suffix.lower()
+    if ext == ".npy":
+        return _read_npy(path, what)
+    if ext in (".fvecs", ".bvecs"):
+        return _read_vecs(path, ext[1:])
+    if ext in (".fbin", ".u8bin", ".i8bin"):
+        return _read_bin(path)
+    if ext in (".ibin", ".ivecs"):
+        raise _fail(path, f"{ext} holds integer vectors (labels, ids or ground truth), not embeddings; "
+                          "pass it as labels=, query_labels= or ids=")
+    _file_size(path)  # a missing file is reported as missing, not as a bad extension
+    raise _fail(path, f"unknown extension {ext or '(none)'!r} for {what}; allowed: "
+                      f"{', '.join(VECTOR_EXTS)} (vectors), .npz, .h5, .hdf5 (whole datasets)")
+
+
+def _read_ints(path: Path, what: str) -> np.ndarray:
+    ext = path.suffix.lower()
+    if ext == ".npy":
+        return _read_npy(path, what, integer=True)
+    if ext == ".ivecs":
+        return _read_vecs(path, "ivecs")
+    if ext == ".ibin":
+        return _read_bin(path)
+    _file_size(path)
+    raise _fail(path, f"unknown extension {ext or '(none)'!r} for {what}; allowed: {', '.join(INT_EXTS)}")
+
+
+def _sibling(base: Path, role: str, exts: tuple[str, ...]) -> Path | None:
+    stem = base.name[: -len(base.suffix)] if base.suffix else base.name
+    for ext in exts:
+        cand = base.with_name(f"{stem}.{role}{ext}")
+        if cand.is_file():
+            return cand
+    return None
+
+
+PathLike = str | Path
+
+
+def open_dataset(
+    spec: PathLike,
+    *,
+    queries: PathLike | None = None,
+    labels: PathLike | None = None,
+    query_labels: PathLike | None = None,
+    ids: PathLike | None = None,
+    **generator_params: Any,
+) -> Dataset:
+    """Open a dataset: ``"catalog"`` runs the built-in generator with `generator_params`; anything else
+    is a path whose extension picks the format. Validated on load; problems raise one-line DataError.
+    """
+    if str(spec) == "catalog":
+        if any(x is not None for x in (queries, labels, query_labels, ids)):
+            raise ConfigError("the catalog generator makes its own queries, labels and ids; "
+                              "pass only generator parameters with 'catalog'")
+        from annbench import catalog
+
+        return catalog.generate(**generator_params)
+    if generator_params:
+        raise ConfigError(f"{spec}: generator parameters ({', '.join(sorted(generator_params))}) "
+                          "apply only to 'catalog'")
+    path = Path(spec)
+    ext = path.suffix.lower()
+    name = path.name[: -len(path.suffix)] if path.suffix else path.name
+    metric: Metric | None = None
+    q_sources = neighbors = None
+    parts: dict[str, Any]
+
+    def extra(arg: PathLike | None, role: str, exts: tuple[str, ...]) -> Path | None:
+        if arg is not None:
+            return Path(arg)
+        return _sibling(path, role, exts) if ext in VECTOR_EXTS else None
+
+    if ext in (".h5", ".hdf5"):
+        parts = _read_hdf5(path)
+        base = _to_float32(parts["train"], path, "train")
+        q = _to_float32(parts["test"], path, "test") if "test" in parts else None
+        b_lab, q_lab, id_arr = parts.get("train_labels"), parts.get("test_labels"), parts.get("ids")
+        q_sources, neighbors = parts.get("query_sources"), parts.get("neighbors")
+        metric = _parse_metric(parts["distance"], path, "attribute 'distance'")
+    elif ext == ".npz":
+        parts = _read_npz(path)
+        if "base" not in parts:
+            raise _fail(path, f"no array 'base' (found: {', '.join(sorted(parts)) or 'nothing'}); "
+                              "an annbench .npz holds base, queries, base_labels, query_labels, ids")
+        base = _to_float32(parts["base"], path, "base")
+        q = _to_float32(parts["queries"], path, "queries") if "queries" in parts else None
+        b_lab, q_lab, id_arr = parts.get("base_labels"), parts.get("query_labels"), parts.get("ids")
+        q_sources, neighbors = parts.get("query_sources"), parts.get("neighbors")
+        if "metric" in parts:
+            metric = _parse_metric(str(parts["metric"]), path, "metric")
+    else:
+        base = _read_vectors(path, "base vectors")
+        b_lab = q_lab = id_arr = q = None
+
+    # explicit arguments win over what a container holds; siblings only fill gaps of vector files
+    q_path = extra(queries, "queries", (ext,) if ext in VECTOR_EXTS else ())
+    if q_path is not None:
+        q = _read_vectors(q_path, "queries")
+    cosine = metric is Metric.COSINE
+    _check_vectors(base, path, "base", zero_rows_bad=cosine)
+    if q is not None:
+        _check_vectors(q, q_path or path, "queries", zero_rows_bad=cosine)
+        if q.shape[1] != base.shape[1]:
+            raise _fail(q_path or path, f"queries have {q.shape[1]} dims but the base vectors in {path.name} "
+                                        f"have {base.shape[1]}; they must match")
+
+    def ints(arg: PathLike | None, role: str, held: np.ndarray | None, rows: int, rows_of: str,
+             what: str) -> np.ndarray | None:
+        p = extra(arg, role, INT_EXTS)
+        if p is not None:
+            return _as_labels(_read_ints(p, what), p, what, rows, rows_of)
+        if held is not None:
+            return _as_labels(held, path, what, rows, rows_of)
+        return None
+
+    b_lab = ints(labels, "labels", b_lab, base.shape[0], "base", "base labels")
+    if (query_labels is not None or q_lab is not None) and q is None:
+        raise _fail(path, "query labels given but the dataset has no queries")
+    q_lab = ints(query_labels, "query_labels", q_lab, 0 if q is None else q.shape[0], "queries",
+                 "query labels") if q is not None else None
+    id_path = extra(ids, "ids", INT_EXTS)
+    id_arr = ints(ids, "ids", id_arr, base.shape[0], "base", "ids")
+    if q_sources is not None:
+        q_sources = _as_labels(q_sources, path, "query_sources", 0 if q is None else q.shape[0], "queries")
+    if neighbors is not None:
+        neighbors = _readonly(np.asarray(neighbors, dtype=np.int64))
+
+    ds = Dataset(name=name, base=_readonly(base), queries=None if q is None else _readonly(q),
+                 base_labels=b_lab, query_labels=q_lab, ids=id_arr, metric=metric, source=str(path),
+                 query_sources=q_sources, neighbors=neighbors)
+    if id_arr is not None:
+        _check_ids(id_arr, id_path or path)
+    return ds
+
+
+def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """Write to a temp file in the target folder, then rename over `path`: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+_H5_KEYS = {"base": "train", "queries": "test", "base_labels": "train_labels", "query_labels": "test_labels",
+            "ids": "ids", "query_sources": "query_sources", "neighbors": "neighbors"}
+
+
+def save_dataset(ds: Dataset, path: Path | str) -> None:
+    """Write `ds` as .npz (uncompressed, so it memory-maps on load) or ann-benchmarks .h5/.hdf5, atomically."""
+    path = Path(path)
+    ext = path.suffix.lower()
+    arrays = ds.arrays()
+    if ext == ".npz":
+        def write_npz(tmp: Path) -> None:
+            with open(tmp, "wb") as fh:
+                extra = {"metric": np.array(ds.metric.value)} if ds.metric is not None else {}
+                np.savez(fh, **arrays, **extra)
+        _write_atomic(path, write_npz)
+    elif ext in (".h5", ".hdf5"):
+        import h5py
+
+        def write_h5(tmp: Path) -> None:
+            with h5py.File(tmp, "w") as f:
+                for key, arr in arrays.items():
+                    # contiguous (unchunked, uncompressed) so the loader can memory-map it
+                    dset = f.create_dataset(_H5_KEYS[key], shape=arr.shape, dtype=arr.dtype)
+                    for start in range(0, max(len(arr), 1), BLOCK_ROWS):
+                        dset[start : start + BLOCK_ROWS] = arr[start : start + BLOCK_ROWS]
+                if ds.metric is not None:
+                    f.attrs["distance"] = "angular" if ds.metric is Metric.COSINE else "euclidean"
+        _write_atomic(path, write_h5)
+    else:
+        raise _fail(path, f"cannot save with extension {ext or '(none)'!r}; allowed: .npz, .h5, .hdf5")
