@@ -235,5 +235,34 @@ def check_cmd(results_dir: Path, baseline_path: Path, tolerance: float, latency_
     sys.exit(cmp.exit_code)
 
 
+# --- plot and recommend: the report and the verdict (logic in annbench/report.py and annbench/recommend.py) --
+from annbench.recommend import constraint_options  # noqa: E402  (the decorator is needed at definition time)
+
+
+@main.command("plot")
+@click.argument("results_dir", type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
+              help="Folder for the figures and index.html [default: RESULTS_DIR/report].")
+@constraint_options
+def plot_cmd(results_dir: Path, out_dir: Path | None, **constraints: Any) -> None:
+    """Figures (PNG + SVG) and an index.html, with the recommendation on top, from RESULTS_DIR."""
+    from annbench import recommend, report
+
+    report.plot_command(results_dir, out_dir, recommend.constraints_from_options(**constraints))
+
+
+@main.command("recommend")
+@click.argument("results_dir", type=click.Path(path_type=Path))
+@click.option("--scenario", default=None, help="Only this scenario's results [default: every scenario].")
+@constraint_options
+def recommend_cmd(results_dir: Path, scenario: str | None, **constraints: Any) -> None:
+    """Rank the configurations meeting every constraint at every step; exit 1 when none does."""
+    from annbench import recommend
+
+    text, code = recommend.run_command(results_dir, recommend.constraints_from_options(**constraints), scenario)
+    click.echo(text, nl=False)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
     main()

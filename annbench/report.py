@@ -1,0 +1,903 @@
+"""The report: matplotlib figures (PNG + SVG) and an `index.html` that shows them with their tables.
+
+Owns `annbench plot RESULTS_DIR [--out DIR]` and `python -m annbench.report --thumbnail FILE RESULTS_DIR`
+(the README's thumbnail). Reads result files through `annbench.recommend.configurations` and never
+writes to them: every derived figure (Pareto fronts, worst steps, the recommendation) is computed here.
+
+Figures, per scenario (each states the dataset, its size, k, the machine and the threads):
+- recall vs single-query p50 and p99 latency, and vs batch QPS: one Pareto front per index name and
+  policy, dominated points fainter, recall on a logit axis;
+- recall vs memory (index memory = steady RSS − RSS before build, and the run's peak RSS);
+- catalog size curves (static scenarios with several sizes): latency, memory and build time at a recall
+  target, with the sizes where an index stops reaching it marked;
+- day by day (daily scenarios): recall@k, hit@k, p99 and leaked ids, every (policy, setting) its own line;
+  and the upkeep per day (insert, delete, update, rebuild seconds);
+- label metrics (when the dataset has product labels): hit@k and P@k beside recall@k, with the exact
+  search's value as the ceiling the embedding sets.
+
+For a daily scenario each point of a recall-vs-cost figure is a setting's *worst* search step (lowest
+recall, highest latency, lowest QPS over the days): the same rule `recommend` applies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import math
+import sys
+import textwrap
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from annbench import metrics
+from annbench.errors import ConfigError
+from annbench.recommend import (
+    Config,
+    Constraints,
+    Failure,
+    Recommendation,
+    configurations,
+    context_line,
+    fmt_bytes,
+    load_runs,
+    recommend,
+    rejected_rows,
+)
+
+RECALL_CLIP = 1e-4  # recall 1.0 (and 0.0) cannot sit on a logit axis: drawn at 1 − 1e-4 (1e-4)
+POLICY_MARKER = {"native": "o", "tombstone": "s", "rebuild": "^"}
+POLICY_LINE = {"native": "-", "tombstone": "--", "rebuild": ":"}
+POLICY_COLOUR = {"native": "#1f77b4", "tombstone": "#ff7f0e", "rebuild": "#2ca02c"}
+OP_COLOUR = {"insert": "#1f77b4", "delete": "#d62728", "update": "#9467bd", "rebuild": "#2ca02c",
+             "build": "#000000"}
+SETTING_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+DPI = 100
+_RC = {
+    "svg.fonttype": "none",  # text stays text in the SVG: smaller files, searchable
+    "svg.hashsalt": "annbench",  # stable ids, so regenerated SVGs diff cleanly
+    "font.size": 10,
+    "axes.titlesize": 11,
+    "axes.labelsize": 10,
+    "legend.fontsize": 8.5,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+}
+
+
+@dataclass
+class FigureInfo:
+    """One written figure: where it is, what it shows, and how many points each plotted group has."""
+
+    key: str
+    title: str
+    caption: str
+    png: Path
+    svg: Path
+    points: dict[str, int] = field(default_factory=dict)  # SVG gid → number of plotted points
+
+    @property
+    def n_points(self) -> int:
+        return sum(self.points.values())
+
+
+@dataclass
+class ScenarioReport:
+    name: str
+    timeline: str
+    description: str
+    context: str
+    figures: list[FigureInfo]
+    configs: list[Config]
+    notes: list[str]
+
+
+@dataclass
+class Report:
+    out_dir: Path
+    index_html: Path
+    scenarios: list[ScenarioReport]
+    recommendations: list[Recommendation]
+    rec_notes: list[str]
+    failures: list[Failure]
+    bad: list[tuple[Path, str]]
+
+    @property
+    def figures(self) -> list[FigureInfo]:
+        return [f for s in self.scenarios for f in s.figures]
+
+
+# --- helpers --------------------------------------------------------------------------------------------
+def _clip_recall(x: Sequence[float] | np.ndarray) -> np.ndarray:
+    return np.clip(np.asarray(x, dtype=np.float64), RECALL_CLIP, 1 - RECALL_CLIP)
+
+
+def _colours(names: Sequence[str]) -> dict[str, Any]:
+    from matplotlib import colormaps
+
+    ordered = sorted(set(names))
+    cmap = colormaps["tab10" if len(ordered) <= 10 else "tab20"]
+    return {n: cmap(i % cmap.N) for i, n in enumerate(ordered)}
+
+
+def _new_figure(width: float, height: float) -> Any:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+
+
+def _footer(fig: Any, lines: list[str]) -> None:
+    """The footer every figure carries (dataset, size, k, machine, threads, how to read it), in a band the
+    constrained layout keeps free."""
+    width_chars = int(fig.get_figwidth() * 15)
+    wrapped = [w for line in lines for w in textwrap.wrap(line, width_chars)]
+    band = min(0.35, (0.12 + 0.14 * len(wrapped)) / fig.get_figheight())
+    fig.get_layout_engine().set(rect=(0, band, 1, 1 - band), h_pad=0.06, w_pad=0.06)
+    fig.text(0.01, 0.008, "\n".join(wrapped), fontsize=8, color="#444444", va="bottom", ha="left")
+
+
+def _min_decade(ax: Any) -> None:
+    """Let a log y axis span at least one decade: a flat line then looks flat, not like a cliff."""
+    lo, hi = ax.get_ylim()
+    if lo > 0 and hi / lo < 10:
+        mid = math.sqrt(lo * hi)
+        ax.set_ylim(mid / math.sqrt(10), mid * math.sqrt(10))
+
+
+def _plain_log(axis: Any, subs: tuple[float, ...] = (1.0, 2.0, 5.0)) -> None:
+    """Log axis labelled 0.01, 0.1, 1, 10 (not 10⁻²): people read latencies, not exponents."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axis.set_major_locator(LogLocator(base=10, subs=subs, numticks=12))
+    axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:,.10g}" if v >= 1e-3 else f"{v:.0e}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def _save(fig: Any, out_dir: Path, key: str) -> tuple[Path, Path]:
+    png, svg = out_dir / f"{key}.png", out_dir / f"{key}.svg"
+    fig.savefig(png, dpi=DPI)
+    fig.savefig(svg)
+    return png, svg
+
+
+def _logit_axis(ax: Any, xs: Sequence[float]) -> None:
+    ax.set_xscale("logit")
+    lo = float(np.min(_clip_recall(xs))) if len(xs) else 0.5
+    # widen by a margin in logit space so the lowest point is not on the frame
+    lo_logit = math.log(lo / (1 - lo)) - 0.4
+    ax.set_xlim(min(0.5, 1 / (1 + math.exp(-lo_logit))), 1 - RECALL_CLIP / 2)
+    from matplotlib.ticker import FixedLocator, NullLocator
+
+    ticks = [t for t in (0.1, 0.3, 0.5, 0.8, 0.9, 0.95, 0.99, 0.999, 1 - RECALL_CLIP)
+             if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_minor_locator(NullLocator())
+    # the clipped end of the axis is where recall 1.0 is drawn: label it so
+    ax.set_xticklabels(["1.0" if t >= 1 - RECALL_CLIP else f"{t:g}" for t in ticks], rotation=0)
+
+
+def _worst_note(configs: Sequence[Config]) -> str:
+    daily = [c for c in configs if c.workload.timeline == "daily"]
+    if not daily:
+        return "Static scenario: one search step per run."
+    n = max(len(c.steps) for c in daily)
+    return (f"Daily scenario: each point is one search setting at its WORST search step over {n} steps "
+            "(lowest recall, highest latency, lowest QPS), not an average.")
+
+
+def _clip_note(configs: Sequence[Config]) -> str:
+    clipped = sum(c.worst_recall >= 1 - RECALL_CLIP for c in configs)
+    return (f"Recall axis is logit: recall 1.0 is drawn at {1 - RECALL_CLIP:g} ({clipped} point(s))."
+            if clipped else "Recall axis is logit.")
+
+
+def _group(configs: Sequence[Config]) -> dict[tuple[str, str], list[Config]]:
+    out: dict[tuple[str, str], list[Config]] = {}
+    for c in configs:
+        out.setdefault((c.name, c.policy), []).append(c)
+    return dict(sorted(out.items()))
+
+
+def _policy_count(configs: Sequence[Config]) -> int:
+    return len({c.policy for c in configs})
+
+
+def _group_label(name: str, policy: str, multi_policy: bool) -> str:
+    return f"{name} · {policy}" if multi_policy else name
+
+
+# --- recall vs cost (Pareto) --------------------------------------------------------------------------
+def fig_pareto(configs: Sequence[Config], cost: str, context: str, winner: Config | None = None,
+               cons: Constraints | None = None) -> tuple[Any, dict[str, int]]:
+    """Recall (x, logit) vs a cost (y, log): one Pareto front per (index, policy); dominated points fainter.
+
+    cost: "p50" | "p99" (worst-step single-query latency, lower is better) or "qps" (batch, higher is better).
+    """
+    value: Callable[[Config], float] = {
+        "p50": lambda c: c.worst_p50_ms, "p99": lambda c: c.worst_p99_ms, "qps": lambda c: c.worst_qps}[cost]
+    ylabel = {"p50": "single-query latency p50 (ms, log)", "p99": "single-query latency p99 (ms, log)",
+              "qps": "batch throughput (queries/s, log)"}[cost]
+    k = configs[0].k if configs else "k"
+    fig = _new_figure(*((11, 6.2) if cost == "p99" else (8, 5.2)))
+    ax = fig.add_subplot()
+    colours = _colours([c.name for c in configs])
+    multi = _policy_count(configs) > 1
+    points: dict[str, int] = {}
+    for gi, ((name, policy), group) in enumerate(_group(configs).items()):
+        xs = np.array([c.worst_recall for c in group])
+        ys = np.array([value(c) for c in group])
+        # lower is better for the front: QPS is turned into seconds per query
+        front = metrics.pareto_front(xs, ys if cost != "qps" else 1.0 / ys)
+        on = np.zeros(len(group), bool)
+        on[front] = True
+        col, mk = colours[name], POLICY_MARKER.get(policy, "o")
+        label = _group_label(name, policy, multi)
+        if on.any():
+            ax.plot(_clip_recall(xs[front]), ys[front], linestyle=POLICY_LINE.get(policy, "-"), marker=mk,
+                    color=col, markersize=6, linewidth=1.4, label=label, gid=f"front-{gi}")
+            points[f"front-{gi}"] = int(on.sum())
+        if (~on).any():
+            ax.plot(_clip_recall(xs[~on]), ys[~on], linestyle="none", marker=mk, color=col, alpha=0.28,
+                    markersize=5, label=None if on.any() else label, gid=f"dominated-{gi}")
+            points[f"dominated-{gi}"] = int((~on).sum())
+    ax.set_yscale("log")
+    _plain_log(ax.yaxis)
+    _logit_axis(ax, [c.worst_recall for c in configs])
+    ax.set_xlabel(f"recall@{k}" + (" (worst search step)" if _is_daily(configs) else "") + " — logit axis")
+    ax.set_ylabel(ylabel)
+    if cons is not None:
+        ax.axvline(cons.min_recall, color="#888888", linestyle="--", linewidth=1)
+        ax.annotate(f"min recall {cons.min_recall:g}", (cons.min_recall, 1), xycoords=("data", "axes fraction"),
+                    xytext=(3, -12), textcoords="offset points", fontsize=7.5, color="#555555")
+        if cost == "p99" and cons.max_p99_ms is not None:
+            ax.axhline(cons.max_p99_ms, color="#888888", linestyle="--", linewidth=1)
+    if winner is not None and cost in ("p50", "p99", "qps"):
+        ax.plot(_clip_recall([winner.worst_recall]), [value(winner)], marker="*", markersize=18,
+                markerfacecolor="none", markeredgecolor="#d62728", markeredgewidth=1.6, linestyle="none",
+                label="recommended", gid="recommended")
+    what = {"p50": "p50 latency", "p99": "p99 latency", "qps": "batch QPS"}[cost]
+    fig.suptitle(f"Recall@{k} vs {what} — Pareto front per index" + (" and policy" if multi else ""),
+                 fontsize=12, fontweight="bold")
+    fig.legend(loc="outside right upper", frameon=False, title="index · policy" if multi else "index",
+               title_fontsize=8)
+    _footer(fig, [context, _worst_note(configs) + " Faint points are dominated (another setting of the same "
+                  "index is at least as good on both axes). " + _clip_note(configs)])
+    return fig, points
+
+
+def _is_daily(configs: Sequence[Config]) -> bool:
+    return any(c.workload.timeline == "daily" for c in configs)
+
+
+def fig_memory(configs: Sequence[Config], context: str) -> tuple[Any, dict[str, int]]:
+    """Recall vs index memory (steady RSS − RSS before build) and vs the run's peak RSS."""
+    k = configs[0].k if configs else "k"
+    fig = _new_figure(12, 5.0)
+    axes = fig.subplots(1, 2)
+    colours = _colours([c.name for c in configs])
+    multi = _policy_count(configs) > 1
+    points: dict[str, int] = {}
+    floor = 2**20 / 10  # 0.1 MiB: RSS deltas of tiny indexes can be ≤ 0 (page reuse); drawn at this floor
+    floored = 0
+    for ai, (ax, attr, ylabel) in enumerate(zip(
+            axes, ("index_bytes", "peak_bytes"),
+            ("index memory: steady RSS − RSS before build (MiB, log)", "peak RSS of the run's process (MiB, log)"),
+            strict=True)):
+        for gi, ((name, policy), group) in enumerate(_group(configs).items()):
+            xs = np.array([c.worst_recall for c in group])
+            raw = np.array([getattr(c, attr) for c in group], dtype=np.float64)
+            floored += int(np.sum(raw < floor))
+            ys = np.maximum(raw, floor) / 2**20
+            front = metrics.pareto_front(xs, ys)
+            on = np.zeros(len(group), bool)
+            on[front] = True
+            col, mk = colours[name], POLICY_MARKER.get(policy, "o")
+            label = _group_label(name, policy, multi) if ai == 0 else None
+            if on.any():
+                ax.plot(_clip_recall(xs[front]), ys[front], linestyle=POLICY_LINE.get(policy, "-"), marker=mk,
+                        color=col, markersize=6, linewidth=1.3, label=label, gid=f"mem{ai}-front-{gi}")
+                points[f"mem{ai}-front-{gi}"] = int(on.sum())
+            if (~on).any():
+                ax.plot(_clip_recall(xs[~on]), ys[~on], linestyle="none", marker=mk, color=col, alpha=0.28,
+                        markersize=5, gid=f"mem{ai}-dominated-{gi}")
+                points[f"mem{ai}-dominated-{gi}"] = int((~on).sum())
+        ax.set_yscale("log")
+        _plain_log(ax.yaxis)
+        _logit_axis(ax, [c.worst_recall for c in configs])
+        ax.set_xlabel(f"recall@{k}" + (" (worst search step)" if _is_daily(configs) else "") + " — logit")
+        ax.set_ylabel(ylabel)
+    base = [c.baseline_bytes for c in configs if math.isfinite(c.baseline_bytes)]
+    fig.suptitle(f"Recall@{k} vs memory", fontsize=12, fontweight="bold")
+    fig.legend(loc="outside right upper", frameon=False, title="index · policy" if multi else "index",
+               title_fontsize=8)
+    extra = f" RSS before build (Python, libraries, data): median {fmt_bytes(float(np.median(base)))}." if base else ""
+    if floored:
+        extra += " Index memory ≤ 0.1 MiB is drawn at 0.1 MiB."
+    _footer(fig, [context, _worst_note(configs) + " Memory is measured once, after the build." + extra
+                  + " Saved bytes are in the table."])
+    return fig, points
+
+
+# --- catalog size ---------------------------------------------------------------------------------------
+def catalog_points(configs: Sequence[Config], target: float) -> dict[str, list[tuple[int, Config, bool]]]:
+    """Per index name: for each size, the cheapest (lowest p99) setting reaching `target` recall, or — when
+    none does — the setting with the highest recall, flagged as missing the target."""
+    out: dict[str, list[tuple[int, Config, bool]]] = {}
+    by: dict[tuple[str, int], list[Config]] = {}
+    for c in configs:
+        if c.workload.size:
+            by.setdefault((c.name, c.workload.size), []).append(c)
+    for (name, size), group in sorted(by.items()):
+        reach = [c for c in group if c.worst_recall >= target]
+        if reach:
+            out.setdefault(name, []).append((size, min(reach, key=lambda c: (c.worst_p99_ms, c.index_bytes)), True))
+        else:
+            out.setdefault(name, []).append((size, max(group, key=lambda c: c.worst_recall), False))
+    return out
+
+
+def fig_catalog(configs: Sequence[Config], context: str, target: float) -> tuple[Any, dict[str, int]]:
+    fig = _new_figure(12.5, 4.8)
+    axes = fig.subplots(1, 3)
+    data = catalog_points(configs, target)
+    colours = _colours(list(data))
+    k = configs[0].k if configs else "k"
+    points: dict[str, int] = {}
+    panels = (("p99 latency (ms, log)", lambda c: c.worst_p99_ms),
+              ("index memory (MiB, log)", lambda c: max(c.index_bytes, 2**20 / 10) / 2**20),
+              ("build time (s, log)", lambda c: max(c.build_seconds, 1e-4)))
+    for ai, (ax, (ylabel, value)) in enumerate(zip(axes, panels, strict=True)):
+        for ni, (name, pts) in enumerate(data.items()):
+            col = colours[name]
+            sizes = np.array([p[0] for p in pts])
+            ys = np.array([value(p[1]) for p in pts])
+            ok = np.array([p[2] for p in pts])
+            ax.plot(sizes, ys, color=col, linewidth=1.1, alpha=0.8)
+            if ok.any():
+                ax.plot(sizes[ok], ys[ok], color=col, marker="o", linestyle="none", markersize=6,
+                        label=name if ai == 0 else None, gid=f"cat{ai}-reach-{ni}")
+                points[f"cat{ai}-reach-{ni}"] = int(ok.sum())
+            if (~ok).any():
+                ax.plot(sizes[~ok], ys[~ok], color=col, marker="x", linestyle="none", markersize=9,
+                        markeredgewidth=2, label=None if ok.any() or ai else name, gid=f"cat{ai}-miss-{ni}")
+                points[f"cat{ai}-miss-{ni}"] = int((~ok).sum())
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        _plain_log(ax.yaxis)
+        ax.set_xlabel("catalog size (vectors, log)")
+        ax.set_ylabel(ylabel)
+        all_sizes = sorted({p[0] for pts in data.values() for p in pts})
+        ax.set_xticks(all_sizes, [f"{s:,}" for s in all_sizes])
+        ax.xaxis.set_minor_locator(__import__("matplotlib.ticker", fromlist=["NullLocator"]).NullLocator())
+    from matplotlib.lines import Line2D
+
+    handles, labels = axes[0].get_legend_handles_labels()
+    handles.append(Line2D([], [], color="#444444", marker="x", linestyle="none", markersize=8, markeredgewidth=2))
+    labels.append(f"no setting reaches\nrecall@{k} ≥ {target:g}")
+    fig.legend(handles, labels, loc="outside right upper", frameon=False, title="index", title_fontsize=8)
+    fig.suptitle(f"Catalog size: cost of the cheapest setting reaching recall@{k} ≥ {target:g}",
+                 fontsize=12, fontweight="bold")
+    _footer(fig, [context, f"For each index and size: the search setting with the lowest p99 among those with "
+                  f"recall@{k} ≥ {target:g}; × marks a size where no setting reaches it (drawn with the "
+                  "figures of its highest-recall setting) — where the index stops meeting the target."])
+    return fig, points
+
+
+# --- day by day -----------------------------------------------------------------------------------------
+def _shades(colour: str, n: int) -> list[Any]:
+    from matplotlib.colors import to_rgb
+
+    r, g, b = to_rgb(colour)
+    # light → dark with search effort, so the settings of one policy read as one family
+    return [(r * t, g * t, b * t) if t <= 1 else (r, g, b) for t in np.linspace(1.0, 0.55, n)] if n > 1 \
+        else [(r, g, b)]
+
+
+def fig_days(configs: Sequence[Config], context: str) -> tuple[Any, dict[str, int]]:
+    """Rows: index names. Columns: recall@k, hit@k (with labels), p99, leaked ids, per day. Every line is one
+    (build, policy, search setting): nothing is averaged, so a policy that degrades shows as a falling line."""
+    daily = [c for c in configs if c.workload.timeline == "daily"]
+    names = sorted({c.name for c in daily})
+    has_hit = any(c.worst_hit is not None for c in daily)
+    k = daily[0].k
+    cols = [("recall", f"recall@{k}", False)]
+    if has_hit:
+        cols.append(("hit_at_k", f"hit@{k} (product found)", False))
+    cols += [("p99_ms", "p99 latency (ms, log)", True), ("leaks", "leaked ids (deleted, returned)", False)]
+    fig = _new_figure(3.3 * len(cols) + 2.6, 2.4 * len(names) + 1.4)
+    axes = np.atleast_2d(fig.subplots(len(names), len(cols), squeeze=False))
+    points: dict[str, int] = {}
+    for ri, name in enumerate(names):
+        mine = [c for c in daily if c.name == name]
+        keys = sorted({(c.label, c.policy) for c in mine})
+        for label, policy in keys:
+            lines = [c for c in mine if c.label == label and c.policy == policy]
+            shades = _shades(POLICY_COLOUR.get(policy, "#7f7f7f"), len(lines))
+            for li, c in enumerate(lines):
+                days = [s.day for s in c.steps]
+                legend = " · ".join(x for x in (label if label != name else "", policy, c.search_text()
+                                                if c.search_params else "") if x)
+                for ci, (attr, _title, _log) in enumerate(cols):
+                    ys = [getattr(s, attr) for s in c.steps]
+                    if any(v is None for v in ys):
+                        continue
+                    gid = f"days-{ri}-{ci}-{len(points)}"
+                    axes[ri, ci].plot(days, ys, color=shades[li], linestyle=POLICY_LINE.get(policy, "-"),
+                                      marker=SETTING_MARKERS[li % len(SETTING_MARKERS)], markersize=4,
+                                      linewidth=1.2, label=legend if ci == 0 else None, gid=gid)
+                    points[gid] = len(ys)
+        for ci, (_attr, title, log) in enumerate(cols):
+            ax = axes[ri, ci]
+            if log:
+                ax.set_yscale("log")
+                _plain_log(ax.yaxis)
+                _min_decade(ax)
+            if ri == 0:
+                ax.set_title(title)
+            if ri == len(names) - 1:
+                ax.set_xlabel("day")
+            ax.xaxis.get_major_locator().set_params(integer=True)
+            if _attr == "leaks":
+                top = max([max(ln.get_ydata(), default=0) for ln in ax.get_lines()], default=0)
+                ax.set_ylim(-max(0.3, 0.04 * top), max(top * 1.1, 4))
+                ax.yaxis.get_major_locator().set_params(integer=True)
+                if top == 0:
+                    ax.text(0.5, 0.55, "no leaks", transform=ax.transAxes, ha="center", color="#777777")
+        axes[ri, 0].set_ylabel(name, fontsize=10, fontweight="bold")
+        handles, labels = axes[ri, 0].get_legend_handles_labels()
+        axes[ri, -1].legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False,
+                            fontsize=7, handlelength=2.5)
+    fig.suptitle("Day by day, per index and policy — every search setting its own line", fontsize=12,
+                 fontweight="bold")
+    _footer(fig, [context, f"Day 0 is the initial build; each later day applies deletes, inserts and updates, "
+                  f"then searches. Line style and colour: policy; shade and marker: search setting. hit@{k} "
+                  "uses product labels; leaks count deleted ids returned (summed over queries)."])
+    return fig, points
+
+
+def update_costs(run: dict[str, Any]) -> dict[str, dict[int, float]]:
+    """Seconds per day of each maintenance op (insert, delete, update, rebuild) of one run, and the build."""
+    out: dict[str, dict[int, float]] = {}
+    for st in run.get("steps", []):
+        if st["op"] in ("insert", "delete", "update", "rebuild", "build"):
+            secs = st.get("seconds")
+            if isinstance(secs, (int, float)):
+                day = int(st.get("day") or 0)
+                out.setdefault(st["op"], {})
+                out[st["op"]][day] = out[st["op"]].get(day, 0.0) + float(secs)
+    return out
+
+
+def fig_update_cost(runs: Sequence[dict[str, Any]], context: str) -> tuple[Any, dict[str, int]]:
+    """One panel per (index, policy) that ran; lines: seconds per day of each op, log scale, y shared."""
+    ok = [r for r in runs if r["status"] == "ok" and r["scenario"].get("timeline") == "daily"]
+    order = {"native": 0, "tombstone": 1, "rebuild": 2}
+    ok.sort(key=lambda r: (str(r["index"].get("label") or r["index"]["family"]),
+                           order.get(r["index"]["policy"], 9), r["index"]["policy"]))
+    ncols = min(4, max(1, len(ok)))
+    nrows = max(1, math.ceil(len(ok) / ncols))
+    fig = _new_figure(3.4 * ncols + 1.9, 2.3 * nrows + 1.3)
+    axes = np.atleast_2d(fig.subplots(nrows, ncols, squeeze=False, sharey=True))
+    points: dict[str, int] = {}
+    used_ops: set[str] = set()
+    for i, ax in enumerate(axes.flat):
+        if i >= len(ok):
+            ax.set_visible(False)
+            continue
+        run = ok[i]
+        costs = update_costs(run)
+        for op in ("build", "rebuild", "insert", "delete", "update"):
+            if op not in costs:
+                continue
+            days = sorted(costs[op])
+            ys = [max(costs[op][d], 1e-6) for d in days]
+            gid = f"cost-{i}-{op}"
+            ax.plot(days, ys, color=OP_COLOUR[op], marker="o" if op != "build" else "s",
+                    markersize=4 if op != "build" else 6, linestyle="-" if op != "build" else "none",
+                    linewidth=1.2, gid=gid)
+            points[gid] = len(days)
+            used_ops.add(op)
+        ax.set_yscale("log")
+        ax.set_title(f"{run['index'].get('label') or run['index']['family']} · {run['index']['policy']}")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        if i % ncols == 0:
+            ax.set_ylabel("seconds (log)")
+        if i >= len(ok) - ncols:
+            ax.set_xlabel("day")
+    _plain_log(axes.flat[0].yaxis, subs=(1.0,))
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=OP_COLOUR[op], marker="o" if op != "build" else "s",
+                      linestyle="-" if op != "build" else "none") for op in OP_COLOUR if op in used_ops]
+    fig.legend(handles, [op if op != "build" else "initial build (day 0)" for op in OP_COLOUR if op in used_ops],
+               loc="outside right upper", frameon=False, title="operation", title_fontsize=8)
+    fig.suptitle("Upkeep per day: seconds spent on each update operation", fontsize=12, fontweight="bold")
+    _footer(fig, [context, "One panel per index and policy; y shared (log) so panels compare. Rebuild points "
+                  "appear on the days the rebuild policy rebuilds; the initial build is shown on day 0 for scale."])
+    return fig, points
+
+
+# --- label metrics --------------------------------------------------------------------------------------
+def fig_labels(configs: Sequence[Config], context: str) -> tuple[Any, dict[str, int]]:
+    """hit@k and P@k against recall@k: where an index with high recall still misses the product, the
+    embedding is to blame, not the index. The exact search's value is drawn as that ceiling."""
+    labelled = [c for c in configs if c.worst_hit is not None]
+    k = labelled[0].k
+    fig = _new_figure(12, 5.0)
+    axes = fig.subplots(1, 2)
+    colours = _colours([c.name for c in labelled])
+    multi = _policy_count(labelled) > 1
+    exact = [c for c in labelled if c.family == "faiss-flat"] or [c for c in labelled if c.worst_recall >= 0.999]
+    points: dict[str, int] = {}
+    for ai, (ax, attr, ylabel) in enumerate(zip(axes, ("worst_hit", "worst_p_at_k"),
+                                                (f"hit@{k}: the query's product is in the top {k}",
+                                                 f"P@{k}: share of the top {k} that is the product"), strict=True)):
+        for gi, ((name, policy), group) in enumerate(_group(labelled).items()):
+            xs = _clip_recall([c.worst_recall for c in group])
+            ys = [getattr(c, attr) for c in group]
+            gid = f"labels{ai}-{gi}"
+            ax.plot(xs, ys, linestyle="none", marker=POLICY_MARKER.get(policy, "o"), color=colours[name],
+                    markersize=6, alpha=0.85, label=_group_label(name, policy, multi) if ai == 0 else None, gid=gid)
+            points[gid] = len(ys)
+        if exact:
+            ceiling = max(getattr(c, attr) for c in exact)
+            ax.axhline(ceiling, color="#444444", linestyle="--", linewidth=1)
+            ax.annotate(f"exact search {ceiling:.3f}", (0.99, ceiling), xycoords=("axes fraction", "data"),
+                        xytext=(0, 3), textcoords="offset points", ha="right", va="bottom", fontsize=7.5)
+            # bottom right is where no point lies (high recall means near the ceiling)
+            ax.text(0.98, 0.03, f"gap under the dashed line: the index's misses\n"
+                    f"{1 - ceiling:.3f} above it: the embedding's (exact search misses too)",
+                    transform=ax.transAxes, ha="right", va="bottom", fontsize=7.5, color="#333333",
+                    bbox={"boxstyle": "round", "fc": "white", "ec": "#cccccc", "alpha": 0.9})
+        _logit_axis(ax, [c.worst_recall for c in labelled])
+        ax.set_xlabel(f"recall@{k} (ANN vs exact)" + (" — worst step" if _is_daily(labelled) else "") + ", logit")
+        ax.set_ylabel(ylabel)
+    fig.suptitle(f"Label metrics: finding the product (hit@{k}, P@{k}) vs finding the exact neighbours "
+                 f"(recall@{k})", fontsize=12, fontweight="bold")
+    fig.legend(loc="outside right upper", frameon=False, title="index · policy" if multi else "index",
+               title_fontsize=8)
+    _footer(fig, [context, _worst_note(labelled) + " hit@k and P@k use the dataset's product labels; "
+                  "the dashed line is exact search (faiss-flat), the best any index can do with these embeddings."])
+    return fig, points
+
+
+# --- the whole report -----------------------------------------------------------------------------------
+def _scenario_key(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
+
+
+def plot(results_dir: Path, out_dir: Path | None = None, cons: Constraints | None = None,
+         only: Sequence[str] | None = None) -> Report:
+    """Write every figure (PNG + SVG) and index.html for the results below `results_dir`; return what was written.
+
+    `only` restricts to some figure kinds (pareto-p50, pareto-p99, pareto-qps, memory, catalog, days,
+    upkeep, labels) — the thumbnail uses it.
+    """
+    import matplotlib
+
+    cons = (cons or Constraints()).validate()
+    results_dir = Path(results_dir)
+    out_dir = Path(out_dir) if out_dir is not None else results_dir / "report"
+    loaded = load_runs(results_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    recs, rec_notes = recommend(loaded.runs, cons)
+    winners = {r.workload: r.winner for r in recs}
+    all_configs, failures = configurations(loaded.runs)
+    scenario_reports = []
+    with matplotlib.rc_context(_RC):
+        by_scen: dict[str, list[dict[str, Any]]] = {}
+        for r in loaded.runs:
+            by_scen.setdefault(r["scenario"]["name"], []).append(r)
+        # daily scenarios first: the question the toolkit exists for
+        for name in sorted(by_scen, key=lambda n: (by_scen[n][0]["scenario"].get("timeline") != "daily", n)):
+            scenario_reports.append(_scenario_report(name, by_scen[name], all_configs, winners, cons, out_dir, only))
+    rep = Report(out_dir, out_dir / "index.html", scenario_reports, recs, rec_notes, failures, loaded.bad)
+    if only is None:
+        write_html(rep, results_dir, cons)
+    return rep
+
+
+def _want(only: Sequence[str] | None, kind: str) -> bool:
+    return only is None or kind in only
+
+
+def _scenario_report(name: str, runs: list[dict[str, Any]], all_configs: list[Config],
+                     winners: dict[Any, Config | None], cons: Constraints, out_dir: Path,
+                     only: Sequence[str] | None) -> ScenarioReport:
+    # the newest workload of this scenario name (a rerun at another --scale overwrites most, not always all)
+    newest = max(runs, key=lambda r: r.get("started_at") or "")
+    runs = [r for r in runs if r["scenario"]["hash"] == newest["scenario"]["hash"]]
+    notes = []
+    configs = [c for c in all_configs if c.workload.scenario == name
+               and c.workload.scenario_hash == newest["scenario"]["hash"]]
+    timeline = newest["scenario"].get("timeline", "static")
+    sizes = sorted({c.workload.size for c in configs if c.workload.size})
+    figs: list[FigureInfo] = []
+    key = _scenario_key(name)
+    # Pareto figures compare one workload: for a static scenario with several sizes, the largest
+    pareto = [c for c in configs if not sizes or c.workload.size == sizes[-1]]
+    prun = [r for r in runs if not sizes or r["index"].get("size") == sizes[-1]]
+    pctx = context_line(prun)
+    winner = next((w for wl, w in winners.items() if w is not None and pareto and wl == pareto[0].workload), None)
+    if len(sizes) > 1:
+        notes.append(f"Recall-vs-cost figures are at the largest size (n={sizes[-1]:,}); "
+                     "the catalog-size figure covers every size.")
+    ctx_all = context_line(runs)
+
+    def emit(kind: str, title: str, caption: str, made: tuple[Any, dict[str, int]]) -> None:
+        fig, pts = made
+        png, svg = _save(fig, out_dir, f"{key}-{kind}")
+        figs.append(FigureInfo(f"{key}-{kind}", title, caption, png, svg, pts))
+
+    if pareto:
+        for cost, title, cap in (
+                ("p99", "Recall vs p99 latency", "Single-query p99 latency (one query per call) against recall."),
+                ("p50", "Recall vs p50 latency", "Single-query median latency against recall."),
+                ("qps", "Recall vs batch QPS", "All queries in one call: throughput against recall.")):
+            if _want(only, f"pareto-{cost}"):
+                emit(f"recall-{cost}", title, cap, fig_pareto(pareto, cost, pctx, winner, cons))
+        if _want(only, "memory"):
+            emit("recall-memory", "Recall vs memory", "Index memory and peak RSS against recall.",
+                 fig_memory(pareto, pctx))
+        if any(c.worst_hit is not None for c in pareto) and _want(only, "labels"):
+            emit("labels", "Label metrics", "hit@k and P@k beside recall@k.", fig_labels(pareto, pctx))
+    if len(sizes) > 1 and _want(only, "catalog"):
+        emit("catalog-size", "Catalog size", f"Cost at recall ≥ {cons.min_recall:g} against catalog size.",
+             fig_catalog(configs, ctx_all, cons.min_recall))
+    if timeline == "daily" and configs:
+        if _want(only, "days"):
+            emit("days", "Day by day", "Recall, hit@k, p99 and leaks per day.", fig_days(configs, ctx_all))
+        if _want(only, "upkeep"):
+            emit("upkeep", "Upkeep per day", "Seconds per update operation per day.", fig_update_cost(runs, ctx_all))
+    return ScenarioReport(name, timeline, str(newest["scenario"].get("description") or ""), ctx_all, figs,
+                          configs, notes + sanity_notes(configs))
+
+
+def sanity_notes(configs: Sequence[Config]) -> list[str]:
+    """Numbers that cannot be right, or deserve a second look before anyone quotes them."""
+    notes = []
+    for c in configs:
+        if c.family == "faiss-flat" and c.worst_recall < 0.999:
+            notes.append(f"{c.short()}: exact search with recall {c.worst_recall:.4f} < 1 — ground truth or "
+                         "distance handling is off.")
+    for c in configs:
+        for s in c.steps:
+            # a batch call slower than a loop of single calls usually means a cold or contended batch path
+            if s.p50_ms > 0 and s.qps < 0.5 * 1000.0 / s.p50_ms:
+                notes.append(f"{c.short()} ({'day' if c.workload.timeline == 'daily' else 'step'} {s.day}"
+                             f"{', n=' + format(c.workload.size, ',') if c.workload.size else ''}): batch QPS "
+                             f"{s.qps:,.0f} is less than half the single-query rate 1/p50 = {1000 / s.p50_ms:,.0f}/s.")
+                break
+    for c in configs:
+        few = min((s.queries for s in c.steps), default=0)
+        if 0 < few < 100:
+            notes.append(f"{c.short()}: only {few} queries at a step: its p99 is about its slowest query.")
+            break
+    return notes
+
+
+# --- HTML -----------------------------------------------------------------------------------------------
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d1d1f;background:#fafafa}
+main{max-width:1340px;margin:0 auto;padding:20px 28px 60px}
+h1{font-size:24px;margin:6px 0 2px} h2{font-size:19px;margin:34px 0 6px;border-bottom:1px solid #ddd;padding-bottom:4px}
+h3{font-size:15px;margin:18px 0 6px} .muted{color:#666;font-size:13px}
+.rec{background:#fff;border:1px solid #d0d7de;border-left:6px solid #2da44e;border-radius:6px;padding:4px 18px 12px;
+ margin:14px 0} .rec.none{border-left-color:#cf222e} .rec h2{border:none;margin:10px 0 4px}
+.rectable{border-collapse:collapse;width:100%;margin:8px 0 10px;font-size:14px}
+.rectable td{white-space:normal;vertical-align:top;padding:7px 10px;border-bottom:1px solid #eee}
+.rectable td:first-child{width:30%} .rectable td.why{color:#333;font-size:13px}
+.winner{font-weight:600;color:#116329;font-size:15px} .nowinner{font-weight:600;color:#a40e26}
+tr.fail td{background:#fff5f5} .ctx{color:#666;font-size:12px;margin-top:2px}
+.constraints{margin:4px 0 10px;padding-left:18px;font-size:13px;color:#333}
+.figs{display:grid;grid-template-columns:repeat(auto-fit,minmax(560px,1fr));gap:16px;margin:10px 0}
+figure{margin:0;background:#fff;border:1px solid #e1e4e8;border-radius:6px;padding:8px}
+figure.wide{grid-column:1/-1} figure img{width:100%;height:auto;display:block}
+figcaption{font-size:12.5px;color:#444;margin-top:4px}
+.tablewrap{max-height:420px;overflow:auto;border:1px solid #e1e4e8;border-radius:6px;background:#fff;margin:8px 0}
+table{border-collapse:collapse;font-size:12.5px;width:100%}
+th,td{padding:4px 8px;border-bottom:1px solid #eee;text-align:left;white-space:nowrap}
+td.num{text-align:right;font-variant-numeric:tabular-nums} th{background:#f3f4f6;position:sticky;top:0}
+td.wrap{white-space:normal;max-width:520px;min-width:160px} tr.win td{background:#e9f7ef}
+details{margin:6px 0} summary{cursor:pointer;color:#0969da}
+.notes li{font-size:13px;color:#6a4a00} .bad{color:#a40e26}
+nav a{margin-right:14px}
+"""
+
+
+def _esc(x: Any) -> str:
+    return html.escape(str(x))
+
+
+def _html_table(head: list[str], rows: list[list[str]], numeric: set[int] | None = None,
+                highlight: int | None = None, wrap: set[int] | None = None) -> str:
+    numeric, wrap = numeric or set(), wrap or set()
+    out = ["<div class='tablewrap'><table><thead><tr>"]
+    out += [f"<th>{_esc(h)}</th>" for h in head]
+    out.append("</tr></thead><tbody>")
+    for i, row in enumerate(rows):
+        out.append("<tr class='win'>" if i == highlight else "<tr>")
+        for j, cell in enumerate(row):
+            cls = "num" if j in numeric else ("wrap" if j in wrap else "")
+            out.append(f"<td class='{cls}'>{_esc(cell)}</td>" if cls else f"<td>{_esc(cell)}</td>")
+        out.append("</tr>")
+    out.append("</tbody></table></div>")
+    return "".join(out)
+
+
+def _fmt(x: float | None, spec: str = ".3f") -> str:
+    return "—" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
+
+
+def config_table(configs: Sequence[Config]) -> tuple[list[str], list[list[str]]]:
+    """Every configuration with its worst-step figures, memory (with saved bytes) and build time."""
+    k = configs[0].k if configs else "k"
+    multi_size = len({c.workload.size for c in configs}) > 1
+    daily = _is_daily(configs)
+    head = (["size"] if multi_size else []) + [
+        "index", "build", "search", "policy", f"recall@{k}" + (" worst" if daily else ""),
+        *(["recall mean"] if daily else []), f"hit@{k}", f"P@{k}", "p50 ms", "p99 ms", "QPS", "index mem",
+        "steady RSS", "peak RSS", "saved", "build s", *(["leaks", "upkeep s"] if daily else [])]
+    rows = []
+    for c in sorted(configs, key=lambda c: (c.workload.size or 0, c.name, c.label, c.policy, c.worst_recall)):
+        upkeep = sum(v for op, d in update_costs(c.run).items() if op != "build" for v in d.values())
+        rows.append(([f"{c.workload.size:,}"] if multi_size else []) + [
+            c.label, c.build_text(), c.search_text(), c.policy, f"{c.worst_recall:.4f}",
+            *([f"{c.mean_recall:.4f}"] if daily else []), _fmt(c.worst_hit), _fmt(c.worst_p_at_k),
+            _fmt(c.worst_p50_ms, ".3g"), _fmt(c.worst_p99_ms, ".3g"), _fmt(c.worst_qps, ",.0f"),
+            fmt_bytes(c.index_bytes), fmt_bytes(c.steady_bytes), fmt_bytes(c.peak_bytes), fmt_bytes(c.saved_bytes),
+            _fmt(c.build_seconds, ".3g"), *([str(c.total_leaks), _fmt(upkeep, ".3g")] if daily else [])])
+    return head, rows
+
+
+def _rec_html(rep: Report, cons: Constraints) -> str:
+    """The verdict first: one row per workload (daily scenarios first), details folded away below."""
+    ks = {c.k for r in rep.recommendations for c in r.ranked} | \
+         {c.k for r in rep.recommendations for c, _ in r.rejected}
+    k = next(iter(ks)) if len(ks) == 1 else None
+    recs = sorted(rep.recommendations, key=lambda r: (r.workload.timeline != "daily", r.workload.scenario,
+                                                      r.workload.size or 0))
+    none = not any(r.winner for r in recs)
+    out = [f"<section id='recommendation' class='rec{' none' if none else ''}'><h2>Recommendation</h2>",
+           "<div class='muted'>Constraints used (set them with the same options of <code>annbench plot</code> and "
+           "<code>annbench recommend</code>):</div><ul class='constraints'>"]
+    out += [f"<li>{_esc(line)}</li>" for line in cons.describe(k)]
+    out.append("</ul><table class='rectable'><thead><tr><th>workload</th><th>recommended</th><th>why</th></tr>"
+               "</thead><tbody>")
+    for rec in recs:
+        w = rec.winner
+        where = (f"<b>{_esc(rec.workload.title())}</b> <span class='muted'>({_esc(rec.workload.timeline)})</span>"
+                 f"<div class='ctx'>{_esc(rec.context)}</div>")
+        if w is not None:
+            build = f"<div class='ctx'>build: {_esc(w.build_text())}</div>" if w.build_params else ""
+            what = f"<span class='winner'>{_esc(w.short())}</span>{build}"
+        else:
+            what = "<span class='nowinner'>nothing feasible</span>"
+        out.append(f"<tr class='{'ok' if w else 'fail'}'><td>{where}</td><td>{what}</td>"
+                   f"<td class='why'>{_esc(rec.why())}</td></tr>")
+    out.append("</tbody></table>")
+    for note in rep.rec_notes:
+        out.append(f"<p class='muted'>{_esc(note)}</p>")
+    for rec in recs:
+        head, rows = _ranked(rec)
+        rhead, rrows = rejected_rows(rec)
+        out.append(f"<details><summary>{_esc(rec.workload.title())}: ranked table ({len(rows)} feasible) and "
+                   f"rejections ({len(rrows)}, with the first constraint each fails)</summary>")
+        if rows:
+            out.append(_html_table(head, rows, numeric={0, 5, 6, 7, 8, 9}, highlight=0))
+        if rrows:
+            out.append(_html_table(rhead, rrows, wrap={4}))
+        out.append("</details>")
+    out.append("</section>")
+    return "".join(out)
+
+
+def _ranked(rec: Recommendation) -> tuple[list[str], list[list[str]]]:
+    from annbench.recommend import ranked_rows
+
+    return ranked_rows(rec)
+
+
+def write_html(rep: Report, results_dir: Path, cons: Constraints) -> Path:
+    n_runs = sum(len({c.run_id for c in s.configs}) for s in rep.scenarios)
+    parts = ["<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+             "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+             f"<title>annbench report — {_esc(results_dir)}</title><style>{_CSS}</style></head><body><main>",
+             "<h1>annbench report</h1>",
+             f"<div class='muted'>Results: <code>{_esc(results_dir)}</code> · {n_runs} ok run(s), "
+             f"{len(rep.failures)} failed or timed out, {len(rep.bad)} unreadable · generated "
+             f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} · figures link to their SVG</div>"]
+    if len(rep.scenarios) > 1:
+        parts.append("<nav>" + "".join(f"<a href='#s-{_scenario_key(s.name)}'>{_esc(s.name)}</a>"
+                                       for s in rep.scenarios) + "<a href='#failures'>failures</a></nav>")
+    parts.append(_rec_html(rep, cons))
+    for s in rep.scenarios:
+        parts.append(f"<h2 id='s-{_scenario_key(s.name)}'>{_esc(s.name)} <span class='muted'>({_esc(s.timeline)})"
+                     f"</span></h2>")
+        if s.description:
+            parts.append(f"<p>{_esc(s.description)}</p>")
+        parts.append(f"<p class='muted'>{_esc(s.context)}</p>")
+        if s.figures:
+            parts.append("<div class='figs'>")
+            for f in s.figures:
+                wide = "" if f.key.endswith(("-recall-p50", "-recall-qps")) else " class='wide'"
+                parts.append(f"<figure{wide}><a href='{_esc(f.svg.name)}'><img src='{_esc(f.png.name)}' "
+                             f"alt='{_esc(f.title)}' loading='lazy'></a><figcaption><b>{_esc(f.title)}.</b> "
+                             f"{_esc(f.caption)}</figcaption></figure>")
+            parts.append("</div>")
+        if s.notes:
+            parts.append("<h3>Worth a second look</h3><ul class='notes'>"
+                         + "".join(f"<li>{_esc(n)}</li>" for n in s.notes) + "</ul>")
+        head, rows = config_table(s.configs)
+        if rows:
+            numeric = {i for i, h in enumerate(head) if h not in ("size", "index", "build", "search", "policy")}
+            wrap = {head.index("build")}
+            parts.append(f"<h3>Configurations ({len(rows)})</h3>" + _html_table(head, rows, numeric=numeric, wrap=wrap))
+    parts.append("<h2 id='failures'>Failed and timed-out runs</h2>")
+    if rep.failures:
+        rows = [[f.workload.title(), f.label, f.policy, f.status, f.error] for f in rep.failures]
+        parts.append(_html_table(["scenario", "index", "policy", "status", "error"], rows, wrap={4}))
+    else:
+        parts.append("<p class='muted'>None: every run finished.</p>")
+    if rep.bad:
+        parts.append("<h3 class='bad'>Unreadable result files</h3>"
+                     + _html_table(["file", "why"], [[str(p), why] for p, why in rep.bad], wrap={1}))
+    parts.append("</main></body></html>")
+    tmp = rep.index_html.with_name(".index.html.tmp")
+    tmp.write_text("".join(parts), encoding="utf-8")
+    tmp.replace(rep.index_html)
+    return rep.index_html
+
+
+def plot_command(results_dir: Path, out_dir: Path | None, cons: Constraints) -> Report:
+    """`annbench plot`: write the report and say where it is."""
+    rep = plot(results_dir, out_dir, cons)
+    print(f"annbench: wrote {len(rep.figures)} figures (PNG + SVG) and {rep.index_html}")
+    for rec in rep.recommendations:
+        w = rec.winner
+        print(f"annbench: {rec.workload.title()}: " + (f"recommended {w.short()}" if w else rec.why()))
+    return rep
+
+
+# --- thumbnail (the README's figure) --------------------------------------------------------------------
+def thumbnail(results_dir: Path, out_png: Path, width_px: int = 900) -> Path:
+    """Write the main figure (recall vs p99 of the first daily scenario, else the first) as a small PNG."""
+    import tempfile
+
+    from matplotlib.image import imread, imsave
+
+    with tempfile.TemporaryDirectory(prefix="annbench-thumb-") as tmp:
+        rep = plot(results_dir, Path(tmp), only=["pareto-p99"])
+        figs = sorted(rep.figures, key=lambda f: (0 if any(s.timeline == "daily" and f in s.figures
+                                                           for s in rep.scenarios) else 1, f.key))
+        if not figs:
+            raise ConfigError(f"no recall-vs-p99 figure could be drawn from {results_dir}")
+        img = imread(figs[0].png)
+        step = max(1, math.ceil(img.shape[1] / width_px))
+        if step > 1:  # box-filter downscale: no PIL needed
+            h, w = (img.shape[0] // step) * step, (img.shape[1] // step) * step
+            img = img[:h, :w].reshape(h // step, step, w // step, step, -1).mean(axis=(1, 3))
+        out_png.parent.mkdir(parents=True, exist_ok=True)
+        imsave(out_png, img)
+    return out_png
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m annbench.report", description=__doc__.split("\n")[0])
+    ap.add_argument("results_dir", type=Path)
+    ap.add_argument("--thumbnail", type=Path, default=None, help="write only the main figure, small, to this PNG")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args(argv)
+    if args.thumbnail is not None:
+        print(f"wrote {thumbnail(args.results_dir, args.thumbnail)}")
+    else:
+        plot_command(args.results_dir, args.out, Constraints())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
