@@ -260,7 +260,8 @@ def fig_pareto(configs: Sequence[Config], cost: str, context: str, winner: Confi
                 markerfacecolor="none", markeredgecolor="#d62728", markeredgewidth=1.6, linestyle="none",
                 label="recommended", gid="recommended")
     what = {"p50": "p50 latency", "p99": "p99 latency", "qps": "batch QPS"}[cost]
-    fig.suptitle(f"Recall@{k} vs {what} — Pareto front per index" + (" and policy" if multi else ""),
+    # over the axes, not the figure: a figure-wide title runs into the legend on the right
+    ax.set_title(f"Recall@{k} vs {what} — Pareto front per index" + (" and policy" if multi else ""),
                  fontsize=12, fontweight="bold")
     fig.legend(loc="outside right upper", frameon=False, title="index · policy" if multi else "index",
                title_fontsize=8)
@@ -571,11 +572,11 @@ def _scenario_key(name: str) -> str:
 
 
 def plot(results_dir: Path, out_dir: Path | None = None, cons: Constraints | None = None,
-         only: Sequence[str] | None = None) -> Report:
+         only: Sequence[str] | None = None, write_index: bool | None = None) -> Report:
     """Write every figure (PNG + SVG) and index.html for the results below `results_dir`; return what was written.
 
     `only` restricts to some figure kinds (pareto-p50, pareto-p99, pareto-qps, memory, catalog, days,
-    upkeep, labels) — the thumbnail uses it.
+    upkeep, labels) — the thumbnail uses it; index.html is then written only when `write_index` says so.
     """
     import matplotlib
 
@@ -596,7 +597,7 @@ def plot(results_dir: Path, out_dir: Path | None = None, cons: Constraints | Non
         for name in sorted(by_scen, key=lambda n: (by_scen[n][0]["scenario"].get("timeline") != "daily", n)):
             scenario_reports.append(_scenario_report(name, by_scen[name], all_configs, winners, cons, out_dir, only))
     rep = Report(out_dir, out_dir / "index.html", scenario_reports, recs, rec_notes, failures, loaded.bad)
-    if only is None:
+    if write_index if write_index is not None else only is None:
         write_html(rep, results_dir, cons)
     return rep
 
@@ -864,25 +865,28 @@ def plot_command(results_dir: Path, out_dir: Path | None, cons: Constraints) -> 
 
 
 # --- thumbnail (the README's figure) --------------------------------------------------------------------
-def thumbnail(results_dir: Path, out_png: Path, width_px: int = 900) -> Path:
-    """Write the main figure (recall vs p99 of the first daily scenario, else the first) as a small PNG."""
-    import tempfile
+def thumbnail(results_dir: Path, out_png: Path, width_px: int = 900, cons: Constraints | None = None) -> Path:
+    """Write the main figure — recall vs p99 of the first daily scenario (else the first scenario, at its
+    largest size), with the recommendation marked — as a PNG `width_px` wide: the README's thumbnail."""
+    import matplotlib
 
-    from matplotlib.image import imread, imsave
-
-    with tempfile.TemporaryDirectory(prefix="annbench-thumb-") as tmp:
-        rep = plot(results_dir, Path(tmp), only=["pareto-p99"])
-        figs = sorted(rep.figures, key=lambda f: (0 if any(s.timeline == "daily" and f in s.figures
-                                                           for s in rep.scenarios) else 1, f.key))
-        if not figs:
-            raise ConfigError(f"no recall-vs-p99 figure could be drawn from {results_dir}")
-        img = imread(figs[0].png)
-        step = max(1, math.ceil(img.shape[1] / width_px))
-        if step > 1:  # box-filter downscale: no PIL needed
-            h, w = (img.shape[0] // step) * step, (img.shape[1] // step) * step
-            img = img[:h, :w].reshape(h // step, step, w // step, step, -1).mean(axis=(1, 3))
+    cons = (cons or Constraints()).validate()
+    runs = load_runs(Path(results_dir)).runs
+    configs, _ = configurations(runs)
+    if not configs:
+        raise ConfigError(f"no finished run in {results_dir} to draw")
+    scen = min(configs, key=lambda c: (c.workload.timeline != "daily", c.workload.scenario)).workload.scenario
+    largest = max((c.workload.size or 0) for c in configs if c.workload.scenario == scen)
+    mine = [c for c in configs if c.workload.scenario == scen and (c.workload.size or 0) == largest]
+    wl = mine[0].workload
+    recs, _ = recommend([r for r in runs if r["scenario"]["name"] == scen], cons)
+    winner = next((r.winner for r in recs if r.workload == wl), None)
+    ctx = context_line([r for r in runs if r["scenario"]["name"] == scen and (r["index"].get("size") or 0) == largest])
+    with matplotlib.rc_context(_RC):
+        fig, _pts = fig_pareto(mine, "p99", ctx, winner, cons)
         out_png.parent.mkdir(parents=True, exist_ok=True)
-        imsave(out_png, img)
+        # rendered at the target width (not downscaled): crisp text at any size
+        fig.savefig(out_png, dpi=width_px / fig.get_figwidth())
     return out_png
 
 

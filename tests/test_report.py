@@ -1,0 +1,273 @@
+"""report: every figure from the committed fixture results, checked for content (pixels, plotted points read back
+from the SVG), the Pareto front as a pure function, index.html in headless Chromium, and the fixtures as golden
+files of the results schema.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import subprocess
+import tempfile
+import xml.etree.ElementTree as ET
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from matplotlib.image import imread
+
+from annbench import metrics, recommend, report, results
+from annbench.cli import main
+from annbench.recommend import Constraints
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+RESULTS = FIXTURES / "results"
+CHROMIUM = Path("/usr/bin/chromium")
+SVG_NS = "{http://www.w3.org/2000/svg}"
+
+
+# --- the fixtures are golden files of the results schema ----------------------------------------------
+def test_every_fixture_loads_and_validates():
+    files = sorted(RESULTS.rglob("*.json")) + sorted((FIXTURES / "recommend").rglob("*.json"))
+    assert len(files) >= 30
+    timelines = {}
+    for path in files:
+        doc = results.load(path)  # raises on any schema violation
+        assert doc["schema"] == results.SCHEMA
+        timelines.setdefault(doc["scenario"]["name"], set()).add(doc["scenario"]["timeline"])
+    assert timelines["ci_smoke"] == {"daily"} and timelines["catalog_size"] == {"static"}
+    sizes = {results.load(p)["index"]["size"] for p in (RESULTS / "catalog_size").glob("*.json")}
+    assert len(sizes) >= 3
+    assert sum(f.stat().st_size for f in RESULTS.rglob("*.json")) < 2_000_000
+
+
+# --- the Pareto front (metrics.pareto_front) is a pure function ------------------------------------------
+def test_pareto_front_excludes_dominated_points():
+    # (recall, latency): higher recall and lower latency are better
+    pts = [(0.90, 1.0), (0.95, 2.0), (0.99, 5.0), (0.94, 3.0), (0.80, 1.5), (0.99, 6.0)]
+    assert metrics.pareto_front(pts).tolist() == [0, 1, 2]
+
+
+def test_pareto_front_keeps_ties_and_orders_by_recall():
+    pts = [(0.99, 5.0), (0.90, 1.0), (0.99, 5.0), (0.95, 2.0), (0.90, 1.0)]
+    assert metrics.pareto_front(pts).tolist() == [1, 4, 3, 0, 2]
+
+
+def test_pareto_front_equal_recall_or_equal_cost_keeps_only_the_better():
+    assert metrics.pareto_front([0.9, 0.9], [2.0, 1.0]).tolist() == [1]  # same recall: the faster
+    assert metrics.pareto_front([0.9, 0.95], [1.0, 1.0]).tolist() == [1]  # same cost: the more accurate
+
+
+def test_pareto_front_nan_and_empty():
+    assert metrics.pareto_front([0.9, np.nan, 0.99], [1.0, 0.1, np.nan]).tolist() == [0]
+    assert metrics.pareto_front(np.empty(0), np.empty(0)).tolist() == []
+
+
+def test_pareto_front_matches_brute_force():
+    rng = np.random.default_rng(0)
+    x = rng.choice([0.8, 0.9, 0.95, 0.99], 60)
+    y = rng.choice([1.0, 2.0, 3.0, 4.0], 60)
+    dominated = {i for i in range(60) for j in range(60)
+                 if x[j] >= x[i] and y[j] <= y[i] and (x[j] > x[i] or y[j] < y[i])}
+    assert set(metrics.pareto_front(x, y).tolist()) == set(range(60)) - dominated
+
+
+# --- the whole report from the committed fixtures ----------------------------------------------------------
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+    """`annbench plot COPY` with no other argument (default out: COPY/report), on a copy of the fixtures."""
+    root = tmp_path_factory.mktemp("report")
+    res = root / "results"
+    shutil.copytree(RESULTS, res)
+    before = _digest(res)
+    out = CliRunner().invoke(main, ["plot", str(res)])
+    assert out.exit_code == 0, out.output
+    assert _digest(res, skip="report") == before, "plot must never write to result files"
+    return res, res / "report", out.output
+
+
+def _digest(folder: Path, skip: str | None = None) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*"))
+            if p.is_file() and not (skip and p.relative_to(folder).parts[0] == skip)}
+
+
+EXPECTED = [f"ci_smoke-{k}" for k in ("recall-p99", "recall-p50", "recall-qps", "recall-memory", "labels", "days",
+                                      "upkeep")] + \
+           [f"catalog_size-{k}" for k in ("recall-p99", "recall-p50", "recall-qps", "recall-memory", "labels",
+                                          "catalog-size")]
+
+
+def _svg_points(svg: Path, gid_pattern: str) -> dict[str, int]:
+    """Markers (<use> elements) inside each group whose id matches: the points actually drawn."""
+    tree = ET.parse(svg)
+    out = {}
+    for g in tree.iter(f"{SVG_NS}g"):
+        gid = g.get("id", "")
+        if re.fullmatch(gid_pattern, gid):
+            out[gid] = sum(1 for _ in g.iter(f"{SVG_NS}use"))
+    return out
+
+
+def test_every_figure_exists_as_png_and_svg_and_is_not_blank(built):
+    _res, out, _ = built
+    for key in EXPECTED:
+        png, svg = out / f"{key}.png", out / f"{key}.svg"
+        assert png.stat().st_size > 20_000 and svg.stat().st_size > 20_000, key
+        img = imread(png)
+        h, w = img.shape[:2]
+        assert w >= 700 and h >= 450, (key, w, h)
+        assert img[..., :3].std() > 0.05, f"{key} looks blank"
+        text = svg.read_text()
+        # every figure states dataset, size, k, machine and threads
+        assert all(w in text for w in ("dataset catalog", "k=10", "EPYC", "cores", "thread")), key
+
+
+def _configs(scenario: str, size: int | None = None) -> list[recommend.Config]:
+    runs = results.load_dir(RESULTS / scenario).runs
+    cs, _ = recommend.configurations(runs)
+    return [c for c in cs if size is None or c.workload.size == size]
+
+
+def test_pareto_figures_plot_every_configuration_once(built):
+    _res, out, _ = built
+    for scenario, size in (("ci_smoke", None), ("catalog_size", 10_000)):
+        n = len(_configs(scenario, size))
+        for cost in ("p99", "p50", "qps"):
+            pts = _svg_points(out / f"{scenario}-recall-{cost}.svg", r"(front|dominated)-\d+")
+            assert sum(pts.values()) == n, (scenario, cost, pts)
+            assert any(k.startswith("front") for k in pts)
+            assert _svg_points(out / f"{scenario}-recall-{cost}.svg", "recommended") == {"recommended": 1}
+        mem = _svg_points(out / f"{scenario}-recall-memory.svg", r"mem\d-(front|dominated)-\d+")
+        assert sum(mem.values()) == 2 * n  # two panels: index memory and peak RSS
+
+
+def test_pareto_front_in_the_figure_is_the_front_of_the_data():
+    cs = _configs("ci_smoke")
+    hnsw = [c for c in cs if c.name == "hnswlib" and c.policy == "native"]
+    fig, pts = report.fig_pareto(cs, "p99", "ctx")
+    groups = sorted({(c.name, c.policy) for c in cs})
+    gi = groups.index(("hnswlib", "native"))
+    front = metrics.pareto_front([c.worst_recall for c in hnsw], [c.worst_p99_ms for c in hnsw])
+    assert pts.get(f"front-{gi}") == len(front)
+    assert pts.get(f"front-{gi}", 0) + pts.get(f"dominated-{gi}", 0) == len(hnsw)
+
+
+def test_day_by_day_draws_every_setting_and_policy_as_its_own_line(built):
+    _res, out, _ = built
+    cs = _configs("ci_smoke")
+    pts = _svg_points(out / "ci_smoke-days.svg", r"days-\d+-\d+-\d+")
+    # 4 panels (recall, hit@k, p99, leaks) × one line per (build, policy, setting) × one point per day
+    assert len(pts) == 4 * len(cs)
+    assert set(pts.values()) == {4}
+    upkeep = _svg_points(out / "ci_smoke-upkeep.svg", r"cost-\d+-\w+")
+    runs = {c.run_id for c in cs}
+    assert sum(1 for k in upkeep if k.endswith("-insert")) == len(runs)
+    assert sum(1 for k in upkeep if k.endswith("-rebuild")) == 1  # only annoy runs under the rebuild policy
+
+
+def test_catalog_size_figure_marks_where_an_index_stops_reaching_the_target(built):
+    _res, out, _ = built
+    cs = _configs("catalog_size")
+    names = {c.name for c in cs}
+    pts = _svg_points(out / "catalog_size-catalog-size.svg", r"cat\d-(reach|miss)-\d+")
+    assert sum(v for k, v in pts.items() if k.startswith("cat0-")) == 4 * len(names)  # 4 sizes per index
+    # with a target only some settings reach, the misses are drawn as such
+    data = report.catalog_points(cs, 0.99)
+    missed = sum(not ok for pts_ in data.values() for _s, _c, ok in pts_)
+    assert 0 < missed < 4 * len(names)
+    fig, fpts = report.fig_catalog(cs, "ctx", 0.99)
+    assert sum(v for k, v in fpts.items() if k.startswith("cat0-miss")) == missed
+    for name, rows in data.items():  # the chosen setting is the cheapest one that reaches the target
+        for size, c, ok in rows:
+            same = [x for x in cs if x.name == name and x.workload.size == size]
+            if ok:
+                assert c.worst_p99_ms == min(x.worst_p99_ms for x in same if x.worst_recall >= 0.99)
+            else:
+                assert all(x.worst_recall < 0.99 for x in same)
+
+
+def test_label_metrics_figure_draws_hit_and_precision_for_every_configuration(built):
+    _res, out, _ = built
+    n = len(_configs("ci_smoke"))
+    pts = _svg_points(out / "ci_smoke-labels.svg", r"labels\d-\d+")
+    assert sum(pts.values()) == 2 * n
+    assert "exact search" in (out / "ci_smoke-labels.svg").read_text()
+
+
+class _Page(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.imgs: list[str] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "img":
+            self.imgs.append(dict(attrs)["src"] or "")
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def _page(html: str) -> _Page:
+    p = _Page()
+    p.feed(html)
+    return p
+
+
+def test_index_html_has_recommendation_figures_and_tables(built):
+    _res, out, output = built
+    page = _page((out / "index.html").read_text())
+    text = " ".join(page.text)
+    assert sorted(Path(s).stem for s in page.imgs) == sorted(EXPECTED)
+    assert all((out / s).exists() for s in page.imgs)
+    assert "Recommendation" in text and "recall@10 ≥ 0.9 on every search step" in text
+    winner = recommend.recommend(results.load_dir(RESULTS / "ci_smoke").runs, Constraints())[0][0].winner
+    assert winner.short() in text and "recommended " + winner.short() in output
+    assert "Failed and timed-out runs" in text and "Configurations (13)" in text
+
+
+def test_failed_runs_are_listed_with_their_errors(tmp_path):
+    out = tmp_path / "r"
+    rep = report.plot(FIXTURES / "recommend", out, Constraints(min_recall=0.9), only=["pareto-p99"],
+                      write_index=True)
+    html = (out / "index.html").read_text()
+    assert "SIGSEGV" in html and "failed" in html
+    assert [f.label for f in rep.failures] == ["scann"]
+
+
+def test_plot_exit_2_on_bad_constraint(tmp_path):
+    res = CliRunner().invoke(main, ["plot", str(RESULTS), "--out", str(tmp_path), "--min-recall", "2"])
+    assert res.exit_code == 2
+
+
+def test_thumbnail_is_generated_small(tmp_path):
+    png = report.thumbnail(RESULTS, tmp_path / "thumb.png", width_px=600)
+    img = imread(png)
+    assert 300 <= img.shape[1] <= 600 and img[..., :3].std() > 0.05
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="headless Chromium not installed (apt-get install chromium)")
+def test_index_html_renders_in_headless_chromium(built):
+    _res, out, _ = built
+    url = (out / "index.html").resolve().as_uri()
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+    shot = out / "screenshot.png"
+    with tempfile.TemporaryDirectory() as profile:
+        subprocess.run([str(CHROMIUM), *flags, f"--user-data-dir={profile}", f"--screenshot={shot}",
+                        "--window-size=1400,2400", url], check=True, capture_output=True, timeout=60)
+    with tempfile.TemporaryDirectory() as profile:
+        dom = subprocess.run([str(CHROMIUM), *flags, f"--user-data-dir={profile}", "--dump-dom", url],
+                             check=True, capture_output=True, timeout=60, text=True).stdout
+    img = imread(shot)
+    assert img.shape[:2] == (2400, 1400)
+    rgb = img[..., :3]
+    assert rgb.std() > 0.05, "screenshot is blank"
+    assert len(np.unique((rgb[::8, ::8] * 15).round(), axis=0)) > 1
+    page = _page(dom)
+    assert len(page.imgs) == len(EXPECTED) and all((out / s).exists() for s in page.imgs)
+    assert "Recommended" in dom or "recommended" in dom
+    assert "Recommendation" in dom and "recall@10 ≥ 0.9 on every search step" in dom
