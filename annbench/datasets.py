@@ -190,7 +190,8 @@ def _check_vectors(arr: np.ndarray, path: str | Path, what: str, zero_rows_bad: 
             zero = ~block.any(axis=1)
             if zero.any():
                 row = start + int(np.argmax(zero))
-                raise _fail(path, f"{what} row {row} is all zeros; its cosine similarity is undefined")
+                raise _fail(path, f"{what} row {row} is all zeros; its cosine similarity is undefined "
+                                  "(drop the row, or score with metric l2)")
 
 
 def _as_labels(arr: np.ndarray, path: str | Path, what: str, rows: int, rows_of: str) -> np.ndarray:
@@ -243,7 +244,8 @@ def validate_dataset(ds: Dataset, metric: Metric | str | None = None) -> None:
 def _file_size(path: Path) -> int:
     try:
         if not path.is_file():
-            raise _fail(path, "no such file" if not path.exists() else "is not a regular file")
+            raise _fail(path, "no such file; give the path of an existing embeddings file, or 'catalog'"
+                        if not path.exists() else "is not a regular file; give the path of an embeddings file")
         return path.stat().st_size
     except OSError as exc:
         raise _fail(path, f"cannot read ({exc.strerror or exc})") from None
@@ -526,6 +528,10 @@ def open_dataset(
                               "pass only generator parameters with 'catalog'")
         from annbench import catalog
 
+        valid = ("n", "dim", "n_queries", "seed", *catalog.DEFAULTS)
+        unknown = sorted(set(generator_params) - set(valid))
+        if unknown:
+            raise ConfigError(f"catalog: unknown parameter {unknown[0]!r}; valid: {', '.join(valid)}")
         return catalog.generate(**generator_params)
     if generator_params:
         raise ConfigError(f"{spec}: generator parameters ({', '.join(sorted(generator_params))}) "

@@ -32,6 +32,11 @@ def test_catalog_does_not_depend_on_the_number_of_queries() -> None:
     np.testing.assert_array_equal(few.base_labels, many.base_labels)
 
 
+def test_tiny_dimensions_work() -> None:
+    ds = catalog.generate(n=50, dim=2, n_queries=5)  # more scribbles than dims: capped at dim
+    assert ds.base.shape == (50, 2) and np.isfinite(ds.queries).all()
+
+
 def test_vectors_ids_and_metric() -> None:
     ds = catalog.generate(**SMALL, dim=64)
     assert ds.base.dtype == np.float32 and ds.queries.dtype == np.float32
@@ -67,7 +72,7 @@ def test_query_kinds_replay_the_generator() -> None:
 
 def test_bad_knobs_are_config_errors() -> None:
     for kwargs in ({"n": 0}, {"n": "many"}, {"perturbation_mix": (1, -1, 0)}, {"perturbation_mix": "x"},
-                   {"crop_fraction": 0.0}, {"spectrum_decay": float("nan")}, {"scribble_count": 500},
+                   {"crop_fraction": 0.0}, {"spectrum_decay": float("nan")}, {"scribble_count": -1},
                    {"image_scale": True}):
         with pytest.raises(ConfigError, match="catalog: parameter"):
             catalog.generate(**{**SMALL, **kwargs})

@@ -175,6 +175,14 @@ def test_save_and_load_round_trip(tmp_path: Path, ext: str) -> None:
     assert back.content_hash() == ds.content_hash()
 
 
+def test_compressed_npz_is_read_into_memory(tmp_path: Path) -> None:
+    np.savez_compressed(tmp_path / "z.npz", base=BASE, queries=QUERIES, ids=np.arange(50) + 7)
+    ds = open_dataset(tmp_path / "z.npz")
+    assert not is_mapped(ds.base) and ds.metric is None
+    np.testing.assert_array_equal(ds.base, BASE)
+    assert ds.base_ids()[0] == 7
+
+
 def test_save_overwrites_atomically_and_refuses_unknown_extension(tmp_path: Path) -> None:
     path = tmp_path / "d.npz"
     save_dataset(_full_dataset(), path)
