@@ -614,8 +614,12 @@ def _scenario_report(name: str, runs: list[dict[str, Any]], all_configs: list[Co
                      only: Sequence[str] | None) -> ScenarioReport:
     # the newest workload of this scenario name (a rerun at another --scale overwrites most, not always all)
     newest = max(runs, key=lambda r: r.get("started_at") or "")
-    runs = [r for r in runs if r["scenario"]["hash"] == newest["scenario"]["hash"]]
+    kept = [r for r in runs if r["scenario"]["hash"] == newest["scenario"]["hash"]]
     notes = []
+    if len(kept) < len(runs):
+        notes.append(f"{len(runs) - len(kept)} older run(s) of {name} measured a different workload (the scenario "
+                     "or --scale changed) and are left out of these figures; the recommendation lists them apart.")
+    runs = kept
     configs = [c for c in all_configs if c.workload.scenario == name
                and c.workload.scenario_hash == newest["scenario"]["hash"]]
     timeline = newest["scenario"].get("timeline", "static")
