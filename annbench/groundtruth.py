@@ -1,0 +1,607 @@
+"""Exact nearest neighbours over the live set: blockwise kNN, incremental per-step ground truth, cache.
+
+This module owns the definition of the *true distance* every recall figure is scored against, and the
+only code that computes it:
+
+- L2: Euclidean distance, ``sqrt(sum((x - q)**2))``; cosine: ``1 - dot(q, x)`` on vectors annbench has
+  already L2-normalised. Both are evaluated in float64 from the float32 vectors and rounded to float32
+  once, per pair, always by the same helper (`_pair_dist`), so `exact_knn`, `true_distances` and
+  `LiveGroundTruth` give bit-identical values for the same (query, vector) pair.
+- Neighbours are ordered by the key (float32 distance, id): smaller is nearer, equal distances are
+  broken by id ascending. A result is padded with id -1 and distance +inf when fewer than k items live.
+
+`exact_knn` follows the faiss ``contrib/exhaustive_search`` pattern: the live rows are visited in base
+blocks (gathered from the pool one block at a time, so a memmapped pool of millions of rows is never
+loaded whole), and each (query block × base block) distance tile is one float32 GEMM whose survivors
+are merged into a running top-(k + margin) per query. Memory is bounded by the tile, never by n × q.
+The float32 pass only *selects* candidates; their distances are then recomputed exactly and ordered
+by key. A query whose float32 selection boundary is closer than the proven rounding bound of the GEMM
+(near ties, duplicated vectors) is rescanned with a threshold that provably keeps every item that can
+belong to its exact top-k, so the answer equals a float64 brute force exactly.
+
+`LiveGroundTruth` keeps that answer exact across inserts, deletes and updates at a fraction of the
+cost of recomputing every step; `cached` stores a result on disk under a content-hash key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from annbench.adapters.base import Metric
+
+GT_SCHEMA = 1
+"""Version of the ground-truth definition; part of every cache key.
+
+History: 1 — float64-per-pair true distance rounded to float32, ties by id ascending.
+"""
+
+# Default tile: 1024 queries × 16384 base rows = 64 MB of float32 distances (+16 MB of mask). Large
+# enough that the GEMM runs near BLAS peak (K = d is small, so narrow tiles lose throughput), small
+# enough to stay a fixed, modest working set whatever n and q are.
+DEFAULT_BLOCK_SIZE = 16384
+DEFAULT_QUERY_BLOCK = 1024
+
+_SENT = np.iinfo(np.int64).max  # id of an empty slot while sorting: (inf, _SENT) sorts after every item
+_U32 = 2.0**-24  # unit roundoff of float32
+_PAIR_VALUES = 1 << 22  # float64 values per exact-distance chunk (32 MB), bounds the rerank memory
+
+
+@dataclass
+class GTStats:
+    """Work counters, so a benchmark can report what a ground truth cost."""
+
+    knn_calls: int = 0
+    blocks_scanned: int = 0  # base blocks gathered from the pool (one pass over the live set = n / block)
+    distance_evals: int = 0  # (query, row) pairs of the float32 GEMM pass
+    exact_evals: int = 0  # (query, row) pairs recomputed in float64
+    fallback_queries: int = 0  # queries rescanned because of near ties at their selection boundary
+    queries_recomputed: int = 0  # LiveGroundTruth: queries whose list was recomputed over the whole live set
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+# --- the true distance --------------------------------------------------------------------------------
+def _pair_dist(qv: np.ndarray, xv: np.ndarray, metric: Metric) -> np.ndarray:
+    """The true distance of pairs (qv[i], xv[i]), both P×d float32, as float32.
+
+    float64 products of float32 values are exact, and the per-row reduction of a C-contiguous P×d
+    array runs in an order that depends only on d, so a pair gets the same value in any batch.
+    """
+    x64 = np.array(xv, dtype=np.float64, order="C")
+    q64 = np.asarray(qv, dtype=np.float64)
+    if metric is Metric.L2:
+        np.subtract(x64, q64, out=x64)
+        np.multiply(x64, x64, out=x64)
+        return np.sqrt(np.add.reduce(x64, axis=1)).astype(np.float32)
+    np.multiply(x64, q64, out=x64)
+    return (1.0 - np.add.reduce(x64, axis=1)).astype(np.float32)
+
+
+def _gather(pool: np.ndarray, rows: np.ndarray | None, idx: np.ndarray | slice) -> np.ndarray:
+    """float32 C-contiguous copy of pool rows (`rows[idx]`, or `pool[idx]` when rows is None)."""
+    sel = pool[idx] if rows is None else pool[rows[idx]]
+    return np.ascontiguousarray(sel, dtype=np.float32)
+
+
+def true_distances(queries: np.ndarray, pool: np.ndarray, rows: np.ndarray, metric: Metric | str) -> np.ndarray:
+    """Exact distance of query i to pool row rows[i, j] (q×k float32; +inf where rows is -1).
+
+    Computed by the same per-pair helper as `exact_knn`'s final distances, so a returned item equal to
+    the k-th true neighbour compares exactly equal to it.
+    """
+    metric = Metric.parse(metric)
+    q = _as_queries(queries, pool)
+    rows = np.asarray(rows, dtype=np.int64)
+    if rows.ndim != 2 or rows.shape[0] != q.shape[0]:
+        raise ValueError(f"rows must be q×k with q={q.shape[0]}, got shape {rows.shape}")
+    out = np.full(rows.shape, np.inf, dtype=np.float32)
+    qi, kj = np.nonzero(rows >= 0)
+    step = max(1, _PAIR_VALUES // max(1, q.shape[1]))
+    for s in range(0, qi.size, step):
+        a, b = qi[s:s + step], kj[s:s + step]
+        out[a, b] = _pair_dist(q[a], _gather(pool, None, rows[a, b]), metric)
+    return out
+
+
+# --- exact kNN ---------------------------------------------------------------------------------------
+def _as_queries(queries: np.ndarray, pool: np.ndarray) -> np.ndarray:
+    q = np.ascontiguousarray(queries, dtype=np.float32)
+    if q.ndim != 2 or pool.ndim != 2 or q.shape[1] != pool.shape[1]:
+        raise ValueError(f"queries {q.shape} and pool {pool.shape} must be 2-d with the same dimension")
+    return q
+
+
+def _live_set(pool: np.ndarray, rows: np.ndarray | None, ids: np.ndarray | None
+              ) -> tuple[np.ndarray | None, np.ndarray, int]:
+    """(rows or None for 'all of pool', ids, n). Without ids, an item's id is its pool row."""
+    if rows is not None:
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if rows.size and (rows.min() < 0 or rows.max() >= len(pool)):
+            raise ValueError(f"rows must index the pool (0..{len(pool) - 1})")
+    n = len(pool) if rows is None else rows.size
+    if ids is None:
+        ids = np.arange(n, dtype=np.int64) if rows is None else rows
+    ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+    if ids.size != n:
+        raise ValueError(f"got {ids.size} ids for {n} live rows")
+    return rows, ids, n
+
+
+def _tolerance(qnorm: np.ndarray, rmax: float, d: int, metric: Metric) -> np.ndarray:
+    """Per query, a bound on |float32 tile value − exact value| plus the float32 rounding of the output.
+
+    A float32 dot product of length d errs by at most γ_d·|q|·|x| (γ_d ≈ d·u, any summation order,
+    FMA or not); the L2 tile ‖x‖² − 2q·x adds ‖x‖²'s own error and one addition. Rounding the final
+    distance to float32 can merge two values a relative 2^-22 apart, which the 2^-20 term covers. The
+    factor 2 on d·u is headroom, not part of the bound.
+    """
+    scale = (qnorm + rmax) ** 2 if metric is Metric.L2 else 1.0 + qnorm * rmax
+    return (2.0 * (d + 4) * _U32 + 2.0**-20) * scale
+
+
+def _round_up_f32(x: np.ndarray) -> np.ndarray:
+    """float32 values ≥ x (so a float32 comparison never drops what the float64 threshold keeps)."""
+    y = x.astype(np.float32)
+    low = y.astype(np.float64) < x
+    y[low] = np.nextafter(y[low], np.float32(np.inf))
+    return y
+
+
+def _tiles(pool: np.ndarray, queries_scaled: np.ndarray, rows: np.ndarray | None, n: int, metric: Metric,
+           block_size: int, query_block: int, stats: GTStats, norms: list[float] | None = None):
+    """Yield (b0, q0, tile, X) where tile[i, j] ranks live row b0+j for query q0+i (smaller is nearer).
+
+    L2: ‖x‖² − 2 q·x (‖q‖² is constant per query and left out); cosine: −q·x. One GEMM per tile; base
+    blocks are the outer loop so each block is gathered from the pool once. The tile is a reused
+    buffer: consumers must copy what they keep. `norms`, if given, collects each block's max ‖x‖².
+    """
+    nq = queries_scaled.shape[0]
+    buf = np.empty((min(query_block, nq), min(block_size, n)), dtype=np.float32)
+    for b0 in range(0, n, block_size):
+        b1 = min(n, b0 + block_size)
+        X = _gather(pool, rows, slice(b0, b1))
+        xn = np.einsum("ij,ij->i", X, X) if metric is Metric.L2 or norms is not None else None
+        if norms is not None:
+            norms.append(float(xn.max()))
+        stats.blocks_scanned += 1
+        for q0 in range(0, nq, query_block):
+            q1 = min(nq, q0 + query_block)
+            out = buf if buf.shape == (q1 - q0, b1 - b0) else None  # matmul into a view would copy
+            tile = np.matmul(queries_scaled[q0:q1], X.T, out=out)
+            if metric is Metric.L2:
+                tile += xn
+            stats.distance_evals += tile.size
+            yield b0, q0, tile, X
+
+
+def _approx_topm(pool: np.ndarray, qs: np.ndarray, rows: np.ndarray | None, n: int, m: int, metric: Metric,
+                 block_size: int, query_block: int, stats: GTStats) -> tuple[np.ndarray, np.ndarray, float]:
+    """Per query, the m smallest float32 tile values (unordered), their live positions, and max ‖x‖."""
+    nq = qs.shape[0]
+    top_a = np.full((nq, m), np.inf, dtype=np.float32)
+    top_p = np.full((nq, m), -1, dtype=np.int64)
+    thr = np.full(nq, np.inf, dtype=np.float32)  # current m-th value; +inf until m items were seen
+    norms: list[float] = []
+    for b0, q0, tile, _ in _tiles(pool, qs, rows, n, metric, block_size, query_block, stats, norms):
+        q1 = q0 + tile.shape[0]
+        _merge_tile(tile, b0, top_a[q0:q1], top_p[q0:q1], thr[q0:q1], m)
+    # float32 ‖x‖² may round down: the relative nudge keeps the bound an upper bound
+    return top_a, top_p, float(np.sqrt(max(norms) * (1 + 1e-5)))
+
+
+def _merge_tile(tile: np.ndarray, b0: int, ta: np.ndarray, tp: np.ndarray, thr: np.ndarray, m: int) -> None:
+    """Merge a tile into the running top-m (ta, tp, thr are views, updated in place)."""
+    nq, nb = tile.shape
+    if not np.isinf(thr).any():
+        # Filter first: after the first blocks only a few values per row beat the current m-th, and a
+        # comparison + nonzero is far cheaper than a partition of the whole tile.
+        r, c = np.nonzero(tile <= thr[:, None])
+        if r.size == 0:
+            return
+        if r.size <= tile.size // 8:
+            counts = np.bincount(r, minlength=nq)
+            sub = np.flatnonzero(counts)
+            width = int(counts.max())
+            rsub = (np.cumsum(counts > 0) - 1)[r]
+            col = np.arange(r.size) - (np.cumsum(counts) - counts)[r]
+            pa = np.full((sub.size, width), np.inf, dtype=np.float32)
+            pp = np.full((sub.size, width), -1, dtype=np.int64)
+            pa[rsub, col] = tile[r, c]
+            pp[rsub, col] = b0 + c
+            cat_a = np.concatenate([ta[sub], pa], axis=1)
+            cat_p = np.concatenate([tp[sub], pp], axis=1)
+            sel = np.argpartition(cat_a, m - 1, axis=1)[:, :m]
+            ta[sub] = np.take_along_axis(cat_a, sel, axis=1)
+            tp[sub] = np.take_along_axis(cat_p, sel, axis=1)
+            thr[sub] = ta[sub].max(axis=1)
+            return
+    # Dense path (first block, or a block where most values qualify): partition tile ∪ current top.
+    cat_a = np.concatenate([ta, tile], axis=1)
+    sel = np.argpartition(cat_a, m - 1, axis=1)[:, :m]
+    new_a = np.take_along_axis(cat_a, sel, axis=1)
+    new_p = np.where(sel < m, np.take_along_axis(tp, np.minimum(sel, m - 1), axis=1), b0 + sel - m)
+    ta[...] = new_a
+    tp[...] = new_p
+    thr[...] = new_a.max(axis=1)
+
+
+def _sort_keys(d: np.ndarray, i: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """First k of each row by key (d, i); rows are padded with (inf, _SENT) when narrower than k."""
+    order = np.lexsort((i, d), axis=-1)[:, :k]
+    d, i = np.take_along_axis(d, order, axis=1), np.take_along_axis(i, order, axis=1)
+    if d.shape[1] < k:
+        pad = k - d.shape[1]
+        d = np.pad(d, ((0, 0), (0, pad)), constant_values=np.inf)
+        i = np.pad(i, ((0, 0), (0, pad)), constant_values=_SENT)
+    return d, i
+
+
+def _rerank(pool: np.ndarray, q: np.ndarray, rows: np.ndarray | None, ids: np.ndarray, pos: np.ndarray, k: int,
+            metric: Metric, stats: GTStats) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k of each query among its candidate positions `pos` (-1 = none)."""
+    nq, m = pos.shape
+    out_d = np.empty((nq, k), dtype=np.float32)
+    out_i = np.empty((nq, k), dtype=np.int64)
+    step = max(1, _PAIR_VALUES // max(1, m * q.shape[1]))
+    for s in range(0, nq, step):
+        p = pos[s:s + step]
+        valid = p >= 0
+        qi = np.nonzero(valid)[0]
+        pv = p[valid]
+        d = np.full(p.shape, np.inf, dtype=np.float32)
+        i = np.full(p.shape, _SENT, dtype=np.int64)
+        d[valid] = _pair_dist(q[s + qi], _gather(pool, rows, pv), metric)
+        i[valid] = ids[pv]
+        stats.exact_evals += pv.size
+        out_d[s:s + step], out_i[s:s + step] = _sort_keys(d, i, k)
+    return out_d, out_i
+
+
+def _filtered_exact(pool: np.ndarray, q: np.ndarray, qs: np.ndarray, rows: np.ndarray | None, ids: np.ndarray,
+                    n: int, thr: np.ndarray, k: int, metric: Metric, block_size: int, query_block: int,
+                    stats: GTStats) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k keys per query among the items whose tile value is ≤ thr (float32, per query).
+
+    The threshold is chosen so that every item that can be in the exact top-k passes; the exact
+    distances are computed only for those, in bounded chunks, and merged by key.
+    """
+    nq = q.shape[0]
+    best_d = np.full((nq, k), np.inf, dtype=np.float32)
+    best_i = np.full((nq, k), _SENT, dtype=np.int64)
+    step = max(1, _PAIR_VALUES // max(1, q.shape[1]))
+    for b0, q0, tile, X in _tiles(pool, qs, rows, n, metric, block_size, query_block, stats):
+        r, c = np.nonzero(tile <= thr[q0:q0 + tile.shape[0], None])
+        for s in range(0, r.size, step):
+            rr, cc = r[s:s + step] + q0, c[s:s + step]
+            d = _pair_dist(q[rr], X[cc], metric)
+            stats.exact_evals += rr.size
+            # candidates are grouped by query (nonzero is row-major): pad them into one row per query
+            counts = np.bincount(rr, minlength=nq)
+            sub = np.flatnonzero(counts)
+            col = np.arange(rr.size) - (np.cumsum(counts) - counts)[rr]
+            rsub = (np.cumsum(counts > 0) - 1)[rr]
+            pd = np.full((sub.size, int(counts.max())), np.inf, dtype=np.float32)
+            pi = np.full(pd.shape, _SENT, dtype=np.int64)
+            pd[rsub, col] = d
+            pi[rsub, col] = ids[b0 + cc]
+            best_d[sub], best_i[sub] = _sort_keys(np.concatenate([best_d[sub], pd], axis=1),
+                                                  np.concatenate([best_i[sub], pi], axis=1), k)
+    return best_d, best_i
+
+
+def exact_knn(pool: np.ndarray, queries: np.ndarray, k: int, metric: Metric | str, rows: np.ndarray | None = None,
+              ids: np.ndarray | None = None, block_size: int | None = None, *, query_block: int | None = None,
+              stats: GTStats | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Exact k nearest live items of each query: (dists float32 q×k, ids int64 q×k), nearest first.
+
+    The live set is ``pool[rows]`` labelled ``ids`` (defaults: all of pool; ids = the pool rows).
+    Ties are broken by id ascending; rows are padded with id -1 and distance +inf when fewer than k
+    items live. `block_size` live rows × `query_block` queries is the largest distance tile held in
+    memory (defaults `DEFAULT_BLOCK_SIZE` × `DEFAULT_QUERY_BLOCK`). `stats` accumulates work counters.
+    """
+    metric = Metric.parse(metric)
+    if int(k) < 1:
+        raise ValueError(f"k must be ≥ 1, got {k}")
+    k = int(k)
+    bs = int(block_size or DEFAULT_BLOCK_SIZE)
+    qb = int(query_block or DEFAULT_QUERY_BLOCK)
+    if bs < 1 or qb < 1:
+        raise ValueError("block_size and query_block must be ≥ 1")
+    stats = stats if stats is not None else GTStats()
+    stats.knn_calls += 1
+    q = _as_queries(queries, pool)
+    rows, ids, n = _live_set(pool, rows, ids)
+    nq = q.shape[0]
+    out_d = np.full((nq, k), np.inf, dtype=np.float32)
+    out_i = np.full((nq, k), -1, dtype=np.int64)
+    if nq == 0 or n == 0:
+        return out_d, out_i
+
+    # A margin beyond k makes the float32 selection boundary (m-th value) usually sit well clear of
+    # the k-th value, so most queries are settled by one pass + an exact rerank of m candidates.
+    m = min(n, k + max(16, k // 4))
+    qs = q * np.float32(-2.0 if metric is Metric.L2 else -1.0)  # a power of two: exact
+    top_a, top_p, rmax = _approx_topm(pool, qs, rows, n, m, metric, bs, qb, stats)
+
+    if m == n:  # every live item is a candidate
+        ok = np.ones(nq, dtype=bool)
+    else:
+        tol = _tolerance(np.linalg.norm(q.astype(np.float64), axis=1), rmax, q.shape[1], metric)
+        a_k = np.partition(top_a, k - 1, axis=1)[:, k - 1].astype(np.float64)
+        a_m = top_a.max(axis=1).astype(np.float64)
+        # Items outside the candidates have tile value ≥ a_m, so true distance ≥ a_m − tol; the exact
+        # k-th is ≤ a_k + tol. A gap > 2·tol (tol includes float32 output rounding) proves the exact
+        # top-k, ties included, lies among the candidates.
+        ok = (a_m - a_k) > 2.0 * tol
+
+    good = np.flatnonzero(ok)
+    if good.size:
+        d, i = _rerank(pool, q[good], rows, ids, top_p[good], k, metric, stats)
+        out_d[good], out_i[good] = d, i
+    bad = np.flatnonzero(~ok)
+    if bad.size:
+        stats.fallback_queries += bad.size
+        thr = _round_up_f32(a_k[bad] + 2.0 * tol[bad])
+        d, i = _filtered_exact(pool, q[bad], qs[bad], rows, ids, n, thr, k, metric, bs, qb, stats)
+        out_d[bad], out_i[bad] = d, i
+    out_i[out_i == _SENT] = -1
+    return out_d, out_i
+
+
+def _key_le(d: np.ndarray, i: np.ndarray, hd: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """(d, i) ≤ (hd, hi) in key order (distance, then id)."""
+    return (d < hd) | ((d == hd) & (i <= hi))
+
+
+def _key_lt(d: np.ndarray, i: np.ndarray, hd: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    return (d < hd) | ((d == hd) & (i < hi))
+
+
+# --- incremental ground truth --------------------------------------------------------------------------
+class LiveGroundTruth:
+    """Exact top-k over the items live at each step of an update scenario, maintained incrementally.
+
+    Per query it keeps a list of up to `depth` (default 2k) items sorted by key (dist, id) and a
+    *horizon* key h with the invariant:
+
+        list = every live item whose key ≤ h        (h = +inf: the list holds every live item)
+
+    So whenever the list has ≥ k entries (or h = +inf) its first k are the exact top-k.
+    - insert: only new items with key ≤ h can belong to a list; merging the new items' own exact top-depth
+      and truncating back to `depth` keeps the invariant, lowering h to the new last key on truncation.
+    - delete: removing ids keeps the invariant as is; a list left with < k entries and a finite h is
+      recomputed over the whole live set (depth deep) — the only full scans, for those queries only.
+    - update (same id, new vector): remove + insert, then repair.
+    """
+
+    def __init__(self, pool: np.ndarray, queries: np.ndarray, k: int, metric: Metric | str,
+                 depth: int | None = None, block_size: int | None = None, query_block: int | None = None) -> None:
+        self.pool = pool
+        self.queries = _as_queries(queries, pool)
+        self.k = int(k)
+        self.metric = Metric.parse(metric)
+        self.depth = int(depth) if depth is not None else 2 * self.k
+        if self.k < 1 or self.depth < self.k:
+            raise ValueError(f"need 1 ≤ k ≤ depth, got k={k}, depth={self.depth}")
+        self.block_size = block_size
+        self.query_block = query_block
+        nq = self.queries.shape[0]
+        self._d = np.full((nq, self.depth), np.inf, dtype=np.float32)
+        self._i = np.full((nq, self.depth), _SENT, dtype=np.int64)
+        self._hd = np.full(nq, np.inf, dtype=np.float32)  # horizon key; (inf, _SENT): list is complete
+        self._hi = np.full(nq, _SENT, dtype=np.int64)
+        self._rows = np.empty(0, dtype=np.int64)
+        self._ids = np.empty(0, dtype=np.int64)
+        self.stats = GTStats()
+
+    # -- the live set ---------------------------------------------------------------------------------
+    @property
+    def n_live(self) -> int:
+        return int(self._ids.size)
+
+    def live(self) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, ids) of the live set, copies."""
+        return self._rows.copy(), self._ids.copy()
+
+    def _check_ops(self, ids: np.ndarray, rows: np.ndarray | None = None) -> None:
+        if np.unique(ids).size != ids.size:
+            raise ValueError("ids repeat within one operation")
+        if rows is None:
+            return
+        if rows.shape != ids.shape:
+            raise ValueError(f"got {rows.size} rows for {ids.size} ids")
+        if rows.size and (rows.min() < 0 or rows.max() >= len(self.pool)):
+            raise ValueError(f"rows must index the pool (0..{len(self.pool) - 1})")
+
+    def _positions(self, ids: np.ndarray) -> np.ndarray:
+        """Positions of ids in the live arrays; ValueError if any is not live."""
+        if ids.size == 0:
+            return np.empty(0, dtype=np.int64)
+        order = np.argsort(self._ids, kind="stable")
+        at = np.minimum(np.searchsorted(self._ids, ids, sorter=order), max(0, self._ids.size - 1))
+        found = self._ids[order[at]] == ids if self._ids.size else np.zeros(ids.size, dtype=bool)
+        if not found.all():
+            raise ValueError(f"id {int(ids[~found][0])} is not live")
+        return order[at]
+
+    # -- operations -----------------------------------------------------------------------------------
+    def insert(self, rows: np.ndarray, ids: np.ndarray) -> None:
+        """New items: ids (not live) whose vectors are pool[rows]."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        self._check_ops(ids, rows)
+        if ids.size and np.isin(ids, self._ids).any():
+            raise ValueError(f"id {int(ids[np.isin(ids, self._ids)][0])} is already live")
+        self._rows = np.concatenate([self._rows, rows])
+        self._ids = np.concatenate([self._ids, ids])
+        self._merge_new(rows, ids)
+
+    def delete(self, ids: np.ndarray) -> None:
+        """Remove live ids."""
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        self._check_ops(ids)
+        keep = np.ones(self._ids.size, dtype=bool)
+        keep[self._positions(ids)] = False
+        self._rows, self._ids = self._rows[keep], self._ids[keep]
+        self._drop(ids)
+        self._repair()
+
+    def update(self, rows: np.ndarray, ids: np.ndarray) -> None:
+        """Same (live) ids, vectors now at pool[rows]."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        self._check_ops(ids, rows)
+        self._rows[self._positions(ids)] = rows
+        self._drop(ids)
+        self._merge_new(rows, ids)
+        self._repair()  # after the insert: the new vectors may refill a list that the removal shortened
+
+    def current(self, query_idx: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(dists, ids) of the exact top-k over the live set now, for all queries or `query_idx`."""
+        sel = slice(None) if query_idx is None else np.asarray(query_idx, dtype=np.int64)
+        d = self._d[sel, : self.k].copy()
+        i = self._i[sel, : self.k].copy()
+        i[i == _SENT] = -1
+        return d, i
+
+    # -- maintenance ----------------------------------------------------------------------------------
+    def _knn(self, q: np.ndarray, rows: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        d, i = exact_knn(self.pool, q, self.depth, self.metric, rows=rows, ids=ids, block_size=self.block_size,
+                         query_block=self.query_block, stats=self.stats)
+        i[i == -1] = _SENT
+        return d, i
+
+    def _merge_new(self, rows: np.ndarray, ids: np.ndarray) -> None:
+        if ids.size == 0 or self.queries.shape[0] == 0:
+            return
+        nd, ni = self._knn(self.queries, rows, ids)
+        if ids.size > self.depth:
+            # The new items are known only up to their own depth-th key g: lower the horizon to it.
+            gd, gi = nd[:, -1], ni[:, -1]
+            lower = _key_lt(gd, gi, self._hd, self._hi)
+            self._hd[lower], self._hi[lower] = gd[lower], gi[lower]
+        # Items beyond the horizon must not enter: what lies between h and them is unknown.
+        inside = (ni != _SENT) & _key_le(nd, ni, self._hd[:, None], self._hi[:, None])
+        touched = np.flatnonzero(inside.any(axis=1))
+        if touched.size == 0:
+            return
+        nd, ni, inside = nd[touched], ni[touched], inside[touched]
+        nd[~inside] = np.inf
+        ni[~inside] = _SENT
+        old_d, old_i = self._d[touched], self._i[touched]
+        # old items beyond a lowered horizon leave the list, so that it again holds exactly the items ≤ h
+        old_out = ~_key_le(old_d, old_i, self._hd[touched, None], self._hi[touched, None])
+        old_d[old_out] = np.inf
+        old_i[old_out] = _SENT
+        cat_d = np.concatenate([old_d, nd], axis=1)
+        cat_i = np.concatenate([old_i, ni], axis=1)
+        count = (cat_i != _SENT).sum(axis=1)
+        d, i = _sort_keys(cat_d, cat_i, self.depth)
+        self._d[touched], self._i[touched] = d, i
+        cut = count > self.depth  # truncated: everything kept is ≤ the new last key, nothing else is
+        self._hd[touched[cut]] = d[cut, -1]
+        self._hi[touched[cut]] = i[cut, -1]
+
+    def _drop(self, ids: np.ndarray) -> None:
+        if ids.size == 0:
+            return
+        gone = np.isin(self._i, ids)
+        hit = np.flatnonzero(gone.any(axis=1))
+        if hit.size == 0:
+            return
+        g = gone[hit]
+        order = np.argsort(g, axis=1, kind="stable")  # survivors keep their order, holes go last
+        d = np.where(g, np.float32(np.inf), self._d[hit])
+        i = np.where(g, _SENT, self._i[hit])
+        self._d[hit] = np.take_along_axis(d, order, axis=1)
+        self._i[hit] = np.take_along_axis(i, order, axis=1)
+
+    def _repair(self) -> None:
+        short = (self._i[:, self.k - 1] == _SENT) & np.isfinite(self._hd)
+        need = np.flatnonzero(short)
+        if need.size == 0:
+            return
+        self.stats.queries_recomputed += need.size
+        d, i = self._knn(self.queries[need], self._rows, self._ids)
+        full = i[:, -1] != _SENT
+        self._d[need], self._i[need] = d, i
+        self._hd[need] = np.where(full, d[:, -1], np.float32(np.inf))
+        self._hi[need] = np.where(full, i[:, -1], _SENT)
+
+
+# --- cache -------------------------------------------------------------------------------------------
+def hash_array(a: np.ndarray) -> str:
+    """sha256 of an array's dtype, shape and contents, read in ~16 MB slices (a memmap is never loaded whole)."""
+    a = np.asarray(a)
+    h = hashlib.sha256(f"{a.dtype.str}|{a.shape}|".encode())
+    if a.ndim == 0 or a.size == 0:
+        h.update(np.ascontiguousarray(a).tobytes())
+        return h.hexdigest()
+    row_bytes = max(1, a.itemsize * (a.size // a.shape[0]))
+    step = max(1, (1 << 24) // row_bytes)
+    for s in range(0, a.shape[0], step):
+        h.update(memoryview(np.ascontiguousarray(a[s:s + step])).cast("B"))
+    return h.hexdigest()
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"cache key value of type {type(o).__name__} is not JSON")
+
+
+def cache_key(key: dict[str, Any]) -> str:
+    """Canonical JSON of a cache key (sorted keys, no spaces), including the ground-truth schema."""
+    return json.dumps({"gt_schema": GT_SCHEMA, **key}, sort_keys=True, separators=(",", ":"),
+                      default=_json_default)
+
+
+def cached(cache_dir: Path, key: dict[str, Any], compute: Callable[[], tuple[np.ndarray, np.ndarray]]
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """(dists, ids) from `cache_dir` under `key`, or `compute()`d and stored there atomically.
+
+    The file name is the sha256 of the canonical key, and the key is stored inside too, so a stale or
+    colliding file is never trusted. An unreadable or corrupt file is recomputed and replaced.
+    """
+    cache_dir = Path(cache_dir)
+    canon = cache_key(key)
+    path = cache_dir / f"gt-{hashlib.sha256(canon.encode()).hexdigest()}.npz"
+    if path.exists():
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if str(z["key"]) == canon:
+                    d, i = np.array(z["dists"]), np.array(z["ids"])
+                    if d.shape == i.shape and d.dtype == np.float32 and i.dtype == np.int64:
+                        return d, i
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            pass  # corrupt or truncated (e.g. a killed writer on a filesystem without atomic rename)
+    d, i = compute()
+    d = np.ascontiguousarray(d, dtype=np.float32)
+    i = np.ascontiguousarray(i, dtype=np.int64)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=".gt-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, dists=d, ids=i, key=np.array(canon))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return d, i
