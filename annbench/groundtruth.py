@@ -45,15 +45,20 @@ GT_SCHEMA = 1
 History: 1 — float64-per-pair true distance rounded to float32, ties by id ascending.
 """
 
-# Default tile: 1024 queries × 16384 base rows = 64 MB of float32 distances (+16 MB of mask). Large
-# enough that the GEMM runs near BLAS peak (K = d is small, so narrow tiles lose throughput), small
-# enough to stay a fixed, modest working set whatever n and q are.
+# Default tile: 256 queries × 16384 base rows = 16 MB of float32 distances (+4 MB of bool mask), within
+# the L3 of the machines annbench runs on, so the passes after the GEMM (compare, nonzero) mostly hit
+# cache. The GEMM is at BLAS peak from ~256 query rows on (*measured*, d = 128: 256 was ~5% faster
+# than 512 or 1024 end to end). The base
+# block is large because the per-block merge of survivors costs O(q · (k + margin)) whatever the block
+# size: fewer, larger blocks amortise it. The first block is smaller (`_FIRST_BLOCK`), since it is
+# the one block that must be fully partitioned before a threshold exists.
 DEFAULT_BLOCK_SIZE = 16384
-DEFAULT_QUERY_BLOCK = 1024
+DEFAULT_QUERY_BLOCK = 256
+_FIRST_BLOCK = 4096
 
 _SENT = np.iinfo(np.int64).max  # id of an empty slot while sorting: (inf, _SENT) sorts after every item
 _U32 = 2.0**-24  # unit roundoff of float32
-_PAIR_VALUES = 1 << 22  # float64 values per exact-distance chunk (32 MB), bounds the rerank memory
+_PAIR_VALUES = 1 << 19  # float64 values per exact-distance chunk (4 MB): bounded, and its passes stay in cache
 
 
 @dataclass
@@ -159,30 +164,63 @@ def _round_up_f32(x: np.ndarray) -> np.ndarray:
 
 
 def _tiles(pool: np.ndarray, queries_scaled: np.ndarray, rows: np.ndarray | None, n: int, metric: Metric,
-           block_size: int, query_block: int, stats: GTStats, norms: list[float] | None = None):
-    """Yield (b0, q0, tile, X) where tile[i, j] ranks live row b0+j for query q0+i (smaller is nearer).
+           block_size: int, query_block: int, stats: GTStats, norms: list[float] | None = None,
+           first_min: int = 0):
+    """Yield (b0, q0, tile, X, mask) where tile[i, j] ranks live row b0+j for query q0+i (smaller is nearer).
 
-    L2: ‖x‖² − 2 q·x (‖q‖² is constant per query and left out); cosine: −q·x. One GEMM per tile; base
-    blocks are the outer loop so each block is gathered from the pool once. The tile is a reused
-    buffer: consumers must copy what they keep. `norms`, if given, collects each block's max ‖x‖².
+    L2: ‖x‖² − 2 q·x (‖q‖² is constant per query and left out); cosine: −q·x. One GEMM per tile: for
+    L2 the queries come as [−2q, 1] (`_scaled_queries`) and each block as [x, ‖x‖²], which folds the
+    ‖x‖² addition into the GEMM (a separate pass over the tile costs ~10%). Base blocks are the
+    outer loop so each block is gathered from the pool once; the first block has at least
+    `4 · first_min` rows (see `_FIRST_BLOCK`). The tile and `mask` (a bool scratch tile) are reused
+    buffers — fresh multi-MB arrays per tile would cost page faults — so a yielded tile is valid only
+    until the generator is advanced. `norms`, if given, collects each block's max ‖x‖².
     """
     nq = queries_scaled.shape[0]
-    buf = np.empty((min(query_block, nq), min(block_size, n)), dtype=np.float32)
-    for b0 in range(0, n, block_size):
-        b1 = min(n, b0 + block_size)
+    shape = (min(query_block, nq), min(block_size, n))
+    buf = np.empty(shape, dtype=np.float32)
+    mbuf = np.empty(shape, dtype=bool)
+    first = min(block_size, max(_FIRST_BLOCK, 4 * first_min))
+    for b0 in [0, *range(first, n, block_size)]:
+        b1 = min(n, b0 + (first if b0 == 0 else block_size))
         X = _gather(pool, rows, slice(b0, b1))
         xn = np.einsum("ij,ij->i", X, X) if metric is Metric.L2 or norms is not None else None
         if norms is not None:
             norms.append(float(xn.max()))
         stats.blocks_scanned += 1
+        Xg = X
+        if metric is Metric.L2:
+            Xg = np.empty((X.shape[0], X.shape[1] + 1), dtype=np.float32)
+            Xg[:, :-1] = X
+            Xg[:, -1] = xn
         for q0 in range(0, nq, query_block):
             q1 = min(nq, q0 + query_block)
-            out = buf if buf.shape == (q1 - q0, b1 - b0) else None  # matmul into a view would copy
-            tile = np.matmul(queries_scaled[q0:q1], X.T, out=out)
-            if metric is Metric.L2:
-                tile += xn
+            full = shape == (q1 - q0, b1 - b0)  # matmul into a strided view would copy
+            tile = np.matmul(queries_scaled[q0:q1], Xg.T, out=buf if full else None)
             stats.distance_evals += tile.size
-            yield b0, q0, tile, X
+            yield b0, q0, tile, X, (mbuf if full else np.empty(tile.shape, dtype=bool))
+
+
+def _scaled_queries(q: np.ndarray, metric: Metric) -> np.ndarray:
+    """The GEMM's left operand: [−2q, 1] for L2, −q for cosine (scaling by a power of two is exact)."""
+    if metric is Metric.L2:
+        return np.hstack([q * np.float32(-2.0), np.ones((q.shape[0], 1), dtype=np.float32)])
+    return q * np.float32(-1.0)
+
+
+def _le_positions(tile: np.ndarray, thr: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Flat positions of tile[i, j] ≤ thr[i] in row-major order.
+
+    The survivors are sparse (after the first block, typically < 1%), so the mask is scanned as
+    uint64 words and only nonzero words are expanded: ~8× less work than a byte-wise nonzero.
+    """
+    np.less_equal(tile, thr[:, None], out=mask)
+    flat = mask.reshape(-1)
+    if flat.size % 8:
+        return np.flatnonzero(flat)
+    words = np.flatnonzero(flat.view(np.uint64) != 0)
+    inner = np.flatnonzero(flat.reshape(-1, 8)[words])  # 1-d nonzero: the 2-d one is ~50× slower
+    return words[inner >> 3] * 8 + (inner & 7)
 
 
 def _approx_topm(pool: np.ndarray, qs: np.ndarray, rows: np.ndarray | None, n: int, m: int, metric: Metric,
@@ -193,22 +231,26 @@ def _approx_topm(pool: np.ndarray, qs: np.ndarray, rows: np.ndarray | None, n: i
     top_p = np.full((nq, m), -1, dtype=np.int64)
     thr = np.full(nq, np.inf, dtype=np.float32)  # current m-th value; +inf until m items were seen
     norms: list[float] = []
-    for b0, q0, tile, _ in _tiles(pool, qs, rows, n, metric, block_size, query_block, stats, norms):
+    # (Merging on a helper thread while the next GEMM runs was measured: no gain on 2 cores, as the
+    # GEMM already uses both.)
+    for b0, q0, tile, _, mask in _tiles(pool, qs, rows, n, metric, block_size, query_block, stats, norms, m):
         q1 = q0 + tile.shape[0]
-        _merge_tile(tile, b0, top_a[q0:q1], top_p[q0:q1], thr[q0:q1], m)
+        _merge_tile(tile, mask, b0, top_a[q0:q1], top_p[q0:q1], thr[q0:q1], m)
     # float32 ‖x‖² may round down: the relative nudge keeps the bound an upper bound
     return top_a, top_p, float(np.sqrt(max(norms) * (1 + 1e-5)))
 
 
-def _merge_tile(tile: np.ndarray, b0: int, ta: np.ndarray, tp: np.ndarray, thr: np.ndarray, m: int) -> None:
-    """Merge a tile into the running top-m (ta, tp, thr are views, updated in place)."""
+def _merge_tile(tile: np.ndarray, mask: np.ndarray, b0: int, ta: np.ndarray, tp: np.ndarray, thr: np.ndarray,
+                m: int) -> None:
+    """Merge a tile into the running top-m (ta, tp, thr are views, updated in place; mask is scratch)."""
     nq, nb = tile.shape
     if not np.isinf(thr).any():
         # Filter first: after the first blocks only a few values per row beat the current m-th, and a
         # comparison + nonzero is far cheaper than a partition of the whole tile.
-        r, c = np.nonzero(tile <= thr[:, None])
-        if r.size == 0:
+        flat = _le_positions(tile, thr, mask)
+        if flat.size == 0:
             return
+        r, c = np.divmod(flat, nb)
         if r.size <= tile.size // 8:
             counts = np.bincount(r, minlength=nq)
             sub = np.flatnonzero(counts)
@@ -280,8 +322,8 @@ def _filtered_exact(pool: np.ndarray, q: np.ndarray, qs: np.ndarray, rows: np.nd
     best_d = np.full((nq, k), np.inf, dtype=np.float32)
     best_i = np.full((nq, k), _SENT, dtype=np.int64)
     step = max(1, _PAIR_VALUES // max(1, q.shape[1]))
-    for b0, q0, tile, X in _tiles(pool, qs, rows, n, metric, block_size, query_block, stats):
-        r, c = np.nonzero(tile <= thr[q0:q0 + tile.shape[0], None])
+    for b0, q0, tile, X, mask in _tiles(pool, qs, rows, n, metric, block_size, query_block, stats):
+        r, c = np.divmod(_le_positions(tile, thr[q0:q0 + tile.shape[0]], mask), tile.shape[1])
         for s in range(0, r.size, step):
             rr, cc = r[s:s + step] + q0, c[s:s + step]
             d = _pair_dist(q[rr], X[cc], metric)
@@ -331,7 +373,7 @@ def exact_knn(pool: np.ndarray, queries: np.ndarray, k: int, metric: Metric | st
     # A margin beyond k makes the float32 selection boundary (m-th value) usually sit well clear of
     # the k-th value, so most queries are settled by one pass + an exact rerank of m candidates.
     m = min(n, k + max(16, k // 4))
-    qs = q * np.float32(-2.0 if metric is Metric.L2 else -1.0)  # a power of two: exact
+    qs = _scaled_queries(q, metric)
     top_a, top_p, rmax = _approx_topm(pool, qs, rows, n, m, metric, bs, qb, stats)
 
     if m == n:  # every live item is a candidate
@@ -347,7 +389,11 @@ def exact_knn(pool: np.ndarray, queries: np.ndarray, k: int, metric: Metric | st
 
     good = np.flatnonzero(ok)
     if good.size:
-        d, i = _rerank(pool, q[good], rows, ids, top_p[good], k, metric, stats)
+        pos = top_p[good]
+        if m < n:
+            # Only candidates within 2·tol of the k-th can be in the exact top-k: skip the rest of the margin.
+            pos = np.where(top_a[good] <= _round_up_f32(a_k[good] + 2.0 * tol[good])[:, None], pos, -1)
+        d, i = _rerank(pool, q[good], rows, ids, pos, k, metric, stats)
         out_d[good], out_i[good] = d, i
     bad = np.flatnonzero(~ok)
     if bad.size:
