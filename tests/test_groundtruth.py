@@ -83,6 +83,10 @@ def _case(name: str, rng: np.random.Generator):
         pool = rng.standard_normal((50, 6)).astype(np.float32)
         rows = np.array([7, 3, 41, 19, 3 + 20], dtype=np.int64)
         return pool, rng.standard_normal((9, 6)).astype(np.float32), 12, Metric.L2, rows, rows * 10 + 1
+    if name == "l2-far-from-origin":  # ‖x‖² ≫ distances²: the float32 GEMM cancels, only the exact pass can order
+        pool = (1000.0 + 1e-3 * rng.standard_normal((400, 16))).astype(np.float32)
+        queries = (1000.0 + 1e-3 * rng.standard_normal((12, 16))).astype(np.float32)
+        return pool, queries, 20, Metric.L2, None, None
     if name == "all-identical":  # the whole live set ties: the k smallest ids win
         pool = np.tile(rng.standard_normal((1, 10)).astype(np.float32), (240, 1))
         ids = rng.permutation(5000)[:240].astype(np.int64)
@@ -91,7 +95,7 @@ def _case(name: str, rng: np.random.Generator):
 
 
 CASES = ["l2-gauss", "cosine-clustered", "l2-integer-ties", "cosine-duplicates", "subset-arbitrary-ids",
-         "fewer-live-than-k", "all-identical"]
+         "fewer-live-than-k", "l2-far-from-origin", "all-identical"]
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -131,6 +135,21 @@ def test_larger_run_with_default_blocks_and_memmap(tmp_path: Path) -> None:
     rows = rng.choice(40_000, 30_000, replace=False)
     got = exact_knn(pool, queries, 20, Metric.L2, rows=rows, ids=rows + 7, block_size=4096)
     assert_same(got, naive_knn(arr, queries, 20, Metric.L2, rows, rows + 7))
+
+
+@pytest.mark.parametrize("name", ["l2-gauss", "cosine-duplicates", "l2-integer-ties", "l2-far-from-origin"])
+def test_max_dist_truncates_the_same_answer(name: str) -> None:
+    pool, queries, k, metric, rows, ids = _case(name, np.random.default_rng(21))
+    want_d, want_i = naive_knn(pool, queries, k, metric, rows, ids)
+    rng = np.random.default_rng(0)
+    # per query: exactly the distance of some neighbour (inclusive bound), something in between, or none
+    md = want_d[np.arange(len(queries)), rng.integers(0, k, len(queries))].astype(np.float64)
+    md[::3] = np.nextafter(md[::3].astype(np.float32), np.float32(0))  # just below a neighbour's distance
+    md[1::5] = np.inf
+    got = exact_knn(pool, queries, k, metric, rows=rows, ids=ids, block_size=29, max_dist=md)
+    beyond = want_d > md[:, None].astype(np.float32)
+    assert beyond.any() and (~beyond).any()
+    assert_same(got, (np.where(beyond, np.float32(np.inf), want_d), np.where(beyond, -1, want_i)))
 
 
 def test_memory_is_bounded_by_the_tile_not_by_n_times_q() -> None:
