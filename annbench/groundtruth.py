@@ -48,10 +48,9 @@ History: 1 — float64-per-pair true distance rounded to float32, ties by id asc
 # Default tile: 256 queries × 16384 base rows = 16 MB of float32 distances (+4 MB of bool mask), within
 # the L3 of the machines annbench runs on, so the passes after the GEMM (compare, nonzero) mostly hit
 # cache. The GEMM is at BLAS peak from ~256 query rows on (*measured*, d = 128: 256 was ~5% faster
-# than 512 or 1024 end to end). The base
-# block is large because the per-block merge of survivors costs O(q · (k + margin)) whatever the block
-# size: fewer, larger blocks amortise it. The first block is smaller (`_FIRST_BLOCK`), since it is
-# the one block that must be fully partitioned before a threshold exists.
+# than 512 or 1024 end to end). The base block is large because each block's merge of survivors
+# costs O(q · (k + margin)) whatever the block size: fewer, larger blocks amortise it. The first
+# block is smaller (`_FIRST_BLOCK`): it is the one block partitioned whole, before a threshold exists.
 DEFAULT_BLOCK_SIZE = 16384
 DEFAULT_QUERY_BLOCK = 256
 _FIRST_BLOCK = 4096
@@ -140,6 +139,8 @@ def _live_set(pool: np.ndarray, rows: np.ndarray | None, ids: np.ndarray | None
     ids = np.asarray(ids, dtype=np.int64).reshape(-1)
     if ids.size != n:
         raise ValueError(f"got {ids.size} ids for {n} live rows")
+    if ids.size and ((ids == -1) | (ids == _SENT)).any():
+        raise ValueError("ids -1 and 2**63-1 are reserved (padding)")
     return rows, ids, n
 
 
@@ -157,7 +158,8 @@ def _tolerance(qnorm: np.ndarray, rmax: float, d: int, metric: Metric) -> np.nda
 
 def _round_up_f32(x: np.ndarray) -> np.ndarray:
     """float32 values ≥ x (so a float32 comparison never drops what the float64 threshold keeps)."""
-    y = x.astype(np.float32)
+    with np.errstate(over="ignore"):  # beyond float32 range: +inf, still ≥ x
+        y = np.asarray(x, dtype=np.float64).astype(np.float32)
     low = y.astype(np.float64) < x
     y[low] = np.nextafter(y[low], np.float32(np.inf))
     return y
@@ -212,7 +214,7 @@ def _le_positions(tile: np.ndarray, thr: np.ndarray, mask: np.ndarray) -> np.nda
     """Flat positions of tile[i, j] ≤ thr[i] in row-major order.
 
     The survivors are sparse (after the first block, typically < 1%), so the mask is scanned as
-    uint64 words and only nonzero words are expanded: ~8× less work than a byte-wise nonzero.
+    uint64 words and only nonzero words are expanded (*measured* ~30% faster than np.flatnonzero).
     """
     np.less_equal(tile, thr[:, None], out=mask)
     flat = mask.reshape(-1)
@@ -405,11 +407,11 @@ def exact_knn(pool: np.ndarray, queries: np.ndarray, k: int, metric: Metric | st
     # true distance shifted per query (L2: d² − ‖q‖², cosine: d − 1) within ±tol.
     limit = np.full(nq, np.inf)
     rmax_pre = None
-    if max_dist is not None:
+    md = None if max_dist is None else np.broadcast_to(np.asarray(max_dist, dtype=np.float64), (nq,))
+    if md is not None and np.isfinite(md).any():
         # The bound in tile units needs tol, hence max ‖x‖ before the pass: one cheap pass over the rows
         # (n·d, against the GEMM's q·n·d), which lets the pass drop everything beyond the bound.
         rmax_pre = _max_norm(pool, rows, n, bs)
-        md = np.broadcast_to(np.asarray(max_dist, dtype=np.float64), (nq,))
         shifted = md * md - qn * qn if metric is Metric.L2 else md - 1.0
         limit = np.where(np.isfinite(md), shifted + _tolerance(qn, rmax_pre, q.shape[1], metric), np.inf)
     top_a, top_p, rmax = _approx_topm(pool, qs, rows, n, m, metric, bs, qb, stats, _round_up_f32(limit))
@@ -439,8 +441,8 @@ def exact_knn(pool: np.ndarray, queries: np.ndarray, k: int, metric: Metric | st
         d, i = _filtered_exact(pool, q[bad], qs[bad], rows, ids, n, _round_up_f32(limit[bad]), k, metric, bs, qb,
                                stats)
         out_d[bad], out_i[bad] = d, i
-    if max_dist is not None:
-        beyond = out_d > md[:, None].astype(np.float32)  # a suffix of each sorted row
+    if md is not None:
+        beyond = out_d.astype(np.float64) > md[:, None]  # a suffix of each sorted row
         out_d[beyond] = np.inf
         out_i[beyond] = _SENT
     out_i[out_i == _SENT] = -1
@@ -466,8 +468,10 @@ class LiveGroundTruth:
         list = every live item whose key ≤ h        (h = +inf: the list holds every live item)
 
     So whenever the list has ≥ k entries (or h = +inf) its first k are the exact top-k.
-    - insert: only new items with key ≤ h can belong to a list; merging the new items' own exact top-depth
-      and truncating back to `depth` keeps the invariant, lowering h to the new last key on truncation.
+    - insert: only new items with key ≤ h can belong to a list. The new items' exact top-depth within
+      distance h (`exact_knn(max_dist=…)`: items beyond h are never recomputed exactly) is merged in; if
+      that answer is full, more new items may lie beyond its last key g, so h drops to g; truncating
+      the merged list back to `depth` drops h to the new last key. Both keep the invariant.
     - delete: removing ids keeps the invariant as is; a list left with < k entries and a finite h is
       recomputed over the whole live set (depth deep) — the only full scans, for those queries only.
     - update (same id, new vector): remove + insert, then repair.
@@ -505,6 +509,8 @@ class LiveGroundTruth:
     def _check_ops(self, ids: np.ndarray, rows: np.ndarray | None = None) -> None:
         if ids.size > 1 and (np.diff(np.sort(ids)) == 0).any():
             raise ValueError("ids repeat within one operation")
+        if ((ids == -1) | (ids == _SENT)).any():
+            raise ValueError("ids -1 and 2**63-1 are reserved (padding)")
         if rows is None:
             return
         if rows.shape != ids.shape:

@@ -302,6 +302,9 @@ def test_live_ground_truth_query_subset_and_errors() -> None:
         live.update(np.array([70]), np.array([5]))
     with pytest.raises(ValueError, match="repeat"):
         live.insert(np.array([70, 71]), np.array([7, 7]))
+    with pytest.raises(ValueError, match="reserved"):
+        live.insert(np.array([70]), np.array([-1]))
+    assert_same(live.current(sub), full)  # refused operations left the state alone
 
 
 # --- cache ---------------------------------------------------------------------------------------------
