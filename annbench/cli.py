@@ -89,8 +89,8 @@ def run(scenario_spec: str, out_dir: Path, configs_dir: Path, dataset_path: str 
         sys.exit(EXIT_INTERRUPTED)
     bar.close()
     counts = {s: sum(o.status == s for o in done) for s in ("ok", "skipped", "failed", "timeout")}
-    click.echo(f"annbench: done in {time.perf_counter() - t0:.0f} s: " + ", ".join(f"{v} {k}" for k, v in counts.items())
-               + f"; results in {out_dir / sc.name}")
+    tally = ", ".join(f"{v} {k}" for k, v in counts.items())
+    click.echo(f"annbench: done in {time.perf_counter() - t0:.0f} s: {tally}; results in {out_dir / sc.name}")
 
 
 # --- list --------------------------------------------------------------------------------------------
@@ -177,7 +177,7 @@ def results_verify(results_dir: Path) -> None:
     from annbench import results
 
     report = results.load_dir(results_dir)
-    for path, why in report.bad:
+    for _path, why in report.bad:
         click.echo(f"BAD  {why}")
     click.echo(f"annbench: {len(report.runs)} valid, {len(report.bad)} bad result file(s) in {results_dir}")
     if report.bad:

@@ -89,10 +89,13 @@ def resolve_metric(sc: Scenario, ds: Any) -> Metric:
 
 def prepare(sc: Scenario, cache_dir: Path, progress: Callable[[str], None] = lambda _m: None) -> Prepared:
     """Validate every run and materialise data and ground truth; raises AnnbenchError before any build."""
+    from annbench import datasets
+
     ds = open_scenario_dataset(sc)
     if ds.queries is None or len(ds.queries) == 0:
         raise ConfigError(f"dataset {ds.source} has no queries; pass queries with the dataset")
     metric = resolve_metric(sc, ds)
+    datasets.validate_dataset(ds, metric)  # e.g. zero rows, which have no cosine
     ids = ds.base_ids()
     logs = {size: op_log(sc, ids, ds.base_labels, ds.query_labels, len(ds.queries), size) for size in sc.sizes()}
     ds_hash = ds.content_hash()
@@ -134,6 +137,7 @@ def _materialise(ds: Any, metric: Metric, data_dir: Path) -> None:
 
 def _ground_truth(sc: Scenario, metric: Metric, data_dir: Path, ds_hash: str, size: int | None, ops: list,
                   progress: Callable[[str], None]) -> Path:
+    """The cached file of the per-step exact ground truth (search steps × queries × k)."""
     from annbench.groundtruth import LiveGroundTruth, cache_key, cached
 
     key = {"kind": "step-gt", "version": 1, "scenario": sc.content_hash(), "dataset": ds_hash,
@@ -221,14 +225,16 @@ def run_one(prep: Prepared, spec: RunSpec) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="annbench-run-") as work:
         work_dir = Path(work)
         out_path = work_dir / "payload.json"
-        cls = adapters.get(spec.index.family)
+        # The child re-validates the whole scenario, so it must know every family in it, not just its own.
+        families = {c.family for c in sc.indexes}
+        modules = sorted({adapters.get(f).__module__ for f in families})
         child_spec = {
             "scenario_path": str(Path(sc.path).resolve()), "scale": sc.scale, "metric": prep.metric.value,
             "dataset_override": None, "data_dir": str(prep.data_dir.resolve()),
             "gt_path": str(prep.gt_paths[spec.size].resolve()), "size": spec.size,
             "family": spec.index.family, "build_params": spec.index.build, "search_grid": spec.index.search,
             "policy": spec.policy, "out_path": str(out_path),
-            "adapter_modules": [] if cls.__module__.startswith("annbench.") else [cls.__module__],
+            "adapter_modules": [m for m in modules if not m.startswith("annbench.")],
         }
         spec_path = work_dir / "spec.json"
         spec_path.write_text(json.dumps(child_spec))

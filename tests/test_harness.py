@@ -87,7 +87,7 @@ def test_recorded_recall_equals_independent_brute_force(tmp_path: Path, scenario
 def test_each_step_has_its_own_metrics(tmp_path: Path, scenario_file) -> None:
     """An index that silently drops inserts and updates loses recall day after day: each step shows it."""
     path = scenario_file([{"name": "frozen", "family": "test-frozen"}, {"name": "exact", "family": "test-exact"}],
-                         timeline={"kind": "daily", "initial_fraction": 0.5, "days": 3, "insert_fraction": 0.3,
+                         timeline={"kind": "daily", "initial_fraction": 0.4, "days": 3, "insert_fraction": 0.2,
                                    "delete_fraction": 0.0, "update_fraction": 0.05})
     code, out = run_cli("run", "--scenario", str(path), "--out", str(tmp_path / "res"))
     assert code == 0, out
