@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from annbench.errors import AnnbenchError
+from annbench.errors import AnnbenchError, ConfigError
 
 EXIT_VERDICT, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
@@ -52,16 +52,21 @@ def main() -> None:
 @click.option("--indexes", default=None, help="Comma-separated index names or families to run (default: all).")
 @click.option("--force", is_flag=True, help="Rerun runs that already have a result.")
 @click.option("--retry-failed", is_flag=True, help="Rerun runs whose earlier result failed or timed out.")
+@click.option("--max-memory-gb", type=float, default=None,
+              help="Kill a run whose process RSS exceeds this many GiB (recorded as failed).")
 @click.option("--cache", "cache_dir", type=click.Path(path_type=Path), default=None,
               help="Cache for materialised datasets and ground truth [default: <out>/.cache].")
 def run(scenario_spec: str, out_dir: Path, configs_dir: Path, dataset_path: str | None, scale: float,
-        indexes: str | None, force: bool, retry_failed: bool, cache_dir: Path | None) -> None:
+        indexes: str | None, force: bool, retry_failed: bool, max_memory_gb: float | None,
+        cache_dir: Path | None) -> None:
     """Run a scenario: every index configuration × policy, each in its own process."""
     from tqdm import tqdm
 
     from annbench import harness, results
     from annbench.scenarios import load_scenario, resolve_scenario_path
 
+    if max_memory_gb is not None and not max_memory_gb > 0:
+        raise ConfigError(f"--max-memory-gb must be a positive number, got {max_memory_gb}")
     path = resolve_scenario_path(scenario_spec, configs_dir)
     wanted = [s.strip() for s in indexes.split(",") if s.strip()] if indexes else None
     sc = load_scenario(path, scale=scale, dataset_path=dataset_path, indexes=wanted)
@@ -80,7 +85,8 @@ def run(scenario_spec: str, out_dir: Path, configs_dir: Path, dataset_path: str 
         bar.write(harness.summary_line(outcome))
 
     try:
-        harness.run_sweep(prep, out_dir, force=force, retry_failed=retry_failed, on_done=on_done)
+        harness.run_sweep(prep, out_dir, force=force, retry_failed=retry_failed, on_done=on_done,
+                          max_memory_bytes=None if max_memory_gb is None else int(max_memory_gb * 2**30))
     except KeyboardInterrupt:
         bar.close()
         finished = [o for o in done if o.status != "skipped"]

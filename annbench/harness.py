@@ -198,6 +198,7 @@ def _index_record(spec: RunSpec, sc: Scenario) -> dict[str, Any]:
 
 
 def run_sweep(prep: Prepared, out_dir: Path, *, force: bool = False, retry_failed: bool = False,
+              max_memory_bytes: int | None = None,
               on_done: Callable[[RunOutcome], None] = lambda _o: None) -> list[RunOutcome]:
     """Run every configuration of the scenario, each in its own subprocess; return what happened."""
     sc = prep.scenario
@@ -208,7 +209,7 @@ def run_sweep(prep: Prepared, out_dir: Path, *, force: bool = False, retry_faile
         if old is not None and (old["status"] == "ok" or not retry_failed):
             outcome = RunOutcome(spec, path, "skipped", old)
         else:
-            doc = run_one(prep, spec)
+            doc = run_one(prep, spec, max_memory_bytes)
             results.write_atomic(path, doc)
             outcome = RunOutcome(spec, path, doc["status"], doc)
         outcomes.append(outcome)
@@ -216,7 +217,7 @@ def run_sweep(prep: Prepared, out_dir: Path, *, force: bool = False, retry_faile
     return outcomes
 
 
-def run_one(prep: Prepared, spec: RunSpec) -> dict[str, Any]:
+def run_one(prep: Prepared, spec: RunSpec, max_memory_bytes: int | None = None) -> dict[str, Any]:
     """Replay one run in a fresh subprocess and return its result document (any status)."""
     sc = prep.scenario
     started = datetime.now(timezone.utc)
@@ -246,13 +247,9 @@ def run_one(prep: Prepared, spec: RunSpec) -> dict[str, Any]:
         with open(log_path, "wb") as log:
             proc = subprocess.Popen([sys.executable, "-m", "annbench.replay", str(spec_path)], stdout=log,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                    start_new_session=True)
+                                    start_new_session=True, preexec_fn=_die_with_parent)
             try:
-                rc = proc.wait(timeout=sc.timeout_s)
-            except subprocess.TimeoutExpired:
-                _kill(proc)
-                status, error = "timeout", f"no result after the time limit of {sc.timeout_s:g} s; killed"
-                rc = None
+                rc, status, error = _supervise(proc, sc.timeout_s, max_memory_bytes)
             except BaseException:
                 _kill(proc)  # Ctrl-C: the child must not outlive the sweep
                 raise
@@ -283,6 +280,45 @@ def run_one(prep: Prepared, spec: RunSpec) -> dict[str, Any]:
         "steps": (payload or {}).get("steps", []),
     }
     return doc
+
+
+POLL_S = 0.05  # how often a running child's time and memory are checked
+
+
+def _supervise(proc: subprocess.Popen, timeout_s: float, max_memory_bytes: int | None
+               ) -> tuple[int | None, str, str | None]:
+    """Wait for the child, killing it past its time limit or memory limit: (exit code, status, error)."""
+    import psutil
+
+    deadline = time.monotonic() + timeout_s
+    watched = psutil.Process(proc.pid)
+    while True:
+        try:
+            return proc.wait(timeout=POLL_S), "ok", None
+        except subprocess.TimeoutExpired:
+            pass
+        if time.monotonic() > deadline:
+            _kill(proc)
+            return None, "timeout", f"no result after the time limit of {timeout_s:g} s; killed"
+        if max_memory_bytes is not None:
+            try:
+                rss = watched.memory_info().rss
+            except psutil.Error:  # exited between the two calls: the next wait() reaps it
+                continue
+            if rss > max_memory_bytes:
+                _kill(proc)
+                return None, "failed", (f"memory limit exceeded: RSS {rss / 2**30:.2f} GiB > "
+                                        f"--max-memory-gb {max_memory_bytes / 2**30:g}; killed")
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux to SIGKILL it if the sweep dies (even by SIGKILL)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: an orphaned run still ends at its own time limit
 
 
 def _kill(proc: subprocess.Popen) -> None:

@@ -126,3 +126,52 @@ class Raising(_Exact):
 
 
 register(_Exact)
+
+
+@register
+class MemoryHog(_Exact):
+    """Allocates (and touches) memory without bound in build, as a runaway index does."""
+
+    name = "test-memhog"
+
+    def build(self, vectors: np.ndarray, ids: np.ndarray) -> None:
+        hoard = []
+        while True:
+            hoard.append(np.ones(64 * 2**20 // 8))  # 64 MiB, written so it is resident
+            time.sleep(0.01)
+
+
+@register
+class IVFInIDMap2(_Exact):
+    """The real faiss trap: IVF wrapped in IndexIDMap2, then remove_ids — which aborts the process.
+
+    annbench's own faiss adapter never does this; this adapter exists to prove the harness contains it.
+    """
+
+    name = "test-ivf-idmap2"
+
+    def build(self, vectors: np.ndarray, ids: np.ndarray) -> None:
+        import faiss
+
+        quantizer = faiss.IndexFlatL2(vectors.shape[1])
+        self._q = quantizer
+        ivf = faiss.IndexIVFFlat(quantizer, vectors.shape[1], 16)
+        ivf.train(vectors)
+        self._ivf = ivf
+        self.index = faiss.IndexIDMap2(ivf)
+        self.index.add_with_ids(vectors, ids)
+
+    def delete(self, ids: np.ndarray) -> None:
+        import faiss
+
+        self.index.remove_ids(faiss.IDSelectorBatch(ids))
+
+    def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
+        self.index.add_with_ids(vectors, ids)
+
+    def update(self, vectors: np.ndarray, ids: np.ndarray) -> None:
+        self.delete(ids)
+        self.add(vectors, ids)
+
+    def search(self, queries: np.ndarray, k: int) -> np.ndarray:
+        return self.index.search(queries, k)[1]
