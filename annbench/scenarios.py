@@ -16,6 +16,7 @@ reserve row (the listing's new photo), and with labels the id takes that row's p
 from __future__ import annotations
 
 import hashlib
+import inspect
 import itertools
 import json
 import math
@@ -238,6 +239,8 @@ def resolve_scenario_path(spec: str, configs_dir: Path) -> Path:
     """A scenario is a name in `configs_dir` (no path separators, no '..') or a path to a YAML file."""
     if spec.endswith((".yaml", ".yml")) or "/" in spec or "\\" in spec:
         path = Path(spec)
+        if path.is_dir():
+            raise ConfigError(f"scenario file {spec!r} is a directory; give a YAML file")
         if not path.is_file():
             raise ConfigError(f"scenario file {spec!r} does not exist")
         return path
@@ -262,7 +265,10 @@ def load_scenario(path: Path, *, scale: float = 1.0, dataset_path: str | None = 
         raise top.fail("name", f"{name!r} must be letters, digits, _ . - (it becomes a folder name)")
     description = top.get("description", str, "")
     metric_name = top.get("metric", str, None)
-    metric = None if metric_name is None else Metric.parse(metric_name)  # None: what the dataset declares
+    try:
+        metric = None if metric_name is None else Metric.parse(metric_name)  # None: what the dataset declares
+    except ConfigError as e:
+        raise ConfigError(f"{p}: metric: {e}") from None
     k = top.get("k", int, 10, lo=1, hi=10_000)
     seed = top.get("seed", int, 0, lo=0)
     threads = top.get("threads", int, 1, lo=1, hi=256)
@@ -302,6 +308,9 @@ def load_scenario(path: Path, *, scale: float = 1.0, dataset_path: str | None = 
 
 
 def _dataset_section(sec: _Section, scale: float, override: str | None, base_dir: Path) -> dict[str, Any]:
+    # the expected dimension belongs to the scenario (index parameters such as PQ sizes depend on it),
+    # so it still applies when --dataset swaps the file
+    dim = sec.get("dim", int, None, lo=1) if "dim" in sec.data else None
     if override is not None:
         sec = _Section({"path": override}, sec.where, sec.path)
         base_dir = Path(".")
@@ -312,6 +321,8 @@ def _dataset_section(sec: _Section, scale: float, override: str | None, base_dir
             if key in sec.data:
                 out[key] = str(_rel(sec.get(key, str), base_dir))
         out["scale"] = scale
+        if dim is not None:
+            out["dim"] = dim
         sec.finish()
         return out
     name = sec.get("name", str, "catalog", choices=("catalog",))
@@ -321,11 +332,33 @@ def _dataset_section(sec: _Section, scale: float, override: str | None, base_dir
     for key, val in params.items():
         if isinstance(val, bool) or not isinstance(val, (int, float)):
             raise ConfigError(f"{sec.path}: dataset.params.{key} must be a number, got {val!r}")
+    if dim is not None:
+        # the generator's dimension is known without generating anything: check it here
+        from annbench import catalog
+
+        made = params.get("dim", inspect.signature(catalog.generate).parameters["dim"].default)
+        if made != dim:
+            raise sec.fail("dim", f"is {dim} but the catalog generator makes {made}-dim vectors "
+                                  f"(dataset.params.dim); make them equal")
     if "n" in params:
         params["n"] = max(1, int(round(params["n"] * scale)))
     elif scale != 1.0:
         params["scale"] = scale
-    return {"name": name, "params": params}
+    out = {"name": name, "params": params}
+    if dim is not None:
+        out["dim"] = dim
+    return out
+
+
+def check_dataset_dim(sc: Scenario, dim: int, source: str) -> None:
+    """Refuse a dataset whose dimension is not the scenario's `dataset.dim` (when it declares one).
+
+    Call it right after opening the dataset, before anything is materialised or built.
+    """
+    expected = sc.dataset.get("dim")
+    if expected is not None and int(dim) != int(expected):
+        raise ConfigError(f"{sc.path}: dataset.dim is {expected} but {source} holds {dim}-dim vectors; "
+                          "use embeddings of that dimension or change dataset.dim")
 
 
 def _rel(raw: str, base_dir: Path) -> Path:
@@ -373,7 +406,13 @@ def _index_configs(items: list[Any], default_policies: tuple[str, ...], path: st
     for i, item in enumerate(items):
         sec = _Section(item, f"indexes[{i}]", path)
         family = sec.get("family", str)
-        cls = adapters.get(family)
+        try:
+            cls = adapters.get(family)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: indexes[{i}].family: {e}") from None
+        except ImportError as e:  # a known family whose library is not installed here
+            raise ConfigError(f"{path}: indexes[{i}].family: {family!r} needs a library that is not installed "
+                              f"({e.__class__.__name__}: {e}); install it or remove this index") from None
         label = sec.get("name", str, family)
         policies = _policies(sec.get("policies", (list, str), list(default_policies)),
                              f"indexes[{i}].policies", path)
@@ -385,7 +424,10 @@ def _index_configs(items: list[Any], default_policies: tuple[str, ...], path: st
         if static:
             policies = ("native",)
         for policy in policies:
-            check_policy(cls.capabilities, policy, family, static)
+            try:
+                check_policy(cls.capabilities, policy, family, static)
+            except ConfigError as e:
+                raise ConfigError(f"{path}: indexes[{i}].policies: {e}") from None
         for b in builds:
             full = validate_params(cls.build_params, b, f"{path}: indexes[{i}] ({family})", "build")
             # a build grid gives each build its own name, so reports and --indexes can tell them apart
