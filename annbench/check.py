@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -33,6 +31,7 @@ import numpy as np
 
 import annbench
 from annbench import results
+from annbench.atomic import atomic_path
 from annbench.errors import ConfigError
 
 BASELINE_FORMAT = 1  # bump when an entry's fields change meaning
@@ -204,15 +203,8 @@ def _write_baseline(path: Path, header: dict[str, Any], entries: list[dict[str, 
     lines = ["{"]
     lines += [f" {json.dumps(k)}: {json.dumps(header[k], sort_keys=True)}," for k in sorted(header)]
     lines += block("entries", entries, False) + block("latency", latency, True) + ["}", ""]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write("\n".join(lines))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(lines), encoding="utf-8")
 
 
 def load_baseline(path: Path) -> dict[str, Any]:

@@ -42,11 +42,9 @@ boundary.
 from __future__ import annotations
 
 import hashlib
-import os
 import struct
-import tempfile
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +52,7 @@ from typing import Any
 import numpy as np
 
 from annbench.adapters.base import Metric
+from annbench.atomic import atomic_path
 from annbench.errors import AnnbenchError, ConfigError, DataError
 
 #: rows per block when scanning, hashing or converting (≈ 16 MB of float32 at d=128)
@@ -611,19 +610,6 @@ def open_dataset(
     return ds
 
 
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Write to a temp file in the target folder, then rename over `path`: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 _H5_KEYS = {"base": "train", "queries": "test", "base_labels": "train_labels", "query_labels": "test_labels",
             "ids": "ids", "query_sources": "query_sources", "neighbors": "neighbors"}
 
@@ -634,23 +620,19 @@ def save_dataset(ds: Dataset, path: Path | str) -> None:
     ext = path.suffix.lower()
     arrays = ds.arrays()
     if ext == ".npz":
-        def write_npz(tmp: Path) -> None:
-            with open(tmp, "wb") as fh:
-                extra = {"metric": np.array(ds.metric.value)} if ds.metric is not None else {}
-                np.savez(fh, **arrays, **extra)
-        _write_atomic(path, write_npz)
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            extra = {"metric": np.array(ds.metric.value)} if ds.metric is not None else {}
+            np.savez(fh, **arrays, **extra)
     elif ext in (".h5", ".hdf5"):
         import h5py
 
-        def write_h5(tmp: Path) -> None:
-            with h5py.File(tmp, "w") as f:
-                for key, arr in arrays.items():
-                    # contiguous (unchunked, uncompressed) so the loader can memory-map it
-                    dset = f.create_dataset(_H5_KEYS[key], shape=arr.shape, dtype=arr.dtype)
-                    for start in range(0, max(len(arr), 1), BLOCK_ROWS):
-                        dset[start : start + BLOCK_ROWS] = arr[start : start + BLOCK_ROWS]
-                if ds.metric is not None:
-                    f.attrs["distance"] = "angular" if ds.metric is Metric.COSINE else "euclidean"
-        _write_atomic(path, write_h5)
+        with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+            for key, arr in arrays.items():
+                # contiguous (unchunked, uncompressed) so the loader can memory-map it
+                dset = f.create_dataset(_H5_KEYS[key], shape=arr.shape, dtype=arr.dtype)
+                for start in range(0, max(len(arr), 1), BLOCK_ROWS):
+                    dset[start : start + BLOCK_ROWS] = arr[start : start + BLOCK_ROWS]
+            if ds.metric is not None:
+                f.attrs["distance"] = "angular" if ds.metric is Metric.COSINE else "euclidean"
     else:
         raise _fail(path, f"cannot save with extension {ext or '(none)'!r}; allowed: .npz, .h5, .hdf5")

@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -38,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from annbench.adapters.base import Metric
+from annbench.atomic import atomic_path
 
 GT_SCHEMA = 1
 """Version of the ground-truth definition; part of every cache key.
@@ -696,15 +695,6 @@ def cached(cache_dir: Path, key: dict[str, Any], compute: Callable[[], tuple[np.
     d, i = compute()
     d = np.ascontiguousarray(d, dtype=np.float32)
     i = np.ascontiguousarray(i, dtype=np.int64)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=".gt-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, dists=d, ids=i, key=np.array(canon))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, dists=d, ids=i, key=np.array(canon))
     return d, i

@@ -25,6 +25,7 @@ from annbench import adapters, metrics
 from annbench.adapters.base import Metric
 from annbench.groundtruth import true_distances
 from annbench.policies import Policy, make_policy
+from annbench.results import json_default
 from annbench.scenarios import Op, load_scenario, op_log
 
 FRESHNESS_SAMPLE = 200  # items searched by their own vector per step to measure freshness
@@ -203,21 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     spec = json.loads(Path(argv[0]).read_text())
     out = run(spec)
     tmp = Path(spec["out_path"] + ".tmp")
-    tmp.write_text(json.dumps(out, default=_np_default))
+    tmp.write_text(json.dumps(out, default=json_default))
     tmp.replace(spec["out_path"])
     return 0
-
-
-def _np_default(obj: Any) -> Any:
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.floating):
-        return float(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Metric):
-        return obj.value
-    raise TypeError(type(obj).__name__)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from annbench.atomic import atomic_path
 from annbench.errors import AnnbenchError, ConfigError
 
 SCHEMA = 1
@@ -48,21 +49,13 @@ def ensure_writable(out_dir: Path) -> None:
 
 def write_atomic(path: Path, payload: dict[str, Any]) -> None:
     """Write JSON so that a reader sees either no file or the whole file, never a partial one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = json.dumps(payload, indent=1, sort_keys=False, allow_nan=False, default=_json_default)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    data = json.dumps(payload, indent=1, sort_keys=False, allow_nan=False, default=json_default)
+    with atomic_path(path) as tmp:
+        tmp.write_text(data, encoding="utf-8")
 
 
-def _json_default(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
+    """`json.dumps(default=...)` for numpy scalars and arrays and paths; anything else is a TypeError."""
     import numpy as np
 
     if isinstance(obj, np.integer):
