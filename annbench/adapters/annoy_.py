@@ -25,15 +25,8 @@ from typing import Any
 import numpy as np
 from annoy import AnnoyIndex
 
-from annbench.adapters.base import STATIC, Adapter, Metric, Param, pad_ids
-from annbench.errors import ConfigError, DataError
-
-
-def _vectors(x: np.ndarray, dim: int, owner: str) -> np.ndarray:
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    if x.ndim != 2 or x.shape[1] != dim:
-        raise DataError(f"{owner}: expected vectors of shape (n, {dim}), got {x.shape}")
-    return x
+from annbench.adapters.base import STATIC, Adapter, Metric, Param, as_ids, as_vectors, check_k, pad_ids
+from annbench.errors import ConfigError
 
 
 class Annoy(Adapter):
@@ -55,12 +48,9 @@ class Annoy(Adapter):
         super().__init__(metric, dim, threads, **build_params)
 
     def build(self, vectors: np.ndarray, ids: np.ndarray) -> None:
-        x = _vectors(vectors, self.dim, self.name)
-        ids = np.array(ids, dtype=np.int64).reshape(-1)  # a private copy: it maps positions to ids
-        if len(ids) != len(x):
-            raise DataError(f"{self.name}: {len(x)} vectors but {len(ids)} ids")
-        if len(ids) and ids.min() < 0:
-            raise DataError(f"{self.name}: ids must be non-negative (-1 marks an empty result slot)")
+        x = as_vectors(vectors, self.dim, self.name)
+        # a private copy: it maps positions to ids
+        ids = as_ids(np.array(ids, dtype=np.int64), self.name, len(x))
         index = AnnoyIndex(self.dim, "angular" if self.metric is Metric.COSINE else "euclidean")
         index.set_seed(self.params["seed"])
         for pos in range(len(x)):
@@ -72,10 +62,8 @@ class Annoy(Adapter):
     def search(self, queries: np.ndarray, k: int) -> np.ndarray:
         if self.index is None:
             raise ConfigError(f"{self.name}: build() must be called first")
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ConfigError(f"{self.name}: k must be a positive integer, got {k!r}")
-        k = int(k)
-        q = _vectors(queries, self.dim, self.name)
+        k = check_k(k, self.name)
+        q = as_vectors(queries, self.dim, self.name)
         search_k = self.search_settings["search_k"]
         rows = [
             self._pos_ids[np.asarray(self.index.get_nns_by_vector(row, k, search_k), dtype=np.int64)]

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from annbench.errors import CapabilityError, ConfigError
+from annbench.errors import CapabilityError, ConfigError, DataError
 
 
 class Metric(str, enum.Enum):
@@ -135,6 +135,35 @@ def prepare_vectors(x: np.ndarray, metric: Metric) -> np.ndarray:
         norms[norms == 0] = 1.0
         out = (out / norms).astype(np.float32, copy=False)
     return out
+
+
+def as_vectors(x: np.ndarray, dim: int, owner: str) -> np.ndarray:
+    """`x` as C-contiguous float32 (a copy only if needed); DataError naming `owner` unless its shape is (n, dim)."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim != 2 or x.shape[1] != dim:
+        raise DataError(f"{owner}: expected vectors of shape (n, {dim}), got {x.shape}")
+    return x
+
+
+def as_ids(ids: np.ndarray, owner: str, n: int | None = None) -> np.ndarray:
+    """`ids` flattened to C-contiguous int64 (a copy only if needed).
+
+    DataError naming `owner` when there are not exactly `n` of them (if `n` is given) or one is
+    negative (-1 is the empty-slot marker of search results).
+    """
+    ids = np.ascontiguousarray(ids, dtype=np.int64).reshape(-1)
+    if n is not None and len(ids) != n:
+        raise DataError(f"{owner}: {n} vectors but {len(ids)} ids")
+    if len(ids) and ids.min() < 0:
+        raise DataError(f"{owner}: ids must be non-negative (-1 marks an empty result slot)")
+    return ids
+
+
+def check_k(k: int, owner: str) -> int:
+    """`k` as an int; ConfigError naming `owner` unless it is a positive integer (a bool is not)."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ConfigError(f"{owner}: k must be a positive integer, got {k!r}")
+    return int(k)
 
 
 @dataclass

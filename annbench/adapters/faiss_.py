@@ -30,36 +30,14 @@ from typing import Any
 import faiss
 import numpy as np
 
-from annbench.adapters.base import Adapter, Capabilities, Metric, Param, Support
-from annbench.errors import ConfigError, DataError
+from annbench.adapters.base import Adapter, Capabilities, Metric, Param, Support, as_ids, as_vectors, check_k
+from annbench.errors import ConfigError
 
 # faiss's own rule of thumb (Clustering.min_points_per_centroid) for a well-trained centroid.
 _POINTS_PER_LIST = 39
 # faiss subsamples k-means input above this many points per centroid anyway; sampling first saves copying.
 _SAMPLE_PER_LIST = 256
 _ENCODING = re.compile(r"^(Flat|PQ(?P<m>[1-9]\d*)(x(?P<nbits>[1-9]\d*))?|SQ(4|6|8|fp16))$")
-
-
-def _vectors(x: np.ndarray, dim: int, owner: str) -> np.ndarray:
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    if x.ndim != 2 or x.shape[1] != dim:
-        raise DataError(f"{owner}: expected vectors of shape (n, {dim}), got {x.shape}")
-    return x
-
-
-def _ids(ids: np.ndarray, owner: str, n: int | None = None) -> np.ndarray:
-    ids = np.ascontiguousarray(ids, dtype=np.int64).reshape(-1)
-    if n is not None and len(ids) != n:
-        raise DataError(f"{owner}: {n} vectors but {len(ids)} ids")
-    if len(ids) and ids.min() < 0:
-        raise DataError(f"{owner}: ids must be non-negative (-1 marks an empty result slot)")
-    return ids
-
-
-def _check_k(k: int, owner: str) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ConfigError(f"{owner}: k must be a positive integer, got {k!r}")
-    return int(k)
 
 
 def _selector(ids: np.ndarray) -> faiss.IDSelectorBatch:
@@ -95,7 +73,44 @@ class _FaissBase(Adapter):
             raise ConfigError(f"{self.name}: build() must be called first")
 
 
-class FaissFlat(_FaissBase):
+class _FaissIdIndex(_FaissBase):
+    """A faiss index that stores the caller's ids itself (`add_with_ids` / `remove_ids`).
+
+    Subclasses set `self.index` in build; add, delete, update (delete + add), search and save are
+    shared. An update is not atomic: the ids are removed, then added again with their new vectors.
+    """
+
+    index: faiss.Index | None
+
+    def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
+        self._require_built()
+        x = as_vectors(vectors, self.dim, self.name)
+        self.index.add_with_ids(x, as_ids(ids, self.name, len(x)))
+
+    def delete(self, ids: np.ndarray) -> None:
+        self._require_built()
+        ids = as_ids(ids, self.name)
+        if len(ids):
+            self.index.remove_ids(_selector(ids))
+
+    def update(self, vectors: np.ndarray, ids: np.ndarray) -> None:
+        x = as_vectors(vectors, self.dim, self.name)
+        ids = as_ids(ids, self.name, len(x))
+        self.delete(ids)
+        self.add(x, ids)
+
+    def search(self, queries: np.ndarray, k: int) -> np.ndarray:
+        self._require_built()
+        k = check_k(k, self.name)
+        _, labels = self.index.search(as_vectors(queries, self.dim, self.name), k)
+        return labels.astype(np.int64, copy=False)
+
+    def save(self, path: Path) -> int:
+        self._require_built()
+        return _write(self.index, Path(path))
+
+
+class FaissFlat(_FaissIdIndex):
     """Exact search: IndexIDMap2(IndexFlatL2 / IndexFlatIP). The recall = 1 reference."""
 
     name = "faiss-flat"
@@ -106,43 +121,16 @@ class FaissFlat(_FaissBase):
         super().__init__(metric, dim, threads, **build_params)
 
     def build(self, vectors: np.ndarray, ids: np.ndarray) -> None:
-        x = _vectors(vectors, self.dim, self.name)
-        ids = _ids(ids, self.name, len(x))
+        x = as_vectors(vectors, self.dim, self.name)
+        ids = as_ids(ids, self.name, len(x))
         flat = faiss.IndexFlat(self.dim, _faiss_metric(self.metric))
         self.index = faiss.IndexIDMap2(flat)
         # The IDMap holds a raw pointer to `flat`; this keeps the Python proxy (and the C++ object) alive.
         self._flat = flat
         self.index.add_with_ids(x, ids)
 
-    def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
-        self._require_built()
-        x = _vectors(vectors, self.dim, self.name)
-        self.index.add_with_ids(x, _ids(ids, self.name, len(x)))
 
-    def delete(self, ids: np.ndarray) -> None:
-        self._require_built()
-        ids = _ids(ids, self.name)
-        if len(ids):
-            self.index.remove_ids(_selector(ids))
-
-    def update(self, vectors: np.ndarray, ids: np.ndarray) -> None:
-        x = _vectors(vectors, self.dim, self.name)
-        ids = _ids(ids, self.name, len(x))
-        self.delete(ids)
-        self.add(x, ids)
-
-    def search(self, queries: np.ndarray, k: int) -> np.ndarray:
-        self._require_built()
-        k = _check_k(k, self.name)
-        _, labels = self.index.search(_vectors(queries, self.dim, self.name), k)
-        return labels.astype(np.int64, copy=False)
-
-    def save(self, path: Path) -> int:
-        self._require_built()
-        return _write(self.index, Path(path))
-
-
-class FaissIVF(_FaissBase):
+class FaissIVF(_FaissIdIndex):
     """Inverted file index (`IVF{nlist},{encoding}`), ids stored in the lists; never wrapped in an IDMap."""
 
     name = "faiss-ivf"
@@ -184,8 +172,8 @@ class FaissIVF(_FaissBase):
         return nlist
 
     def build(self, vectors: np.ndarray, ids: np.ndarray) -> None:
-        x = _vectors(vectors, self.dim, self.name)
-        ids = _ids(ids, self.name, len(x))
+        x = as_vectors(vectors, self.dim, self.name)
+        ids = as_ids(ids, self.name, len(x))
         if len(x) == 0:
             raise ConfigError(f"{self.name}: an IVF index must be trained; build needs at least one vector")
         if len(x) < self._pq_centroids:
@@ -226,33 +214,6 @@ class FaissIVF(_FaissBase):
         if self.index is not None:
             self.index.nprobe = min(self.search_settings["nprobe"], self.index.nlist)
 
-    def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
-        self._require_built()
-        x = _vectors(vectors, self.dim, self.name)
-        self.index.add_with_ids(x, _ids(ids, self.name, len(x)))
-
-    def delete(self, ids: np.ndarray) -> None:
-        self._require_built()
-        ids = _ids(ids, self.name)
-        if len(ids):
-            self.index.remove_ids(_selector(ids))
-
-    def update(self, vectors: np.ndarray, ids: np.ndarray) -> None:
-        x = _vectors(vectors, self.dim, self.name)
-        ids = _ids(ids, self.name, len(x))
-        self.delete(ids)
-        self.add(x, ids)
-
-    def search(self, queries: np.ndarray, k: int) -> np.ndarray:
-        self._require_built()
-        k = _check_k(k, self.name)
-        _, labels = self.index.search(_vectors(queries, self.dim, self.name), k)
-        return labels.astype(np.int64, copy=False)
-
-    def save(self, path: Path) -> int:
-        self._require_built()
-        return _write(self.index, Path(path))
-
 
 class FaissHNSW(_FaissBase):
     """IndexHNSWFlat; deletes and updates are tombstones filtered at search (faiss HNSW cannot remove)."""
@@ -275,8 +236,8 @@ class FaissHNSW(_FaissBase):
         self._filter: tuple[Any, Any] | None = None  # (IDSelectorBatch, IDSelectorNot), rebuilt lazily
 
     def build(self, vectors: np.ndarray, ids: np.ndarray) -> None:
-        x = _vectors(vectors, self.dim, self.name)
-        ids = _ids(ids, self.name, len(x))
+        x = as_vectors(vectors, self.dim, self.name)
+        ids = as_ids(ids, self.name, len(x))
         self.index = faiss.IndexHNSWFlat(self.dim, self.params["M"], _faiss_metric(self.metric))
         self.index.hnsw.efConstruction = self.params["efConstruction"]
         self._pos_ids = np.empty(max(16, len(x)), dtype=np.int64)
@@ -308,12 +269,12 @@ class FaissHNSW(_FaissBase):
 
     def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
         self._require_built()
-        x = _vectors(vectors, self.dim, self.name)
-        self._append(x, _ids(ids, self.name, len(x)))
+        x = as_vectors(vectors, self.dim, self.name)
+        self._append(x, as_ids(ids, self.name, len(x)))
 
     def delete(self, ids: np.ndarray) -> None:
         self._require_built()
-        ids = _ids(ids, self.name)
+        ids = as_ids(ids, self.name)
         for i in ids.tolist():
             pos = self._pos_of.pop(i, None)
             if pos is not None:
@@ -330,8 +291,8 @@ class FaissHNSW(_FaissBase):
 
     def search(self, queries: np.ndarray, k: int) -> np.ndarray:
         self._require_built()
-        k = _check_k(k, self.name)
-        q = _vectors(queries, self.dim, self.name)
+        k = check_k(k, self.name)
+        q = as_vectors(queries, self.dim, self.name)
         ef = max(self.search_settings["efSearch"], k)
         if self._dead:
             if self._filter is None:

@@ -25,26 +25,10 @@ from typing import Any
 import hnswlib
 import numpy as np
 
-from annbench.adapters.base import Adapter, Capabilities, Metric, Param, Support, pad_ids
-from annbench.errors import ConfigError, DataError
+from annbench.adapters.base import Adapter, Capabilities, Metric, Param, Support, as_ids, as_vectors, check_k, pad_ids
+from annbench.errors import ConfigError
 
 _GROWTH = 1.5  # resize factor; hnswlib reallocates the whole level-0 block on resize_index
-
-
-def _vectors(x: np.ndarray, dim: int, owner: str) -> np.ndarray:
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    if x.ndim != 2 or x.shape[1] != dim:
-        raise DataError(f"{owner}: expected vectors of shape (n, {dim}), got {x.shape}")
-    return x
-
-
-def _ids(ids: np.ndarray, owner: str, n: int | None = None) -> np.ndarray:
-    ids = np.ascontiguousarray(ids, dtype=np.int64).reshape(-1)
-    if n is not None and len(ids) != n:
-        raise DataError(f"{owner}: {n} vectors but {len(ids)} ids")
-    if len(ids) and ids.min() < 0:
-        raise DataError(f"{owner}: ids must be non-negative (-1 marks an empty result slot)")
-    return ids
 
 
 class Hnswlib(Adapter):
@@ -75,8 +59,8 @@ class Hnswlib(Adapter):
         return self.index
 
     def build(self, vectors: np.ndarray, ids: np.ndarray) -> None:
-        x = _vectors(vectors, self.dim, self.name)
-        ids = _ids(ids, self.name, len(x))
+        x = as_vectors(vectors, self.dim, self.name)
+        ids = as_ids(ids, self.name, len(x))
         # Cosine arrives L2-normalised, so inner product ('ip' = 1 - dot) ranks like cosine.
         space = "ip" if self.metric is Metric.COSINE else "l2"
         index = hnswlib.Index(space=space, dim=self.dim)
@@ -104,16 +88,16 @@ class Hnswlib(Adapter):
             self._deleted.difference_update(ids.tolist())  # add_items un-deletes a replaced label
 
     def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
-        x = _vectors(vectors, self.dim, self.name)
-        self._insert(x, _ids(ids, self.name, len(x)))
+        x = as_vectors(vectors, self.dim, self.name)
+        self._insert(x, as_ids(ids, self.name, len(x)))
 
     def update(self, vectors: np.ndarray, ids: np.ndarray) -> None:
-        x = _vectors(vectors, self.dim, self.name)
-        self._insert(x, _ids(ids, self.name, len(x)))
+        x = as_vectors(vectors, self.dim, self.name)
+        self._insert(x, as_ids(ids, self.name, len(x)))
 
     def delete(self, ids: np.ndarray) -> None:
         index = self._require_built()
-        for label in _ids(ids, self.name).tolist():
+        for label in as_ids(ids, self.name).tolist():
             if label in self._deleted:
                 continue
             try:
@@ -129,10 +113,8 @@ class Hnswlib(Adapter):
 
     def search(self, queries: np.ndarray, k: int) -> np.ndarray:
         index = self._require_built()
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ConfigError(f"{self.name}: k must be a positive integer, got {k!r}")
-        k = int(k)
-        q = _vectors(queries, self.dim, self.name)
+        k = check_k(k, self.name)
+        q = as_vectors(queries, self.dim, self.name)
         k_eff = min(k, self.n_live)
         if k_eff == 0 or len(q) == 0:
             return np.full((len(q), k), -1, dtype=np.int64)

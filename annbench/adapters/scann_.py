@@ -30,27 +30,11 @@ from typing import Any
 import numpy as np
 from scann.scann_ops.py import scann_ops_pybind
 
-from annbench.adapters.base import Adapter, Capabilities, Metric, Param, Support
+from annbench.adapters.base import Adapter, Capabilities, Metric, Param, Support, as_ids, as_vectors, check_k
 from annbench.errors import ConfigError, DataError
 
 _MIN_LEAF_SIZE = 50  # scann's default min_partition_size; smaller leaves give empty partitions
 _MIN_AH_POINTS = 256  # below this, asymmetric hashing (16 centroids per block) is not worth training
-
-
-def _vectors(x: np.ndarray, dim: int, owner: str) -> np.ndarray:
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    if x.ndim != 2 or x.shape[1] != dim:
-        raise DataError(f"{owner}: expected vectors of shape (n, {dim}), got {x.shape}")
-    return x
-
-
-def _ids(ids: np.ndarray, owner: str, n: int | None = None) -> np.ndarray:
-    ids = np.ascontiguousarray(ids, dtype=np.int64).reshape(-1)
-    if n is not None and len(ids) != n:
-        raise DataError(f"{owner}: {n} vectors but {len(ids)} ids")
-    if len(ids) and ids.min() < 0:
-        raise DataError(f"{owner}: ids must be non-negative (-1 marks an empty result slot)")
-    return ids
 
 
 def _folder_size(folder: Path) -> int:
@@ -99,8 +83,8 @@ class Scann(Adapter):
         return leaves
 
     def build(self, vectors: np.ndarray, ids: np.ndarray) -> None:
-        x = _vectors(vectors, self.dim, self.name)
-        ids = _ids(ids, self.name, len(x))
+        x = as_vectors(vectors, self.dim, self.name)
+        ids = as_ids(ids, self.name, len(x))
         if len(x) == 0:
             raise ConfigError(f"{self.name}: build needs at least one vector")
         cosine = self.metric is Metric.COSINE
@@ -151,8 +135,8 @@ class Scann(Adapter):
 
     def _upsert(self, vectors: np.ndarray, ids: np.ndarray) -> None:
         searcher = self._require_built()
-        x = _vectors(vectors, self.dim, self.name)
-        ids = _ids(ids, self.name, len(x))
+        x = as_vectors(vectors, self.dim, self.name)
+        ids = as_ids(ids, self.name, len(x))
         if len(ids) == 0:
             return
         if len(np.unique(ids)) != len(ids):
@@ -175,7 +159,7 @@ class Scann(Adapter):
     def delete(self, ids: np.ndarray) -> None:
         searcher = self._require_built()
         known = searcher.docid_to_id
-        docids = [d for d in dict.fromkeys(str(i) for i in _ids(ids, self.name).tolist()) if d in known]
+        docids = [d for d in dict.fromkeys(str(i) for i in as_ids(ids, self.name).tolist()) if d in known]
         if not docids:
             return
         # The wrapper moves the last datapoint into each hole, one docid at a time; mirror that here.
@@ -192,10 +176,8 @@ class Scann(Adapter):
 
     def search(self, queries: np.ndarray, k: int) -> np.ndarray:
         searcher = self._require_built()
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ConfigError(f"{self.name}: k must be a positive integer, got {k!r}")
-        k = int(k)
-        q = _vectors(queries, self.dim, self.name)
+        k = check_k(k, self.name)
+        q = as_vectors(queries, self.dim, self.name)
         if len(q) == 0 or self._size == 0:
             return np.full((len(q), k), -1, dtype=np.int64)
         pre = max(self.search_settings["reorder"], k) if self.num_leaves else -1
