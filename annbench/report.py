@@ -210,6 +210,29 @@ def _group_label(name: str, policy: str, multi_policy: bool) -> str:
     return f"{name} · {policy}" if multi_policy else name
 
 
+def _plot_group(ax: Any, xs: np.ndarray, ys: np.ndarray, front: np.ndarray, policy: str, colour: Any,
+                label: str | None, *, linewidth: float, gid: str, points: dict[str, int],
+                label_dominated: bool) -> None:
+    """Draw one (index, policy) group: its Pareto front (indices `front`) as a line, the rest faint.
+
+    `gid` is a format string with one `{}`, filled with "front" or "dominated" to name each drawn
+    artist; `points` records under that name how many points it holds. `label` goes on the front
+    line, and on the dominated points when the group has no front and `label_dominated` is set.
+    """
+    on = np.zeros(len(xs), bool)
+    on[front] = True
+    mk = POLICY_MARKER.get(policy, "o")
+    if on.any():
+        ax.plot(_clip_recall(xs[front]), ys[front], linestyle=POLICY_LINE.get(policy, "-"), marker=mk,
+                color=colour, markersize=6, linewidth=linewidth, label=label, gid=gid.format("front"))
+        points[gid.format("front")] = int(on.sum())
+    if (~on).any():
+        ax.plot(_clip_recall(xs[~on]), ys[~on], linestyle="none", marker=mk, color=colour, alpha=0.28,
+                markersize=5, label=label if label_dominated and not on.any() else None,
+                gid=gid.format("dominated"))
+        points[gid.format("dominated")] = int((~on).sum())
+
+
 # --- recall vs cost (Pareto) --------------------------------------------------------------------------
 def fig_pareto(configs: Sequence[Config], cost: str, context: str, winner: Config | None = None,
                cons: Constraints | None = None) -> tuple[Any, dict[str, int]]:
@@ -232,18 +255,8 @@ def fig_pareto(configs: Sequence[Config], cost: str, context: str, winner: Confi
         ys = np.array([value(c) for c in group])
         # lower is better for the front: QPS is turned into seconds per query
         front = metrics.pareto_front(xs, ys if cost != "qps" else 1.0 / ys)
-        on = np.zeros(len(group), bool)
-        on[front] = True
-        col, mk = colours[name], POLICY_MARKER.get(policy, "o")
-        label = _group_label(name, policy, multi)
-        if on.any():
-            ax.plot(_clip_recall(xs[front]), ys[front], linestyle=POLICY_LINE.get(policy, "-"), marker=mk,
-                    color=col, markersize=6, linewidth=1.4, label=label, gid=f"front-{gi}")
-            points[f"front-{gi}"] = int(on.sum())
-        if (~on).any():
-            ax.plot(_clip_recall(xs[~on]), ys[~on], linestyle="none", marker=mk, color=col, alpha=0.28,
-                    markersize=5, label=None if on.any() else label, gid=f"dominated-{gi}")
-            points[f"dominated-{gi}"] = int((~on).sum())
+        _plot_group(ax, xs, ys, front, policy, colours[name], _group_label(name, policy, multi), linewidth=1.4,
+                    gid=f"{{}}-{gi}", points=points, label_dominated=True)
     ax.set_yscale("log")
     _plain_log(ax.yaxis)
     _logit_axis(ax, [c.worst_recall for c in configs])
@@ -294,18 +307,9 @@ def fig_memory(configs: Sequence[Config], context: str) -> tuple[Any, dict[str, 
             floored += int(np.sum(raw < floor))
             ys = np.maximum(raw, floor) / 2**20
             front = metrics.pareto_front(xs, ys)
-            on = np.zeros(len(group), bool)
-            on[front] = True
-            col, mk = colours[name], POLICY_MARKER.get(policy, "o")
             label = _group_label(name, policy, multi) if ai == 0 else None
-            if on.any():
-                ax.plot(_clip_recall(xs[front]), ys[front], linestyle=POLICY_LINE.get(policy, "-"), marker=mk,
-                        color=col, markersize=6, linewidth=1.3, label=label, gid=f"mem{ai}-front-{gi}")
-                points[f"mem{ai}-front-{gi}"] = int(on.sum())
-            if (~on).any():
-                ax.plot(_clip_recall(xs[~on]), ys[~on], linestyle="none", marker=mk, color=col, alpha=0.28,
-                        markersize=5, gid=f"mem{ai}-dominated-{gi}")
-                points[f"mem{ai}-dominated-{gi}"] = int((~on).sum())
+            _plot_group(ax, xs, ys, front, policy, colours[name], label, linewidth=1.3, gid=f"mem{ai}-{{}}-{gi}",
+                        points=points, label_dominated=False)
         ax.set_yscale("log")
         _plain_log(ax.yaxis)
         _logit_axis(ax, [c.worst_recall for c in configs])
