@@ -3,8 +3,9 @@
 Owns the one recipe the writers of result JSON, saved datasets, the ground-truth cache and check
 baselines share: write to a temp file in the target's own folder (so the rename never crosses a
 filesystem), fsync it, then `os.replace` it over the target. On any exception, KeyboardInterrupt
-included, the temp file is removed and the target is left as it was. The finished file keeps
-`tempfile.mkstemp`'s owner-only permissions (0600).
+included, the temp file is removed and the target is left as it was. The finished file gets the
+permissions a plain `open()` would give it (0666 less the umask), not mkstemp's owner-only 0600, so
+results and reports in a shared folder stay readable by the team.
 """
 
 from __future__ import annotations
@@ -36,7 +37,14 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
             os.fsync(fd)
         finally:
             os.close(fd)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only portable way to read it is to set it, then put it back
+    os.umask(mask)
+    return mask
