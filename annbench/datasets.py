@@ -42,6 +42,7 @@ boundary.
 from __future__ import annotations
 
 import hashlib
+import math
 import struct
 import zipfile
 from collections.abc import Iterator
@@ -299,7 +300,7 @@ def _read_npy(path: Path, what: str, integer: bool = False) -> np.ndarray:
     except OSError as exc:
         raise _fail(path, f"cannot read ({exc.strerror or exc})") from None
     _check_npy_dtype(dtype, path, what, integer)
-    need = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    need = offset + math.prod(shape) * dtype.itemsize
     if size < need:
         raise _fail(path, f"truncated: header promises shape {shape} ({need} bytes) but the file has {size}")
     if not integer and len(shape) != 2:
@@ -420,7 +421,7 @@ def _h5_array(path: Path, ds: Any, key: str) -> np.ndarray:
         except (OSError, ValueError, RuntimeError):
             offset = None
     if offset is not None:
-        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        nbytes = math.prod(shape) * dtype.itemsize
         if offset + nbytes > _file_size(path):
             raise _fail(path, f"dataset {key!r} runs past the end of the file (truncated HDF5)")
         return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
