@@ -48,6 +48,11 @@ def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bo
     seen: set[Any] = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
+        try:
+            hash(key)
+        except TypeError:  # `? [a, b]: c` is valid YAML, but no scenario key is a list or a mapping
+            raise ConfigError(f"a mapping key at line {key_node.start_mark.line + 1} is a {type(key).__name__}; "
+                              "keys must be plain names") from None
         if key in seen:
             raise ConfigError(f"duplicate key {key!r} at line {key_node.start_mark.line + 1}")
         seen.add(key)
@@ -329,19 +334,28 @@ def _dataset_section(sec: _Section, scale: float, override: str | None, base_dir
     params = dict(sec.section("params", {}).data)
     sec.used.add("params")
     sec.finish()
-    for key, val in params.items():
-        if isinstance(val, bool) or not isinstance(val, (int, float)):
-            raise ConfigError(f"{sec.path}: dataset.params.{key} must be a number, got {val!r}")
-    if dim is not None:
-        # the generator's dimension is known without generating anything: check it here
-        from annbench import catalog
+    from annbench import catalog
 
-        made = params.get("dim", inspect.signature(catalog.generate).parameters["dim"].default)
-        if made != dim:
-            raise sec.fail("dim", f"is {dim} but the catalog generator makes {made}-dim vectors "
-                                  f"(dataset.params.dim); make them equal")
+    defaults = {k: v.default for k, v in inspect.signature(catalog.generate).parameters.items()}
+    for key, val in params.items():
+        if key not in defaults or key == "perturbation_mix":
+            known = ", ".join(k for k in defaults if k != "perturbation_mix")
+            raise ConfigError(f"{sec.path}: dataset.params.{key} is not a catalog parameter; known: {known}")
+        if isinstance(val, bool) or not isinstance(val, (int, float)) or not math.isfinite(val):
+            raise ConfigError(f"{sec.path}: dataset.params.{key} must be a finite number, got {val!r}")
+    made = params.get("dim", defaults["dim"])
+    if dim is not None and made != dim:
+        # the generator's dimension is known without generating anything: check it here
+        raise sec.fail("dim", f"is {dim} but the catalog generator makes {made}-dim vectors "
+                              f"(dataset.params.dim); make them equal")
+    n = params.get("n", defaults["n"]) * scale
+    if n * max(made, 1) * 4 > _ram_bytes():
+        # a typo (n: 1e12) would otherwise end in a MemoryError deep inside the generator
+        raise ConfigError(f"{sec.path}: dataset.params n={n:.0f} × dim={made} needs {n * made * 4 / 2**30:.0f} GiB "
+                          f"of float32, more than this machine's {_ram_bytes() / 2**30:.0f} GiB of RAM")
     if "n" in params:
-        params["n"] = max(1, int(round(params["n"] * scale)))
+        # a non-positive n is left as is for the generator to refuse, not rounded up to 1
+        params["n"] = max(1, int(round(params["n"] * scale))) if params["n"] > 0 else params["n"]
     elif scale != 1.0:
         params["scale"] = scale
     out = {"name": name, "params": params}
@@ -359,6 +373,12 @@ def check_dataset_dim(sc: Scenario, dim: int, source: str) -> None:
     if expected is not None and int(dim) != int(expected):
         raise ConfigError(f"{sc.path}: dataset.dim is {expected} but {source} holds {dim}-dim vectors; "
                           "use embeddings of that dimension or change dataset.dim")
+
+
+def _ram_bytes() -> int:
+    import psutil
+
+    return int(psutil.virtual_memory().total)
 
 
 def _rel(raw: str, base_dir: Path) -> Path:
