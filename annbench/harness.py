@@ -35,7 +35,7 @@ import annbench
 from annbench import adapters, results
 from annbench.adapters.base import Metric, prepare_vectors
 from annbench.errors import ConfigError
-from annbench.scenarios import RunSpec, Scenario, op_log
+from annbench.scenarios import RunSpec, Scenario, check_dataset_dim, op_log
 
 BLOCK_ROWS = 65_536  # rows copied at a time when materialising a dataset: bounded memory at any n
 
@@ -92,6 +92,7 @@ def prepare(sc: Scenario, cache_dir: Path, progress: Callable[[str], None] = lam
     from annbench import datasets
 
     ds = open_scenario_dataset(sc)
+    check_dataset_dim(sc, ds.dim, ds.source)
     if ds.queries is None or len(ds.queries) == 0:
         raise ConfigError(f"dataset {ds.source} has no queries; pass queries with the dataset")
     metric = resolve_metric(sc, ds)
