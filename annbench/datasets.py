@@ -306,7 +306,10 @@ def _read_npy(path: Path, what: str, integer: bool = False) -> np.ndarray:
     if not integer and len(shape) != 2:
         raise _fail(path, f"{what} must be a 2-D array (rows × dims), got shape {shape}")
     if 0 in shape:
-        return np.zeros(shape, dtype=dtype)
+        try:
+            return np.zeros(shape, dtype=dtype)
+        except ValueError:  # e.g. (0, 2**61): no values, yet a shape numpy refuses to describe
+            raise _fail(path, f"{what} are empty (shape {shape}); at least 1 row and 1 dim are required") from None
     arr = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
     return arr if integer else _to_float32(arr, path, what)
 
