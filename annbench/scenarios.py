@@ -40,8 +40,21 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,80}$")
 
 
 # --- YAML loading that refuses duplicate keys ------------------------------------------------------
+# what PyYAML's safe constructors raise on a bad tagged scalar (`!!int abc`, `!!int `, `!!bool x`,
+# `!!timestamp 2001-13-45`, `!!map [1]`) instead of a YAMLError
+_CONSTRUCTOR_ERRORS = (ValueError, TypeError, IndexError, KeyError, OverflowError)
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
-    pass
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except _CONSTRUCTOR_ERRORS as e:
+            what = repr(node.value)[:40] if isinstance(node, yaml.ScalarNode) else f"a {node.id}"
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{tag} cannot be made from {what} ({e.__class__.__name__}: {e})", node.start_mark
+            ) from None
 
 
 def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
@@ -76,7 +89,11 @@ def read_yaml(path: Path) -> Any:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"{path}: malformed YAML{where}: {problem}") from None
+        raise ConfigError(f"{path}: malformed YAML{where}: {' '.join(str(problem).split())}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: malformed YAML: nested too deeply") from None
+    except _CONSTRUCTOR_ERRORS as e:  # raised outside construct_object, e.g. by a collection's constructor
+        raise ConfigError(f"{path}: malformed YAML: {e.__class__.__name__}: {' '.join(str(e).split())}") from None
 
 
 # --- the validated model ---------------------------------------------------------------------------
@@ -233,6 +250,9 @@ def _grid(value: Any, where: str, path: str) -> list[dict[str, Any]]:
             item = {}
         if not isinstance(item, Mapping):
             raise ConfigError(f"{path}: {where} must be a mapping or a list of mappings, got {item!r}")
+        names = [k for k in item if not isinstance(k, str)]
+        if names:
+            raise ConfigError(f"{path}: {where} has the parameter name {names[0]!r}; parameter names are strings")
         keys = list(item)
         values = [v if isinstance(v, list) else [v] for v in item.values()]
         for combo in itertools.product(*values):
