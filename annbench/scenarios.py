@@ -37,6 +37,7 @@ POLICIES = ("native", "tombstone", "rebuild")
 DELETE_RULES = ("oldest", "random", "product")
 QUERY_RULES = ("drop", "keep")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,80}$")
+_FILE_KEYS = ("path", "queries", "labels", "query_labels")  # dataset keys naming files, not content
 
 
 # --- YAML loading that refuses duplicate keys ------------------------------------------------------
@@ -155,7 +156,12 @@ class Scenario:
         """
         payload = {key: val for key, val in self.raw.items() if key not in ("indexes", "description", "policies")}
         payload["_scale"] = self.scale
-        payload["_dataset"] = self.dataset
+        # Where the files are is not part of the workload (the dataset's content hash is recorded apart),
+        # and a path resolved against the scenario's folder changed with how the scenario was named
+        # (tiny.yaml vs /abs/tiny.yaml), so a resumed sweep redid and overwrote finished runs.
+        if isinstance(payload.get("dataset"), Mapping):
+            payload["dataset"] = {k: v for k, v in payload["dataset"].items() if k not in _FILE_KEYS}
+        payload["_dataset"] = {k: v for k, v in self.dataset.items() if k not in _FILE_KEYS}
         blob = json.dumps(payload, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()
 
