@@ -202,6 +202,7 @@ CASES = [
      "results folder blocker/results is not writable"),
     # names that could escape the project
     ("scenario-name-dotdot", cli("run", "--scenario", ".."), "'..' is not a plain name"),
+    ("scenario-path-dotdot", cli("run", "--scenario", "../x"), "scenario file '../x' does not exist"),
     ("scenario-name-escapes", run(name="../../evil"), "name '../../evil' must be letters"),
     ("dataset-name-escapes", run(dataset={"name": "../etc"}), "dataset.name is '../etc'; allowed: catalog"),
     # results and baselines
