@@ -54,13 +54,21 @@ def _wait_for_results(out: Path, count: int, proc: subprocess.Popen, limit_s: fl
         time.sleep(0.05)
 
 
-def _replay_children(out: Path) -> list[psutil.Process]:
-    found = []
-    for p in psutil.process_iter(["cmdline"]):
-        cmd = " ".join(p.info["cmdline"] or [])
-        if "annbench.replay" in cmd:
-            found.append(p)
+def _children(proc: subprocess.Popen) -> list[psutil.Process]:
+    """The sweep's run processes (taken before it is signalled: afterwards they would be orphans).
+
+    Waits for a run to be under way, so the test really kills the sweep in the middle of one.
+    """
+    deadline = time.monotonic() + 30
+    while not (found := psutil.Process(proc.pid).children(recursive=True)):
+        assert time.monotonic() < deadline, "no run process appeared"
+        time.sleep(0.01)
     return found
+
+
+def _alive(procs: list[psutil.Process]) -> list[psutil.Process]:
+    gone, alive = psutil.wait_procs(procs, timeout=5)
+    return [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
 
 
 def test_sigkill_then_rerun_loses_nothing_and_redoes_nothing(tmp_path: Path, scenario_file) -> None:
@@ -68,10 +76,10 @@ def test_sigkill_then_rerun_loses_nothing_and_redoes_nothing(tmp_path: Path, sce
     out = tmp_path / "res"
     proc = _start(scenario, out)
     _wait_for_results(out, 2, proc)
+    runs = _children(proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    time.sleep(0.5)
-    assert not _replay_children(out), "a run's process outlived the killed sweep"
+    assert not _alive(runs), "a run's process outlived the killed sweep"
     finished = {p: p.read_bytes() for p in (out / "small").glob("*.json")}
     assert 2 <= len(finished) < 6
     # nothing half-written where a loader would read it
@@ -93,14 +101,14 @@ def test_ctrl_c_stops_cleanly_says_what_finished_and_exits_130(tmp_path: Path, s
     out = tmp_path / "res"
     proc = _start(scenario, out)
     _wait_for_results(out, 1, proc)
+    runs = _children(proc)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "interrupted" in err and "finished this time and are saved" in err
     assert "Traceback" not in err
     assert results.load_dir(out).bad == []
-    time.sleep(0.3)
-    assert not _replay_children(out)
+    assert not _alive(runs)
 
 
 @pytest.mark.skipif(not hasattr(os, "killpg"), reason="POSIX process groups")
