@@ -41,8 +41,13 @@ def main() -> None:
 
 # --- run ---------------------------------------------------------------------------------------------
 @main.command()
-@click.option("--scenario", "scenario_spec", required=True,
+@click.option("--scenario", "scenario_spec", default=None,
               help="A scenario name from --configs (e.g. reseller_daily_updates) or a path to a YAML file.")
+@click.option("--runbook", "runbook_path", type=click.Path(path_type=Path), default=None,
+              help="Replay a big-ann-benchmarks streaming runbook (YAML) on --dataset: with --scenario, as that "
+                   "scenario's timeline; alone, with the --indexes families [default: hnswlib,usearch,voyager].")
+@click.option("--runbook-dataset", "runbook_key", default=None,
+              help="The runbook's dataset key, when its file holds several.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("results"), show_default=True,
               help="Results folder; each run writes <out>/<scenario>/<run>.json.")
 @click.option("--configs", "configs_dir", type=click.Path(path_type=Path), default=Path("configs/scenarios"),
@@ -56,9 +61,9 @@ def main() -> None:
               help="Kill a run whose process RSS exceeds this many GiB (recorded as failed).")
 @click.option("--cache", "cache_dir", type=click.Path(path_type=Path), default=None,
               help="Cache for materialised datasets and ground truth [default: <out>/.cache].")
-def run(scenario_spec: str, out_dir: Path, configs_dir: Path, dataset_path: str | None, scale: float,
-        indexes: str | None, force: bool, retry_failed: bool, max_memory_gb: float | None,
-        cache_dir: Path | None) -> None:
+def run(scenario_spec: str | None, runbook_path: Path | None, runbook_key: str | None, out_dir: Path,
+        configs_dir: Path, dataset_path: str | None, scale: float, indexes: str | None, force: bool,
+        retry_failed: bool, max_memory_gb: float | None, cache_dir: Path | None) -> None:
     """Run a scenario: every index configuration × policy, each in its own process."""
     from tqdm import tqdm
 
@@ -67,8 +72,22 @@ def run(scenario_spec: str, out_dir: Path, configs_dir: Path, dataset_path: str 
 
     if max_memory_gb is not None and not max_memory_gb > 0:
         raise ConfigError(f"--max-memory-gb must be a positive number, got {max_memory_gb}")
-    path = resolve_scenario_path(scenario_spec, configs_dir)
     wanted = [s.strip() for s in indexes.split(",") if s.strip()] if indexes else None
+    if runbook_path is not None:
+        from annbench import runbook
+
+        # every run's process re-reads its scenario, so the runbook's becomes a file (annbench.runbook)
+        base = resolve_scenario_path(scenario_spec, configs_dir) if scenario_spec else None
+        path = runbook.write_scenario(runbook_path, (cache_dir or out_dir / ".cache") / "runbooks",
+                                      dataset=dataset_path, key=runbook_key, scenario=base,
+                                      families=None if base else wanted)
+        dataset_path, wanted = None, (wanted if base else None)
+    elif scenario_spec is None:
+        raise ConfigError("give --scenario NAME or --runbook FILE.yaml")
+    else:
+        if runbook_key is not None:
+            raise ConfigError("--runbook-dataset needs --runbook")
+        path = resolve_scenario_path(scenario_spec, configs_dir)
     sc = load_scenario(path, scale=scale, dataset_path=dataset_path, indexes=wanted)
     results.ensure_writable(out_dir)
     t0 = time.perf_counter()

@@ -124,6 +124,7 @@ class Timeline:
     update_fraction: float = 0.0
     delete_rule: str = "oldest"
     sizes: tuple[int, ...] = ()  # static: catalog sizes, one run each
+    runbook: Any = None  # a big-ann runbook (annbench.runbook.Runbook) replayed as this daily timeline
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,9 @@ class Scenario:
         if isinstance(payload.get("dataset"), Mapping):
             payload["dataset"] = {k: v for k, v in payload["dataset"].items() if k not in _FILE_KEYS}
         payload["_dataset"] = {k: v for k, v in self.dataset.items() if k not in _FILE_KEYS}
+        if self.timeline.runbook is not None:  # the runbook's content is the workload, not where it lies
+            payload["timeline"] = {k: v for k, v in payload["timeline"].items() if k != "path"}
+            payload["_runbook"] = self.timeline.runbook.sha256
         blob = json.dumps(payload, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()
 
@@ -413,7 +417,11 @@ def _rel(raw: str, base_dir: Path) -> Path:
 
 
 def _timeline_section(sec: _Section, scale: float) -> Timeline:
-    kind = sec.get("kind", str, "static", choices=("static", "daily"))
+    kind = sec.get("kind", str, "static", choices=("static", "daily", "runbook"))
+    if kind == "runbook":  # a big-ann-benchmarks streaming runbook (annbench.runbook)
+        from annbench import runbook
+
+        return runbook.timeline_section(sec)
     if kind == "static":
         sizes = sec.get("sizes", list, [])
         out = []
@@ -521,6 +529,10 @@ def op_log(sc: Scenario, base_ids: np.ndarray, base_labels: np.ndarray | None,
     vectors, k larger than the live set at some search step, a delete of more than is live, no query
     left.
     """
+    if sc.timeline.runbook is not None:
+        from annbench import runbook
+
+        return runbook.op_log(sc, base_ids, base_labels, query_labels, nq, size)
     n = len(base_ids)
     rng = np.random.default_rng(sc.seed)
     q_all = np.arange(min(nq, sc.n_queries) if sc.n_queries else nq)
