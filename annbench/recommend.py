@@ -10,7 +10,10 @@ The rules, chosen so a recommendation holds on the worst day rather than on aver
 - memory is the index's own: steady RSS after build minus the run's RSS before the build;
 - configurations are only compared within one *workload* (same scenario, dataset and catalog size):
   a latency at 10k vectors says nothing about one at 1M, so each workload gets its own verdict;
-- a failed or timed-out run is a rejected configuration, with its error as the reason.
+- a failed or timed-out run is a rejected configuration, with its error as the reason;
+- `--min-qps` is throughput as a service sees it, single queries from client threads: at each step that
+  measured concurrency (`search.concurrency`), the best level's QPS among the levels whose p99 under that
+  load stays within `--max-p99-ms` (when given); a run that measured none is one client, 1000 / mean ms.
 """
 
 from __future__ import annotations
@@ -30,6 +33,20 @@ _GB = 1e9
 
 
 @dataclass(frozen=True)
+class LevelFigures:
+    """One concurrency level of one search step: T client threads issuing single queries (`search.concurrency`)."""
+
+    threads: int
+    qps: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    cpu_utilisation: float  # process CPU time ÷ wall time: cores busy
+    batch_qps: float  # beside it: one call with every query, the library's own threads at T
+    free_cores: float = math.nan  # control measured just before: GIL-free work in T threads ÷ in one
+
+
+@dataclass(frozen=True)
 class StepFigures:
     """One search setting's figures at one search step (a day, or the single step of a static run)."""
 
@@ -43,6 +60,18 @@ class StepFigures:
     p99_ms: float
     qps: float
     leaks: int
+    mean_ms: float = math.nan  # mean single-query latency: 1000/mean_ms is what one client gets
+    concurrency: tuple[LevelFigures, ...] = ()  # when the scenario measured concurrency at this step
+
+    def serving_qps(self, max_p99_ms: float | None = None) -> tuple[float, int]:
+        """(QPS, client threads) of the best concurrency level, among those with p99 ≤ `max_p99_ms` when
+        given; a step without concurrency levels is one client sending single queries, one after another."""
+        if not self.concurrency:
+            ok = max_p99_ms is None or self.p99_ms <= max_p99_ms
+            return (1000.0 / self.mean_ms if ok and self.mean_ms > 0 else 0.0), 1
+        fine = [lv for lv in self.concurrency if max_p99_ms is None or lv.p99_ms <= max_p99_ms]
+        best = max(fine, key=lambda lv: lv.qps, default=None)
+        return (best.qps, best.threads) if best is not None else (0.0, 0)
 
 
 @dataclass(frozen=True)
@@ -116,6 +145,27 @@ class Config:
     def total_leaks(self) -> int:
         return sum(s.leaks for s in self.steps)
 
+    @property
+    def concurrency_levels(self) -> list[int]:
+        """Client thread counts measured at some search step (`search.concurrency`), ascending."""
+        return sorted({lv.threads for s in self.steps for lv in s.concurrency})
+
+    def worst_level(self, threads: int) -> LevelFigures | None:
+        """One level's worst figures over the steps that measured it (lowest QPS, highest latency, as
+        everywhere else), or None when no step did."""
+        levels = [lv for s in self.steps for lv in s.concurrency if lv.threads == threads]
+        if not levels:
+            return None
+        return LevelFigures(threads, min(lv.qps for lv in levels), max(lv.p50_ms for lv in levels),
+                            max(lv.p95_ms for lv in levels), max(lv.p99_ms for lv in levels),
+                            min(lv.cpu_utilisation for lv in levels), min(lv.batch_qps for lv in levels),
+                            min(lv.free_cores for lv in levels))
+
+    def qps_steps(self) -> tuple[StepFigures, ...]:
+        """The steps `--min-qps` is judged on: those that measured concurrency, else every step."""
+        measured = tuple(s for s in self.steps if s.concurrency)
+        return measured or self.steps
+
     def build_text(self) -> str:
         return params_text(self.build_params)
 
@@ -186,7 +236,8 @@ def configurations(runs: Iterable[dict[str, Any]]) -> tuple[list[Config], list[F
                     day=int(step.get("day") or 0), live=int(step.get("live") or 0),
                     queries=int(step.get("count") or 0), recall=float(s["recall"]),
                     hit_at_k=s.get("hit_at_k"), p_at_k=s.get("p_at_k"), p50_ms=_num(lat.get("p50")),
-                    p99_ms=_num(lat.get("p99")), qps=_num(s.get("qps")), leaks=int(s.get("leaks") or 0)))
+                    p99_ms=_num(lat.get("p99")), qps=_num(s.get("qps")), leaks=int(s.get("leaks") or 0),
+                    mean_ms=_num(lat.get("mean")), concurrency=_levels(s.get("concurrency"))))
         mem = run.get("memory") or {}
         build_s = sum(_num(st.get("seconds"), 0.0) for st in run["steps"] if st["op"] == "build")
         for key, steps in per_setting.items():
@@ -200,6 +251,21 @@ def configurations(runs: Iterable[dict[str, Any]]) -> tuple[list[Config], list[F
     return configs, failures
 
 
+def _levels(raw: Any) -> tuple[LevelFigures, ...]:
+    """The `concurrency` list of a search setting (annbench.concurrency.measure_levels) as LevelFigures."""
+    out = []
+    for lv in raw if isinstance(raw, list) else []:
+        if not isinstance(lv, dict) or not isinstance(lv.get("threads"), int):
+            continue
+        lat = lv.get("latency_ms") or {}
+        out.append(LevelFigures(threads=lv["threads"], qps=_num(lv.get("qps")), p50_ms=_num(lat.get("p50")),
+                                p95_ms=_num(lat.get("p95")), p99_ms=_num(lat.get("p99")),
+                                cpu_utilisation=_num(lv.get("cpu_utilisation")),
+                                batch_qps=_num((lv.get("batch") or {}).get("qps")),
+                                free_cores=_num(lv.get("free_cores"))))
+    return tuple(sorted(out, key=lambda lv: lv.threads))
+
+
 # --- constraints and the verdict ---------------------------------------------------------------------
 @dataclass(frozen=True)
 class Constraints:
@@ -208,6 +274,7 @@ class Constraints:
     max_memory_gb: float | None = None
     needs_updates: bool = False
     minimise: str = "latency"
+    min_qps: float | None = None
 
     def validate(self) -> Constraints:
         """Raise ConfigError (exit 2) on a value no configuration could be measured against."""
@@ -217,6 +284,8 @@ class Constraints:
             raise ConfigError(f"--max-p99-ms must be > 0, got {self.max_p99_ms:g}")
         if self.max_memory_gb is not None and not self.max_memory_gb > 0:
             raise ConfigError(f"--max-memory-gb must be > 0, got {self.max_memory_gb:g}")
+        if self.min_qps is not None and not (self.min_qps > 0 and math.isfinite(self.min_qps)):
+            raise ConfigError(f"--min-qps must be a positive number, got {self.min_qps:g}")
         if self.minimise not in MINIMISE:
             raise ConfigError(f"--minimise must be one of {', '.join(MINIMISE)}, got {self.minimise!r}")
         return self
@@ -226,6 +295,10 @@ class Constraints:
         out = [f"recall{at} ≥ {self.min_recall:g} on every search step"]
         if self.max_p99_ms is not None:
             out.append(f"p99 latency ≤ {self.max_p99_ms:g} ms on every search step")
+        if self.min_qps is not None:
+            under = f" with p99 ≤ {self.max_p99_ms:g} ms under that load" if self.max_p99_ms is not None else ""
+            out.append(f"≥ {self.min_qps:g} QPS from single-query client threads{under}, at the best concurrency "
+                       "level measured, on every step that measured concurrency (one client when none did)")
         if self.max_memory_gb is not None:
             out.append(f"index memory ≤ {self.max_memory_gb:g} GB (steady RSS − RSS before build)")
         if self.needs_updates:
@@ -272,6 +345,15 @@ def first_failure(c: Config, cons: Constraints) -> str | None:
         for s in c.steps:
             if not s.p99_ms <= cons.max_p99_ms:
                 return f"p99 {s.p99_ms:.3g} ms > {cons.max_p99_ms:g} ms on {what} {s.day}"
+    if cons.min_qps is not None:
+        for s in c.qps_steps():
+            got, threads = s.serving_qps(cons.max_p99_ms)
+            if not got >= cons.min_qps:
+                how = (f"best of {len(s.concurrency)} concurrency level(s)" if s.concurrency
+                       else "1 client; no concurrency measured")
+                if cons.max_p99_ms is not None:
+                    how += f", p99 ≤ {cons.max_p99_ms:g} ms" + ("" if threads else ": no level keeps it")
+                return f"QPS {got:,.0f} < {cons.min_qps:g} on {what} {s.day} ({how})"
     if cons.max_memory_gb is not None and not c.index_bytes <= cons.max_memory_gb * _GB:
         return f"index memory {c.index_bytes / _GB:.3g} GB > {cons.max_memory_gb:g} GB"
     if cons.needs_updates and c.workload.timeline != "daily":
@@ -323,7 +405,7 @@ class Recommendation:
 
 
 def _reason_kind(reason: str) -> str:
-    for kind in ("recall", "p99", "memory", "updates"):
+    for kind in ("QPS", "recall", "p99", "memory", "updates"):
         if kind in reason:
             return kind
     return "other"
@@ -490,6 +572,10 @@ def constraint_options(func: Any) -> Any:
                      help="Highest single-query p99 latency (ms) allowed at any search step [default: no limit]."),
         click.option("--max-memory-gb", type=float, default=None,
                      help="Largest index memory (steady RSS − RSS before build), GB [default: no limit]."),
+        click.option("--min-qps", type=float, default=None,
+                     help="Lowest throughput allowed at any step: QPS of single-query client threads at the best "
+                          "concurrency level measured (with p99 within --max-p99-ms when given); one client when "
+                          "the scenario measured no concurrency [default: no limit]."),
         click.option("--needs", type=click.Choice(["updates"]), default=None,
                      help="'updates': only configurations that served every day of a daily (update) scenario."),
         click.option("--minimise", "--minimize", "minimise", type=click.Choice(MINIMISE), default="latency",
@@ -502,7 +588,7 @@ def constraint_options(func: Any) -> Any:
 
 
 def constraints_from_options(min_recall: float, max_p99_ms: float | None, max_memory_gb: float | None,
-                             needs: str | None, minimise: str) -> Constraints:
+                             needs: str | None, minimise: str, min_qps: float | None = None) -> Constraints:
     """Constraints from the options above; ConfigError (exit 2) when a value is out of range."""
     return Constraints(min_recall=min_recall, max_p99_ms=max_p99_ms, max_memory_gb=max_memory_gb,
-                       needs_updates=needs == "updates", minimise=minimise).validate()
+                       needs_updates=needs == "updates", minimise=minimise, min_qps=min_qps).validate()

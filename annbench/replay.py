@@ -93,7 +93,15 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             for info in __import__("threadpoolctl").threadpool_info()
         ]
         search_i = 0
-        for op in ops:
+        ingested: set[int] = set()
+        for i, op in enumerate(ops):
+            if _concurrent_day(sc, op):
+                # the day's deletes, inserts and updates, applied together while clients search
+                if op.day not in ingested:
+                    ingested.add(op.day)
+                    out["steps"].append(_ingest_step(sc, metric, policy, ops, i, spec["search_grid"], queries_all,
+                                                     pool))
+                continue
             if op.kind == "search":
                 t0 = time.perf_counter()
                 if policy.maintain(op.day):
@@ -120,6 +128,23 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             if op.kind == "build":
                 out["memory"] = _build_memory(policy, queries_all, sc.k, rss_before, peak_reset)
     return out
+
+
+def _concurrent_day(sc: Any, op: Op) -> bool:
+    cu = sc.timeline.concurrent_updates
+    return cu is not None and op.kind in ("delete", "insert", "update") and cu.applies(op.day)
+
+
+def _ingest_step(sc: Any, metric: Metric, policy: Policy, ops: list[Op], i: int, grid: list[dict[str, Any]],
+                 queries_all: np.ndarray, pool: np.ndarray) -> dict[str, Any]:
+    """Search while updating (annbench.concurrency.ingest_day) for the day of ops[i], its first write."""
+    from annbench import concurrency
+
+    day = ops[i].day
+    day_ops = [o for o in ops[i:] if o.day == day and o.kind in ("delete", "insert", "update")]
+    search_op = next(o for o in ops[i:] if o.kind == "search")
+    return concurrency.ingest_day(policy, day_ops, search_op, grid, queries_all, pool, sc.k, metric,
+                                  sc.timeline.concurrent_updates)
 
 
 def _build_memory(policy: Policy, queries: np.ndarray, k: int, rss_before: int, peak_reset: bool) -> dict[str, Any]:
@@ -194,6 +219,11 @@ def _search_step(sc: Any, metric: Metric, policy: Policy, op: Op, grid: list[dic
             got = policy.search(fresh_vecs, k)
             s["freshness"] = float((got == fresh_ids[:, None]).any(axis=1).mean())
             s["freshness_sample"] = len(fresh_ids)
+        if sc.concurrency is not None and sc.concurrency.applies(op.day):
+            from annbench import concurrency
+
+            # T client threads, then batch with T library threads beside it (annbench.concurrency)
+            s["concurrency"] = concurrency.measure_levels(policy, queries, singles, k, sc.concurrency)
         settings.append(s)
     return {"op": "search", "day": op.day, "count": int(len(qidx)), "live": len(policy.live.row_of),
             "seconds": float(sum(s["batch_seconds"] for s in settings)), "settings": settings}

@@ -13,7 +13,12 @@ Figures, per scenario (each states the dataset, its size, k, the machine and the
 - day by day (daily scenarios): recall@k, hit@k, p99 and leaked ids, every (policy, setting) its own line;
   and the upkeep per day (insert, delete, update, rebuild seconds);
 - label metrics (when the dataset has product labels): hit@k and P@k beside recall@k, with the exact
-  search's value as the ceiling the embedding sets.
+  search's value as the ceiling the embedding sets;
+- throughput under concurrency (`search.concurrency`): QPS against p99 at each client-thread level, one
+  line per setting through its levels (VectorDBBench's curve), every index; a table beside it with the
+  batch figure at the same number of library threads, and a note for each index that does not scale;
+- search while updating (`timeline.concurrent_updates`): latency under ingestion against at rest, the
+  ingest rate achieved against its target, and recall on the snapshots taken during ingestion.
 
 For a daily scenario each point of a recall-vs-cost figure is a setting's *worst* search step (lowest
 recall, highest latency, lowest QPS over the days): the same rule `recommend` applies.
@@ -45,6 +50,7 @@ from annbench.recommend import (
     context_line,
     fmt_bytes,
     load_runs,
+    params_text,
     recommend,
     rejected_rows,
 )
@@ -54,7 +60,8 @@ POLICY_MARKER = {"native": "o", "tombstone": "s", "rebuild": "^"}
 POLICY_LINE = {"native": "-", "tombstone": "--", "rebuild": ":"}
 POLICY_COLOUR = {"native": "#1f77b4", "tombstone": "#ff7f0e", "rebuild": "#2ca02c"}
 OP_COLOUR = {"insert": "#1f77b4", "delete": "#d62728", "update": "#9467bd", "rebuild": "#2ca02c",
-             "build": "#000000"}
+             "ingest": "#8c564b", "build": "#000000"}
+SCALES = 1.2  # QPS gained from the fewest to the most client threads below which an index "does not scale"
 SETTING_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 DPI = 100
 _RC = {
@@ -94,6 +101,7 @@ class ScenarioReport:
     figures: list[FigureInfo]
     configs: list[Config]
     notes: list[str]
+    tables: list[tuple[str, list[str], list[list[str]]]] = field(default_factory=list)  # (title, head, rows)
 
 
 @dataclass
@@ -468,7 +476,8 @@ def update_costs(run: dict[str, Any]) -> dict[str, dict[int, float]]:
     """Seconds per day of each maintenance op (insert, delete, update, rebuild) of one run, and the build."""
     out: dict[str, dict[int, float]] = {}
     for st in run.get("steps", []):
-        if st["op"] in ("insert", "delete", "update", "rebuild", "build"):
+        # an ingest step's seconds are its write calls (and lock waits), applied while clients searched
+        if st["op"] in ("insert", "delete", "update", "ingest", "rebuild", "build"):
             secs = st.get("seconds")
             if isinstance(secs, (int, float)):
                 day = int(st.get("day") or 0)
@@ -495,13 +504,13 @@ def fig_update_cost(runs: Sequence[dict[str, Any]], context: str) -> tuple[Any, 
             continue
         run = ok[i]
         costs = update_costs(run)
-        for op in ("build", "rebuild", "insert", "delete", "update"):
+        for op in ("build", "rebuild", "insert", "delete", "update", "ingest"):
             if op not in costs:
                 continue
             days = sorted(costs[op])
             ys = [max(costs[op][d], 1e-6) for d in days]
             gid = f"cost-{i}-{op}"
-            daily_op = op in ("insert", "delete", "update")  # every day; builds and rebuilds are events
+            daily_op = op in ("insert", "delete", "update", "ingest")  # every day; builds and rebuilds are events
             ax.plot(days, ys, color=OP_COLOUR[op], marker="s" if op == "build" else ("o" if daily_op else "D"),
                     markersize=4 if daily_op else 6, linestyle="-" if daily_op else "none", linewidth=1.2, gid=gid)
             points[gid] = len(days)
@@ -519,7 +528,8 @@ def fig_update_cost(runs: Sequence[dict[str, Any]], context: str) -> tuple[Any, 
     events = {"build": "s", "rebuild": "D"}
     handles = [Line2D([], [], color=OP_COLOUR[op], marker=events.get(op, "o"),
                       linestyle="none" if op in events else "-") for op in OP_COLOUR if op in used_ops]
-    fig.legend(handles, [op if op != "build" else "initial build (day 0)" for op in OP_COLOUR if op in used_ops],
+    names = {"build": "initial build (day 0)", "ingest": "ingest (writes beside searches)"}
+    fig.legend(handles, [names.get(op, op) for op in OP_COLOUR if op in used_ops],
                loc="outside right upper", frameon=False, title="operation", title_fontsize=8)
     fig.suptitle("Upkeep per day: seconds spent on each update operation", fontsize=12, fontweight="bold")
     _footer(fig, [context, "One panel per index and policy; y shared (log) so panels compare. Rebuild points "
@@ -571,6 +581,226 @@ def fig_labels(configs: Sequence[Config], context: str) -> tuple[Any, dict[str, 
     _footer(fig, [context, _worst_note(labelled) + " hit@k and P@k use the dataset's product labels; "
                   "the dashed line is exact search (faiss-flat), the best any index can do with these embeddings."])
     return fig, points
+
+
+# --- throughput under concurrency -------------------------------------------------------------------------
+def scaling(c: Config) -> tuple[int, int, float, float, float] | None:
+    """(fewest, most client threads, QPS ratio most/fewest, cores busy and cores free at most) of one
+    configuration, worst step figures; None when it measured fewer than two levels."""
+    levels = c.concurrency_levels
+    if len(levels) < 2:
+        return None
+    lo, hi = c.worst_level(levels[0]), c.worst_level(levels[-1])
+    assert lo is not None and hi is not None
+    return (levels[0], levels[-1], hi.qps / lo.qps if lo.qps > 0 else math.nan, hi.cpu_utilisation,
+            hi.free_cores)
+
+
+def fig_concurrency(configs: Sequence[Config], context: str) -> tuple[Any, dict[str, int]]:
+    """QPS against p99 at each concurrency level: one panel per index name, one line per (policy, setting)
+    through its levels, each point labelled with its client threads. Worst step figures."""
+    conc = [c for c in configs if c.concurrency_levels]
+    names = sorted({c.name for c in conc})
+    ncols = min(3, max(1, len(names)))
+    nrows = max(1, math.ceil(len(names) / ncols))
+    fig = _new_figure(4.3 * ncols + 2.9, 3.3 * nrows + 1.5)
+    axes = np.atleast_2d(fig.subplots(nrows, ncols, squeeze=False))
+    points: dict[str, int] = {}
+    levels_seen: set[int] = set()
+    for ni, ax in enumerate(axes.flat):
+        if ni >= len(names):
+            ax.set_visible(False)
+            continue
+        name = names[ni]
+        mine = sorted((c for c in conc if c.name == name), key=lambda c: (c.label, c.policy, c.search_text()))
+        ratios = []
+        for li, c in enumerate(mine):
+            same = [x for x in mine if x.label == c.label and x.policy == c.policy]
+            shade = _shades(POLICY_COLOUR.get(c.policy, "#7f7f7f"), len(same))[same.index(c)]
+            lv = [c.worst_level(t) for t in c.concurrency_levels]
+            xs = [v.p99_ms for v in lv if v is not None]
+            ys = [v.qps for v in lv if v is not None]
+            sc = scaling(c)
+            if sc is not None:
+                ratios.append(sc[2])
+            legend = " · ".join(x for x in (c.label if c.label != name else "", c.policy,
+                                            c.search_text() if c.search_params else "") if x)
+            legend += f"  ×{sc[2]:.2f}" if sc is not None else ""
+            gid = f"conc-{ni}-{li}"
+            ax.plot(xs, ys, color=shade, linestyle=POLICY_LINE.get(c.policy, "-"),
+                    marker=SETTING_MARKERS[same.index(c) % len(SETTING_MARKERS)], markersize=5, linewidth=1.2,
+                    label=legend, gid=gid)
+            points[gid] = len(xs)
+            for v in lv:
+                if v is not None:
+                    levels_seen.add(v.threads)
+                    ax.annotate(str(v.threads), (v.p99_ms, v.qps), xytext=(3, 3), textcoords="offset points",
+                                fontsize=7, color="#333333")
+        ax.set_xscale("log")
+        _plain_log(ax.xaxis)
+        lo, hi = ax.get_xlim()
+        if lo > 0 and hi / lo < 10:  # at least a decade, so a small latency change looks small
+            mid = math.sqrt(lo * hi)
+            ax.set_xlim(mid / math.sqrt(10), mid * math.sqrt(10))
+        # linear from 0: a line that stays level is an index that does not scale, visibly
+        ax.set_ylim(0, ax.get_ylim()[1] * 1.08)
+        ax.set_xlabel("p99 latency under load (ms, log)")
+        ax.set_ylabel("QPS, all client threads")
+        span = (f"×{min(ratios):.2f}" if len(ratios) == 1 or min(ratios) == max(ratios)
+                else f"×{min(ratios):.2f}–{max(ratios):.2f}") if ratios else ""
+        ax.set_title(f"{name}" + (f" — QPS {span} from fewest to most threads" if span else ""), fontsize=9.5)
+        ax.legend(loc="best", fontsize=6.5, frameon=False)
+    fig.suptitle("Throughput under concurrency: QPS against p99 at each number of client threads",
+                 fontsize=12, fontweight="bold")
+    lv_text = ", ".join(map(str, sorted(levels_seen)))
+    _footer(fig, [context, f"Client threads T ∈ {{{lv_text}}} (the number by each point) each send single queries "
+                  "through one shared index for a fixed time, the library's own threads at 1. A curve going up and "
+                  "right: more throughput, paid in tail latency; a flat one: the index does not scale with client "
+                  f"threads (×ratio in the legend; below ×{SCALES:g} counts as not scaling). Worst step per level."])
+    return fig, points
+
+
+def concurrency_table(configs: Sequence[Config]) -> tuple[list[str], list[list[str]]]:
+    """Per configuration and level: client QPS, p50/p99, cores busy, and batch QPS at T library threads."""
+    head = ["index", "search", "policy", "client threads", "QPS", "p50 ms", "p99 ms", "cores busy",
+            "cores free (control)", "batch QPS (T library threads)", "QPS vs fewest threads"]
+    rows = []
+    for c in sorted((c for c in configs if c.concurrency_levels), key=lambda c: (c.name, c.label, c.policy)):
+        first = c.worst_level(c.concurrency_levels[0])
+        for t in c.concurrency_levels:
+            lv = c.worst_level(t)
+            assert lv is not None and first is not None
+            rows.append([c.label, c.search_text(), c.policy, str(t), _fmt(lv.qps, ",.0f"), _fmt(lv.p50_ms, ".3g"),
+                         _fmt(lv.p99_ms, ".3g"), _fmt(lv.cpu_utilisation, ".2f"), _fmt(lv.free_cores, ".2f"),
+                         _fmt(lv.batch_qps, ",.0f"),
+                         f"×{lv.qps / first.qps:.2f}" if first.qps > 0 else "—"])
+    return head, rows
+
+
+def scaling_notes(configs: Sequence[Config]) -> list[str]:
+    """One line per (index, policy) whose best setting does not gain QPS with client threads, and why."""
+    notes = []
+    groups: dict[tuple[str, str], list[tuple[Config, tuple[int, int, float, float, float]]]] = {}
+    for c in configs:
+        sc = scaling(c)
+        if sc is not None:
+            groups.setdefault((c.name, c.policy), []).append((c, sc))
+    for (name, policy), items in sorted(groups.items()):
+        c, (lo, hi, ratio, cores, free) = max(items, key=lambda it: it[1][2])
+        if ratio >= SCALES:
+            continue
+        # what "busy" means at `hi` threads on this machine: halfway between one core and all it could use
+        half = 0.5 * (1 + min(hi, c.run.get("machine", {}).get("cores") or hi))
+        what = (f"QPS ×{ratio:.2f} from {lo} to {hi} client threads at its best setting ({c.search_text()}), "
+                f"{cores:.2f} cores busy")
+        if free < half:
+            notes.append(f"{name} · {policy}: scaling not judged — {what}, but the machine gave this process only "
+                         f"{free:.2f} cores at the time (GIL-free control work in as many threads): other processes "
+                         "were using the rest. Rerun on an idle machine.")
+        elif cores < half:
+            notes.append(f"{name} · {policy} does not scale: {what} — the searches took turns: the search holds "
+                         "the GIL (or a lock) for most of its time.")
+        else:
+            notes.append(f"{name} · {policy} does not scale: {what} — the cores were busy without more "
+                         "throughput: contention or memory bandwidth.")
+    return notes
+
+
+# --- search while updating -----------------------------------------------------------------------------------
+def _ingest_runs(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    ok = [r for r in runs if r["status"] == "ok" and any(st["op"] == "ingest" for st in r.get("steps", []))]
+    return sorted(ok, key=lambda r: (str(r["index"].get("label") or r["index"]["family"]), r["index"]["policy"]))
+
+
+def _run_name(run: dict[str, Any]) -> str:
+    return f"{run['index'].get('label') or run['index']['family']} · {run['index']['policy']}"
+
+
+def _rest_recall(run: dict[str, Any], day: int, params: dict[str, Any]) -> float | None:
+    """Recall of one setting at the day's search step (at rest, after the day's writes)."""
+    for st in run["steps"]:
+        if st["op"] == "search" and st.get("day") == day:
+            for s in st.get("settings", []):
+                if s.get("params") == params:
+                    return float(s["recall"])
+    return None
+
+
+def fig_ingest(runs: Sequence[dict[str, Any]], context: str) -> tuple[Any, dict[str, int]]:
+    """Search while updating, per run: p99 under ingestion vs at rest, ingest rate vs target, snapshot recall."""
+    mine = _ingest_runs(runs)
+    fig = _new_figure(13.5, 4.6 + 0.12 * len(mine))
+    axes = fig.subplots(1, 3)
+    points: dict[str, int] = {}
+    colours = _colours([_run_name(r) for r in mine])
+    targets: set[float] = set()
+    for ri, run in enumerate(mine):
+        col = colours[_run_name(run)]
+        steps = [st for st in run["steps"] if st["op"] == "ingest"]
+        rest = [st["at_rest"]["latency_ms"]["p99"] for st in steps]
+        under = [st["under_ingest"]["latency_ms"]["p99"] for st in steps]
+        axes[0].plot([ri - 0.12] * len(rest), rest, linestyle="none", marker="o", markerfacecolor="none",
+                     color=col, gid=f"ingest0-rest-{ri}")
+        axes[0].plot([ri + 0.12] * len(under), under, linestyle="none", marker="o", color=col,
+                     gid=f"ingest0-under-{ri}")
+        points[f"ingest0-rest-{ri}"], points[f"ingest0-under-{ri}"] = len(rest), len(under)
+        rates = [st.get("achieved_rate") or 0.0 for st in steps]
+        targets.update(float(st["target_rate"]) for st in steps)
+        axes[1].plot([ri] * len(rates), rates, linestyle="none", marker="D", color=col, gid=f"ingest1-{ri}")
+        points[f"ingest1-{ri}"] = len(rates)
+        snap = [s["recall"] for st in steps for sn in st["snapshots"] for s in sn["settings"]
+                if s["params"] == st["params"]]
+        at_rest = [v for st in steps if (v := _rest_recall(run, st["day"], st["params"])) is not None]
+        axes[2].plot([ri + 0.12] * len(snap), snap, linestyle="none", marker="o", color=col,
+                     gid=f"ingest2-snap-{ri}")
+        axes[2].plot([ri - 0.12] * len(at_rest), at_rest, linestyle="none", marker="o",
+                     markerfacecolor="none", color=col, gid=f"ingest2-rest-{ri}")
+        points[f"ingest2-snap-{ri}"], points[f"ingest2-rest-{ri}"] = len(snap), len(at_rest)
+    for t in sorted(targets):
+        axes[1].axhline(t, color="#888888", linestyle="--", linewidth=1)
+        axes[1].annotate(f"target {t:,.0f}/s", (0.01, t), xycoords=("axes fraction", "data"), xytext=(0, 3),
+                         textcoords="offset points", fontsize=7.5, color="#555555")
+    labels = [_run_name(r) for r in mine]
+    for ax, ylabel, title in zip(axes, ("p99 latency (ms, log)", "vectors written per second",
+                                        "recall@k"),
+                                 ("Search p99: at rest ○ vs during ingestion ●", "Ingest rate achieved",
+                                  "Recall: at rest ○ vs snapshots during ingestion ●"), strict=True):
+        ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=7.5)
+        ax.set_xlim(-0.6, len(labels) - 0.4)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title, fontsize=10)
+    axes[0].set_yscale("log")
+    _plain_log(axes[0].yaxis)
+    axes[2].set_ylim(top=1.005)
+    axes[1].set_ylim(bottom=0)
+    fig.suptitle("Search while updating: one writer thread applies each day's writes at a target rate while "
+                 "client threads search", fontsize=12, fontweight="bold")
+    _footer(fig, [context, "One point per ingest day (recall: per snapshot). At rest: the same client threads and "
+                  "setting right after the day's writes. A library unsafe for concurrent reads and writes is "
+                  "guarded by a lock (every built-in one is): searches wait for a write batch, which shows in the "
+                  "p99. Snapshot recall is scored against the exact neighbours over the live set at that moment."])
+    return fig, points
+
+
+def ingest_table(runs: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    head = ["index · policy", "day", "written", "target /s", "achieved /s", "write s", "lock wait s",
+            "search threads", "p50 ms rest → ingest", "p99 ms rest → ingest", "QPS rest → ingest",
+            "recall rest", "snapshot recall (min)", "setting", "writes"]
+    rows = []
+    for run in _ingest_runs(runs):
+        for st in (x for x in run["steps"] if x["op"] == "ingest"):
+            rest, under = st["at_rest"], st["under_ingest"]
+            snaps = [s["recall"] for sn in st["snapshots"] for s in sn["settings"] if s["params"] == st["params"]]
+            r = _rest_recall(run, st["day"], st["params"])
+            rows.append([_run_name(run), str(st["day"]), f"{st['count']:,}", f"{st['target_rate']:,.0f}",
+                         _fmt(st.get("achieved_rate"), ",.0f"), _fmt(st["seconds"], ".3g"),
+                         _fmt(st.get("lock_wait_seconds"), ".3g"), str(st["search_threads"]),
+                         f"{_fmt(rest['latency_ms']['p50'], '.3g')} → {_fmt(under['latency_ms']['p50'], '.3g')}",
+                         f"{_fmt(rest['latency_ms']['p99'], '.3g')} → {_fmt(under['latency_ms']['p99'], '.3g')}",
+                         f"{_fmt(rest['qps'], ',.0f')} → {_fmt(under['qps'], ',.0f')}", _fmt(r, ".4f"),
+                         _fmt(min(snaps), ".4f") if snaps else "—", params_text(st["params"]),
+                         str((st.get("guard") or {}).get("writes", "—"))])
+    return head, rows
 
 
 # --- the whole report -----------------------------------------------------------------------------------
@@ -665,8 +895,22 @@ def _scenario_report(name: str, runs: list[dict[str, Any]], all_configs: list[Co
             emit("days", "Day by day", "Recall, hit@k, p99 and leaks per day.", fig_days(configs, ctx_all))
         if _want(only, "upkeep"):
             emit("upkeep", "Upkeep per day", "Seconds per update operation per day.", fig_update_cost(runs, ctx_all))
+    tables = []
+    if any(c.concurrency_levels for c in pareto):
+        if _want(only, "concurrency"):
+            emit("concurrency", "Throughput under concurrency",
+                 "QPS against p99 at each number of client threads, per index and setting.",
+                 fig_concurrency(pareto, pctx))
+        tables.append(("Throughput under concurrency (worst step per level)", *concurrency_table(pareto)))
+        notes += scaling_notes(pareto)
+    if _ingest_runs(runs):
+        if _want(only, "ingest"):
+            emit("ingest", "Search while updating",
+                 "Latency under ingestion vs at rest, ingest rate vs target, recall on snapshots.",
+                 fig_ingest(runs, ctx_all))
+        tables.append(("Search while updating (one row per ingest day)", *ingest_table(runs)))
     return ScenarioReport(name, timeline, str(newest["scenario"].get("description") or ""), ctx_all, figs,
-                          configs, notes + sanity_notes(configs))
+                          configs, notes + sanity_notes(configs), tables)
 
 
 def sanity_notes(configs: Sequence[Config]) -> list[str]:
@@ -849,6 +1093,8 @@ def write_html(rep: Report, results_dir: Path, cons: Constraints) -> Path:
             numeric = {i for i, h in enumerate(head) if h not in ("size", "index", "build", "search", "policy")}
             wrap = {head.index("build")}
             parts.append(f"<h3>Configurations ({len(rows)})</h3>" + _html_table(head, rows, numeric=numeric, wrap=wrap))
+        for title, thead, trows in s.tables:
+            parts.append(f"<h3>{_esc(title)}</h3>" + _html_table(thead, trows))
     parts.append("<h2 id='failures'>Failed and timed-out runs</h2>")
     if rep.failures:
         rows = [[f.workload.title(), f.label, f.policy, f.status, f.error] for f in rep.failures]

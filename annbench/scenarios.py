@@ -115,6 +115,34 @@ class IndexConfig:
 
 
 @dataclass(frozen=True)
+class Concurrency:
+    """`search.concurrency*`: search steps also measured with T client threads issuing single queries."""
+
+    levels: tuple[int, ...]  # client thread counts, e.g. (1, 2, 4)
+    seconds: float  # how long each level runs, per search setting
+    days: tuple[int, ...] | None = None  # the search steps (days) measured; None: every one
+
+    def applies(self, day: int) -> bool:
+        return self.days is None or day in self.days
+
+
+@dataclass(frozen=True)
+class ConcurrentUpdates:
+    """`timeline.concurrent_updates`: a day's deletes, inserts and updates applied by one writer thread at a
+    target rate while `threads` clients search (see annbench.concurrency)."""
+
+    rate: float  # target vectors per second (deleted, inserted and updated items all count)
+    threads: int  # client threads searching while the writer writes
+    batch: int  # items per write call
+    snapshots: int  # recall snapshots per day, taken with the writer paused between batches
+    at_rest_seconds: float  # the same search load measured after the day's writes, for comparison
+    days: tuple[int, ...] | None = None  # days applied this way; None: every day
+
+    def applies(self, day: int) -> bool:
+        return self.days is None or day in self.days
+
+
+@dataclass(frozen=True)
 class Timeline:
     kind: str  # "daily" or "static"
     initial_fraction: float = 1.0
@@ -124,6 +152,7 @@ class Timeline:
     update_fraction: float = 0.0
     delete_rule: str = "oldest"
     sizes: tuple[int, ...] = ()  # static: catalog sizes, one run each
+    concurrent_updates: ConcurrentUpdates | None = None  # daily only
     runbook: Any = None  # a big-ann runbook (annbench.runbook.Runbook) replayed as this daily timeline
 
 
@@ -147,6 +176,7 @@ class Scenario:
     indexes: tuple[IndexConfig, ...]
     scale: float = 1.0
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    concurrency: Concurrency | None = None  # `search.concurrency`: None when not asked for
 
     def content_hash(self) -> str:
         """Hash of the validated workload: dataset, metric, k, queries, timeline, seed, threads, scale.
@@ -320,6 +350,7 @@ def load_scenario(path: Path, *, scale: float = 1.0, dataset_path: str | None = 
     q_sec.finish()
 
     timeline = _timeline_section(top.section("timeline", {"kind": "static"}), scale)
+    concurrency = _search_section(top.section("search", {}), timeline)
     rebuild_every = top.get("rebuild_every", int, 3, lo=1)
     default_policies = _policies(top.get("policies", list, ["native"]), "policies", p)
     static = timeline.kind == "static"  # nothing changes after build: every policy is the same run
@@ -339,7 +370,8 @@ def load_scenario(path: Path, *, scale: float = 1.0, dataset_path: str | None = 
 
     raw = read_yaml(Path(path))
     return Scenario(name, description, p, dataset, metric, k, n_queries, query_rule, timeline, rebuild_every,
-                    threads, timeout_s, seed, warmup, keep_answers, tuple(configs), float(scale), raw)
+                    threads, timeout_s, seed, warmup, keep_answers, tuple(configs), float(scale), raw,
+                    concurrency=concurrency)
 
 
 def _dataset_section(sec: _Section, scale: float, override: str | None, base_dir: Path) -> dict[str, Any]:
@@ -423,6 +455,8 @@ def _timeline_section(sec: _Section, scale: float) -> Timeline:
 
         return runbook.timeline_section(sec)
     if kind == "static":
+        if "concurrent_updates" in sec.data:
+            raise sec.fail("concurrent_updates", "needs timeline.kind: daily (a static timeline has no updates)")
         sizes = sec.get("sizes", list, [])
         out = []
         for s in sizes:
@@ -440,8 +474,65 @@ def _timeline_section(sec: _Section, scale: float) -> Timeline:
         update_fraction=sec.get("update_fraction", float, 0.01, lo=0.0, hi=1.0),
         delete_rule=sec.get("delete_rule", str, "oldest", choices=DELETE_RULES),
     )
+    if "concurrent_updates" in sec.data:
+        import dataclasses
+
+        cu = _concurrent_updates_section(sec.section("concurrent_updates"), tl.days)
+        tl = dataclasses.replace(tl, concurrent_updates=cu)
     sec.finish()
     return tl
+
+
+def _int_list(sec: _Section, key: str, lo: int, hi: int, default: Any = ...) -> tuple[int, ...] | None:
+    """A non-empty list of distinct integers in [lo, hi], in the order given (`default` when absent)."""
+    if key not in sec.data and default is not ...:
+        sec.used.add(key)
+        return default
+    items = sec.get(key, list)
+    if not items:
+        raise sec.fail(key, "must list at least one value")
+    for v in items:
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise sec.fail(key, f"must list integers from {lo} to {hi}, got {v!r}")
+    if len(set(items)) != len(items):
+        raise sec.fail(key, f"lists a value twice: {items!r}")
+    return tuple(items)
+
+
+def _finite(sec: _Section, key: str, default: Any, lo: float, hi: float) -> float:
+    value = sec.get(key, float, default, lo=lo, hi=hi)
+    if not math.isfinite(value):  # .nan passes both range checks
+        raise sec.fail(key, f"must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _search_section(sec: _Section, tl: Timeline) -> Concurrency | None:
+    """`search:` — how search steps are measured beyond the single-query loop and the batch call."""
+    last_day = tl.days if tl.kind == "daily" else 0
+    levels = _int_list(sec, "concurrency", 1, 256, None)
+    seconds = _finite(sec, "concurrency_seconds", 1.0, 0.01, 3600.0)
+    days = _int_list(sec, "concurrency_days", 0, last_day, None)
+    sec.finish()
+    if levels is None:
+        if "concurrency_seconds" in sec.data or "concurrency_days" in sec.data:
+            raise sec.fail("concurrency", "is required when concurrency_seconds or concurrency_days is set")
+        return None
+    return Concurrency(levels, float(seconds), days)
+
+
+def _concurrent_updates_section(sec: _Section, days: int) -> ConcurrentUpdates:
+    rate = _finite(sec, "rate", ..., 1e-3, 1e9)
+    cu = ConcurrentUpdates(
+        rate=rate,
+        threads=sec.get("threads", int, 2, lo=1, hi=256),
+        # ~50 write calls a second: small enough that the rate is smooth, large enough not to be all overhead
+        batch=sec.get("batch", int, max(1, int(round(rate / 50))), lo=1, hi=10_000_000),
+        snapshots=sec.get("snapshots", int, 2, lo=0, hi=100),
+        at_rest_seconds=_finite(sec, "at_rest_seconds", 0.5, 0.01, 3600.0),
+        days=_int_list(sec, "days", 1, days, None),
+    )
+    sec.finish()
+    return cu
 
 
 def _policies(value: Any, where: str, path: str) -> tuple[str, ...]:

@@ -1,0 +1,523 @@
+"""Concurrency: search throughput under T client threads, and search while the catalog is being updated.
+
+Owns what happens inside a run's process when a scenario asks for concurrency (`search.concurrency`,
+`timeline.concurrent_updates`; keys in configs/scenarios/README.md):
+
+- `measure_levels`: at a search step, for each level T, T client threads started together behind a
+  barrier each issue single queries (cycling over the step's queries) for a fixed time through the same
+  policy and adapter, with the library's own threads at 1. Per level: QPS, latency percentiles (every
+  raw sample kept), process CPU time ÷ wall time (cores used), queries per thread, and beside it the
+  batch figure with the library's own threads at T (one client, one call, all queries).
+- `ingest_day`: a day's deletes, inserts and updates applied in batches by one writer thread at a
+  target rate (vectors/s) while T client threads search. Records the achieved ingest rate, latency
+  under ingestion against the same load at rest (measured right after, same threads, same setting),
+  and recall on snapshots: at evenly spaced points the writer pauses between batches with no search in
+  flight, every search setting is searched and scored against the exact ground truth over the live set
+  of that moment, then writing resumes. Pauses are excluded from the rate and from the latencies.
+- `SAFETY`: per index family, which calls may run at the same time, as the library documents it or as
+  measured here, and `Guard`, the lock a policy takes when a library is not safe for concurrent
+  reads and writes. Annbench never uses a library in a way it does not support; the lock's cost (a
+  search waiting for a write batch) is inside the timed search, so it shows in the latency figures.
+
+Measured here (2-core x86_64, 100k × 128 catalog, k=10, one library thread, single-query clients;
+`python -m annbench.concurrency` prints the table again): see `SCALING_NOTE` below.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from annbench import metrics
+from annbench.adapters.base import Metric
+from annbench.groundtruth import exact_knn, true_distances
+from annbench.policies import Policy
+from annbench.scenarios import Concurrency, ConcurrentUpdates, Op
+
+BATCH_REPEATS = 3  # batch QPS with the library's threads: median of these
+CONTROL_SECONDS = 0.03  # the free-cores control, per thread count
+_CONTROL_BUF = bytes(1 << 18)  # hashlib releases the GIL for inputs this large
+
+
+# --- what each library allows -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Safety:
+    """Which calls of one index family may overlap in time."""
+
+    concurrent_search: bool  # searches may run at the same time as each other
+    concurrent_write: bool  # a write (add, delete, update) may run while searches run
+    source: str  # what the library documents, or what was measured here
+
+
+_FAISS = ("faiss wiki, 'Threads and asynchronous calls': CPU indexes are thread-safe for concurrent searches and "
+          "other calls that do not change the index; calls that change it need mutual exclusion. The SWIG "
+          "wrappers release the GIL.")
+SAFETY: dict[str, Safety] = {
+    "faiss-flat": Safety(True, False, _FAISS),
+    "faiss-ivf": Safety(True, False, _FAISS + " (add_with_ids/remove_ids resize the inverted lists a search scans)"),
+    "faiss-hnsw": Safety(True, False, _FAISS + " The adapter's tombstone set, read by every search, is Python state "
+                         "that a delete changes."),
+    # The hnswlib README (0.8.0) says add_items is 'thread-safe with other add_items calls, but not with
+    # knn_query', knn_query 'thread-safe with other knn_query calls, but not with add_items', and resize_index
+    # 'not thread safe with add_items and knn_query'; mark_deleted is not documented as safe beside knn_query.
+    "hnswlib": Safety(True, False, "hnswlib README (0.8.0): knn_query is safe with other knn_query calls but not "
+                      "with add_items (inserts and updates); resize_index with neither; mark_deleted undocumented."),
+    # Not documented. Concurrent search_batched calls were checked here (2 threads × 20k queries: answers
+    # identical to a one-thread run, no crash); upsert/delete beside a search were not verified: unsafe.
+    "scann": Safety(True, False, "not documented; concurrent searches checked here (answers identical to one "
+                    "thread); upsert and delete beside a search not verified, so treated as unsafe."),
+    # The forest is immutable once built; annoy never changes after build (writes go to the rebuild
+    # policy's buffer, which is the policy's own state).
+    "annoy": Safety(True, False, "annoy: get_nns_by_vector only reads the built forest; the index never changes "
+                    "after build (the rebuild policy's buffer is guarded instead)."),
+}
+UNKNOWN = Safety(False, False, "not in annbench.concurrency.SAFETY: every search and every write takes one lock.")
+
+
+def safety_of(family: str, policy: str) -> Safety:
+    """The rule a guarded policy follows. The rebuild policy swaps its buffer's ids and vectors as two
+    separate arrays, which a search must never see half-swapped: its writes are always exclusive."""
+    s = SAFETY.get(family, UNKNOWN)
+    if policy == "rebuild" and s.concurrent_write:
+        return Safety(s.concurrent_search, False, s.source + " Rebuild policy: its buffer is swapped under the lock.")
+    return s
+
+
+class RWLock:
+    """Many readers or one writer. A waiting writer stops new readers: under a search load that never pauses,
+    a plain reader-preferring lock would starve the writer and the ingest rate would mean nothing."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._readers = 0
+        self._writer = False
+        self._writers_waiting = 0
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cond:
+            while self._writer or self._writers_waiting:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if self._readers == 0:
+                    self._cond.notify_all()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            self._writers_waiting += 1
+            while self._writer or self._readers:
+                self._cond.wait()
+            self._writers_waiting -= 1
+            self._writer = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()
+
+
+class Guard:
+    """A policy used by several threads at once, with the locking its library needs (see `SAFETY`)."""
+
+    def __init__(self, policy: Policy, family: str) -> None:
+        self.policy = policy
+        self.family = family
+        self.safety = safety_of(family, policy.name)
+        self.lock = RWLock()
+
+    def describe(self) -> dict[str, Any]:
+        return {"family": self.family, "policy": self.policy.name,
+                "searches": "concurrent" if self.safety.concurrent_search else "one at a time (exclusive lock)",
+                "writes": "beside searches" if self.safety.concurrent_write else "exclusive lock (no search runs)",
+                "source": self.safety.source}
+
+    def search(self, queries: np.ndarray, k: int) -> np.ndarray:
+        with self.lock.shared() if self.safety.concurrent_search else self.lock.exclusive():
+            return self.policy.search(queries, k)
+
+    def write(self, kind: str, rows: np.ndarray | None, ids: np.ndarray) -> float:
+        """Apply one write batch; return the seconds spent waiting for the lock."""
+        call: Callable[..., None] = getattr(self.policy, kind)
+        args = (ids,) if kind == "delete" else (rows, ids)
+        if self.safety.concurrent_write:
+            call(*args)
+            return 0.0
+        t0 = time.perf_counter()
+        with self.lock.exclusive():
+            waited = time.perf_counter() - t0
+            call(*args)
+        return waited
+
+
+def _unguarded(policy: Policy) -> Callable[[np.ndarray, int], np.ndarray]:
+    """At rest (no writer) searches need a lock only for a family not known to allow concurrent searches."""
+    family = policy.adapter.name if policy.adapter is not None else ""
+    if SAFETY.get(family, UNKNOWN).concurrent_search:
+        return policy.search
+    lock = threading.Lock()
+
+    def search(queries: np.ndarray, k: int) -> np.ndarray:
+        with lock:
+            return policy.search(queries, k)
+
+    return search
+
+
+# --- client threads -----------------------------------------------------------------------------------------
+class _Pause:
+    """Lets the writer stop the clients between queries and wait until none is in flight (for a snapshot).
+
+    Clients pass it *before* starting their timer, so a pause never shows as a slow query."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._paused = False
+        self._in_flight = 0
+
+    def enter(self) -> None:
+        with self._cond:
+            while self._paused:
+                self._cond.wait()
+            self._in_flight += 1
+
+    def leave(self) -> None:
+        with self._cond:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._cond.notify_all()
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        with self._cond:
+            self._paused = True
+            while self._in_flight:
+                self._cond.wait()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._paused = False
+                self._cond.notify_all()
+
+
+@dataclass
+class _Load:
+    """What T client threads measured: one latency list and one end time per thread."""
+
+    latencies: list[list[int]]
+    start_ns: int
+    end_ns: list[int]
+    cpu_s: float
+
+    def summary(self, paused_ns: int = 0) -> dict[str, Any]:
+        lat = np.asarray([x for per in self.latencies for x in per], dtype=np.int64)
+        wall = (max(self.end_ns) - self.start_ns - paused_ns) / 1e9
+        return {
+            "threads": len(self.latencies),
+            "seconds": wall,
+            "queries": int(lat.size),
+            "qps": float(lat.size / wall) if wall > 0 else float("nan"),
+            "latency_ms": metrics.latency_summary(lat),
+            "latency_ns": lat.tolist(),
+            "per_thread_queries": [len(per) for per in self.latencies],
+            "cpu_seconds": self.cpu_s,
+            # process CPU time over wall time: 2.0 = two cores busy; 1.0 with T=2 = the threads took turns
+            "cpu_utilisation": self.cpu_s / wall if wall > 0 else float("nan"),
+        }
+
+
+def _run_clients(search: Callable[[np.ndarray, int], np.ndarray], singles: list[np.ndarray], k: int, threads: int,
+                 stop: Callable[[int, int], bool], pause: _Pause | None = None,
+                 per_thread_init: Callable[[], None] | None = None,
+                 started: threading.Event | None = None) -> _Load:
+    """T threads issue single queries until `stop(now_ns, start_ns)`; each starts at its own offset in the queries.
+
+    Each thread sends one untimed query first (per-thread library state, e.g. OpenMP's), then all start
+    together behind a barrier; `started` is set at that moment. Only the search call is timed.
+    """
+    n = len(singles)
+    lats: list[list[int]] = [[] for _ in range(threads)]
+    ends = [0] * threads
+    errors: list[BaseException] = []
+    mark = {"start": 0, "cpu": 0.0}
+
+    def begin() -> None:  # the barrier's action: runs once, just before every thread is released
+        mark["cpu"] = time.process_time()
+        mark["start"] = time.perf_counter_ns()
+        if started is not None:
+            started.set()
+
+    barrier = threading.Barrier(threads, action=begin)
+
+    def client(i: int) -> None:
+        try:
+            if per_thread_init is not None:
+                per_thread_init()
+            j = (i * n) // threads
+            search(singles[j], k)
+            barrier.wait()
+            start, mine, clock = mark["start"], lats[i], time.perf_counter_ns
+            while True:
+                if pause is not None:
+                    pause.enter()
+                t0 = clock()
+                if stop(t0, start):
+                    if pause is not None:
+                        pause.leave()
+                    break
+                try:
+                    search(singles[j], k)
+                finally:
+                    if pause is not None:
+                        pause.leave()
+                mine.append(clock() - t0)
+                j = j + 1 if j + 1 < n else 0
+        except threading.BrokenBarrierError:
+            pass
+        except BaseException as e:  # re-raised in the caller: a crash in a client is the run's failure
+            errors.append(e)
+            barrier.abort()
+        ends[i] = time.perf_counter_ns()
+
+    workers = [threading.Thread(target=client, args=(i,), name=f"annbench-client-{i}", daemon=True)
+               for i in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    cpu = time.process_time() - mark["cpu"]
+    if errors:
+        raise errors[0]
+    return _Load(lats, mark["start"], ends, cpu)
+
+
+def _one_library_thread(policy: Policy) -> Callable[[], None]:
+    """Per client thread: the library's own threads at 1. Some setters are per calling thread (OpenMP's
+    omp_set_num_threads, used by faiss), so each client calls the adapter's setter itself."""
+    adapter = policy.adapter
+
+    def init() -> None:
+        adapter.set_threads(1)
+
+    return init
+
+
+def free_cores(threads: int, seconds: float = CONTROL_SECONDS) -> float:
+    """How many cores this process can get right now: hashing throughput of `threads` threads over one thread's.
+
+    hashlib releases the GIL on large inputs, so on an idle 2-core machine 2 threads hash ~2× faster; when
+    other processes keep a core busy it is nearer 1. Measured just before a level, it tells a library that
+    does not scale from a machine that had no second core to give.
+    """
+    if threads <= 1:
+        return 1.0
+
+    def rate(t: int) -> float:
+        import hashlib
+
+        counts = [0] * t
+        budget = int(seconds * 1e9)
+        barrier = threading.Barrier(t)
+
+        def work(i: int) -> None:
+            barrier.wait()
+            start = time.perf_counter_ns()
+            while time.perf_counter_ns() - start < budget:
+                hashlib.sha256(_CONTROL_BUF)
+                counts[i] += 1
+
+        workers = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(t)]
+        t0 = time.perf_counter_ns()
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        return sum(counts) / max(time.perf_counter_ns() - t0, 1)
+
+    one = rate(1)
+    return rate(threads) / one if one > 0 else float("nan")
+
+
+def measure_level(policy: Policy, singles: list[np.ndarray], k: int, threads: int, seconds: float,
+                  search: Callable[[np.ndarray, int], np.ndarray] | None = None) -> dict[str, Any]:
+    """T client threads searching for `seconds`, the library's own threads at 1 (restored afterwards)."""
+    base = policy.adapter.threads
+    control = free_cores(threads)
+    policy.adapter.set_threads(1)
+    budget = int(seconds * 1e9)
+    try:
+        load = _run_clients(search or _unguarded(policy), singles, k, threads,
+                            lambda now, start: now - start >= budget, per_thread_init=_one_library_thread(policy))
+    finally:
+        policy.adapter.set_threads(base)
+    return {**load.summary(), "free_cores": control}
+
+
+def batch_qps(policy: Policy, queries: np.ndarray, k: int, library_threads: int) -> dict[str, Any]:
+    """One client, one call with every query, the library's own threads (and BLAS's) at `library_threads`."""
+    from threadpoolctl import threadpool_limits
+
+    base = policy.adapter.threads
+    try:
+        policy.adapter.set_threads(library_threads)
+        with threadpool_limits(limits=library_threads):
+            policy.search(queries, k)  # warm: the thread pool is (re)started at this size
+            secs = []
+            for _ in range(BATCH_REPEATS):
+                t0 = time.perf_counter_ns()
+                policy.search(queries, k)
+                secs.append((time.perf_counter_ns() - t0) / 1e9)
+    finally:
+        policy.adapter.set_threads(base)
+    med = float(np.median(secs))
+    return {"library_threads": library_threads, "qps": metrics.qps(len(queries), med), "seconds_all": secs}
+
+
+def measure_levels(policy: Policy, queries: np.ndarray, singles: list[np.ndarray], k: int,
+                   spec: Concurrency) -> list[dict[str, Any]]:
+    """Every level of `search.concurrency` for the current search setting: clients, and batch beside it."""
+    out = []
+    for level in spec.levels:
+        rec = measure_level(policy, singles, k, level, spec.seconds)
+        rec["batch"] = batch_qps(policy, queries, k, level)
+        out.append(rec)
+    return out
+
+
+# --- search while updating ------------------------------------------------------------------------------------
+def _write_batches(day_ops: list[Op], size: int) -> list[tuple[str, np.ndarray | None, np.ndarray]]:
+    """The day's ops, in their order (deletes, inserts, updates), cut into write calls of `size` items."""
+    out = []
+    for op in day_ops:
+        assert op.ids is not None
+        for a in range(0, len(op.ids), size):
+            rows = None if op.rows is None else op.rows[a:a + size]
+            out.append((op.kind, rows, op.ids[a:a + size]))
+    return out
+
+
+def _snapshot(policy: Policy, grid: list[dict[str, Any]], queries: np.ndarray, pool: np.ndarray, k: int,
+              metric: Metric, applied: int) -> dict[str, Any]:
+    """Recall of every search setting over the live set of this moment (no write, no search in flight)."""
+    t0 = time.perf_counter()
+    rows, ids = policy.live.arrays()
+    gt_d, _ = exact_knn(pool, queries, k, metric, rows=rows, ids=ids)
+    kth = gt_d[:, k - 1]
+    gt_s = time.perf_counter() - t0
+    deleted = np.fromiter(policy.live.deleted, np.int64, len(policy.live.deleted))
+    settings = []
+    for params in grid:
+        policy.set_search_params(**params)
+        found = policy.search(queries, k)
+        frows = policy.live.rows_for(found)
+        recall = metrics.recall_at_k(np.where(frows >= 0, found, -1), true_distances(queries, pool, frows, metric), kth)
+        settings.append({"params": params, "recall": float(recall.mean()), "recall_min": float(recall.min()),
+                         "leaks": int(metrics.leaks(found, deleted).sum())})
+    return {"applied": applied, "live": len(policy.live.row_of), "gt_seconds": gt_s, "settings": settings}
+
+
+def ingest_day(policy: Policy, day_ops: list[Op], search_op: Op, grid: list[dict[str, Any]],
+               queries_all: np.ndarray, pool: np.ndarray, k: int, metric: Metric,
+               spec: ConcurrentUpdates) -> dict[str, Any]:
+    """Apply one day's writes from this thread at `spec.rate` while `spec.threads` clients search; the step record.
+
+    The clients search with the index's last search setting (usually its highest-effort one) and the day's
+    search step's queries. The same load is then measured at rest for `spec.at_rest_seconds`.
+    """
+    family = policy.adapter.name
+    guard = Guard(policy, family)
+    load_params = grid[-1]
+    qidx = search_op.queries
+    queries = np.ascontiguousarray(queries_all[qidx])
+    singles = [queries[i:i + 1] for i in range(len(queries))]
+    batches = _write_batches(day_ops, spec.batch)
+    total = sum(len(ids) for _, _, ids in batches)
+    # after which batch each snapshot is taken: evenly spaced in items written, never after the last batch
+    cum = np.cumsum([len(ids) for _, _, ids in batches])
+    marks = {int(np.searchsorted(cum, total * (i + 1) / (spec.snapshots + 1))) for i in range(spec.snapshots)}
+    marks.discard(len(batches) - 1)
+
+    policy.set_search_params(**load_params)
+    base_threads = policy.adapter.threads
+    policy.adapter.set_threads(1)
+    pause = _Pause()
+    done = threading.Event()
+    started = threading.Event()
+    box: dict[str, Any] = {}
+
+    def clients() -> None:
+        try:
+            box["load"] = _run_clients(guard.search, singles, k, spec.threads, lambda _now, _start: done.is_set(),
+                                       pause=pause, per_thread_init=_one_library_thread(policy), started=started)
+        except BaseException as e:
+            box["error"] = e
+            started.set()
+
+    runner = threading.Thread(target=clients, name="annbench-clients", daemon=True)
+    runner.start()
+    started.wait()
+    write_s = wait_s = paused_s = 0.0
+    per_kind = {"delete": 0, "insert": 0, "update": 0}
+    snaps: list[dict[str, Any]] = []
+    applied = 0
+    t0 = time.perf_counter()
+    try:
+        for bi, (kind, rows, ids) in enumerate(batches):
+            if "error" in box:
+                break
+            # the writer's schedule: item `applied` is due at t0 + paused + applied / rate
+            due = t0 + paused_s + applied / spec.rate
+            now = time.perf_counter()
+            if due > now:
+                time.sleep(due - now)
+            w0 = time.perf_counter()
+            wait_s += guard.write(kind, rows, ids)
+            write_s += time.perf_counter() - w0
+            applied += len(ids)
+            per_kind[kind] += len(ids)
+            if bi in marks:
+                p0 = time.perf_counter()
+                with pause.paused():
+                    snaps.append(_snapshot(policy, grid, queries, pool, k, metric, applied))
+                    policy.set_search_params(**load_params)
+                paused_s += time.perf_counter() - p0
+        # The window ends when the schedule does (the last item's slot, total / rate), not at the last call:
+        # a writer that keeps up achieves exactly the target, a slower one less.
+        end = t0 + paused_s + applied / spec.rate
+        now = time.perf_counter()
+        if end > now and "error" not in box:
+            time.sleep(end - now)
+        active_s = time.perf_counter() - t0 - paused_s
+    finally:
+        done.set()
+        runner.join()
+        policy.adapter.set_threads(base_threads)
+    if "error" in box:
+        raise box["error"]
+    under = box["load"].summary(paused_ns=int(paused_s * 1e9))
+    at_rest = measure_level(policy, singles, k, spec.threads, spec.at_rest_seconds)
+    return {
+        "op": "ingest", "day": search_op.day, "count": applied, "live": len(policy.live.row_of),
+        "ops": per_kind,
+        # `seconds` is what the writes cost (calls + lock waits), comparable with an at-rest update step;
+        # the wall time is set by the target rate
+        "seconds": write_s, "wall_seconds": active_s, "paused_seconds": paused_s,
+        "target_rate": spec.rate, "achieved_rate": applied / active_s if active_s > 0 else None,
+        "vectors_per_s": applied / active_s if active_s > 0 else None,
+        "batch": spec.batch, "batches": len(batches), "lock_wait_seconds": wait_s,
+        "guard": guard.describe(), "params": load_params, "search_threads": spec.threads,
+        "under_ingest": under, "at_rest": at_rest, "snapshots": snaps,
+    }
