@@ -195,6 +195,23 @@ def results_export(results_dir: Path, csv_path: Path) -> None:
     click.echo(f"annbench: wrote {n} rows to {csv_path}")
 
 
+@results_group.command("export-ann-benchmarks")
+@click.argument("results_dir", type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True,
+              help="Folder for results/<dataset>/<k>/<algo>/<params>.hdf5 and data/<dataset>.hdf5.")
+@click.option("--cache", "cache_dir", type=click.Path(path_type=Path), default=None,
+              help="The runs' cache of data and ground truth [default: RESULTS_DIR/.cache or its parent's].")
+def results_export_ann_benchmarks(results_dir: Path, out_dir: Path, cache_dir: Path | None) -> None:
+    """ann-benchmarks' per-run HDF5 files of runs whose scenario set keep_answers: true (annbench/export.py)."""
+    from annbench import export
+
+    rep = export.export_ann_benchmarks(results_dir, out_dir, cache_dir, progress=lambda m: click.echo(f"annbench: {m}"))
+    for why in rep.skipped:
+        click.echo(f"annbench: skipped {why}", err=True)
+    click.echo(f"annbench: wrote {len(rep.files)} run file(s) and {len(rep.datasets)} ground-truth file(s) "
+               f"to {out_dir}")
+
+
 @results_group.command("verify")
 @click.argument("results_dir", type=click.Path(path_type=Path))
 def results_verify(results_dir: Path) -> None:
