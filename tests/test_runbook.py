@@ -266,7 +266,6 @@ def test_several_datasets_need_a_key(tmp_path: Path) -> None:
      "replaces tag 50, which is not live"),
     ({1: {"operation": "search"}}, None, "searches before any point is live"),
     ({1: {"operation": "insert", "start": 0, "end": 5}, 2: {"operation": "search"}}, None, "k=10 is larger"),
-    ({1: {"operation": "insert", "start": 0, "end": 50}, 2: {"operation": "search"}}, 40, "more than the runbook's"),
     ({1: {"operation": "insert", "start": 0, "end": 50}}, None, "no search step"),
 ])
 def test_dataset_errors_name_the_step(tmp_path: Path, data_dir: Path, steps: dict[int, Any], max_pts: int | None,
@@ -275,6 +274,17 @@ def test_dataset_errors_name_the_step(tmp_path: Path, data_dir: Path, steps: dic
     sc = load_scenario(_scenario(tmp_path / "s.yaml", rb, data_dir, [{"family": "faiss-flat"}], key=None))
     with pytest.raises(ConfigError, match=match):
         op_log(sc, np.load(data_dir / "emb.ids.npy"), None, None, NQ)
+
+
+def test_max_pts_is_not_a_cap(tmp_path: Path, data_dir: Path) -> None:
+    # published runbooks exceed their own max_pts (delete_runbook.yaml, random-xs-clustered: 6,051 > 6,000)
+    rb = _write_runbook(tmp_path / "rb.yaml", {1: {"operation": "insert", "start": 0, "end": 50},
+                                               2: {"operation": "search"}}, max_pts=40)
+    sc = load_scenario(_scenario(tmp_path / "s.yaml", rb, data_dir, [{"family": "faiss-flat"}]))
+    assert sc.timeline.runbook.max_pts == 40
+    assert [op.kind for op in op_log(sc, np.load(data_dir / "emb.ids.npy"), None, None, NQ)] == ["build", "search"]
+    with pytest.raises(ConfigError, match="max_pts must be a positive integer"):
+        runbook.read_runbook(_write_runbook(tmp_path / "bad.yaml", {1: {"operation": "search"}}, max_pts=0))
 
 
 def test_cli_refuses_missing_pieces(tmp_path: Path, data_dir: Path) -> None:
