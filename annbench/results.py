@@ -171,7 +171,8 @@ def library_versions() -> dict[str, str]:
     from importlib import metadata
 
     out = {}
-    for dist in ("annbench", "numpy", "faiss-cpu", "hnswlib", "annoy", "scann", "h5py", "threadpoolctl"):
+    for dist in ("annbench", "numpy", "faiss-cpu", "hnswlib", "annoy", "scann", "usearch", "voyager", "h5py",
+                 "threadpoolctl"):
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
