@@ -177,6 +177,9 @@ def library_versions() -> dict[str, str]:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             continue
+    for ep in metadata.entry_points(group="annbench.adapters"):  # third-party adapters (plugins)
+        if ep.dist is not None:
+            out.setdefault(ep.dist.name, ep.dist.version)
     return out
 
 
