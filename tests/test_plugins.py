@@ -109,6 +109,7 @@ def test_plugin_in_a_fresh_process_a_sweep_and_the_conformance_suite(sites: tupl
     (result,) = (tmp_path / "out" / "plug").glob("*.json")
     doc = json.loads(result.read_text())
     assert doc["status"] == "ok" and doc["index"]["family"] == "my-exact"
+    assert doc["libraries"]["annbench-my-exact"] == "0.1"  # the plugin's version is recorded
     assert all(s["settings"][0]["recall"] == 1.0 for s in doc["steps"] if s["op"] == "search")
 
     env_suite = dict(os.environ, PYTHONPATH=os.pathsep.join([str(good), str(ROOT)]),
