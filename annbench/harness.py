@@ -22,8 +22,10 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -201,16 +203,43 @@ def _index_record(spec: RunSpec, sc: Scenario) -> dict[str, Any]:
 def run_sweep(prep: Prepared, out_dir: Path, *, force: bool = False, retry_failed: bool = False,
               max_memory_bytes: int | None = None,
               on_done: Callable[[RunOutcome], None] = lambda _o: None) -> list[RunOutcome]:
-    """Run every configuration of the scenario, each in its own subprocess; return what happened."""
+    """Run every configuration of the scenario, each in its own subprocess; return what happened.
+
+    Ctrl-C (SIGINT) only sets a flag, acted on at safe points (between runs, and while waiting for a
+    run, which is then killed): a KeyboardInterrupt raised wherever the signal lands could be swallowed
+    by a library's lock or land between writing a result and reporting it. It then raises
+    KeyboardInterrupt with every finished result on disk.
+    """
+    with _stop_on_sigint() as stop:
+        return _sweep(prep, out_dir, force, retry_failed, max_memory_bytes, on_done, stop)
+
+
+@contextmanager
+def _stop_on_sigint() -> Iterator[threading.Event]:
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop  # signal handlers can only be set from the main thread
+        return
+    previous = signal.signal(signal.SIGINT, lambda _sig, _frame: stop.set())
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _sweep(prep: Prepared, out_dir: Path, force: bool, retry_failed: bool, max_memory_bytes: int | None,
+           on_done: Callable[[RunOutcome], None], stop: threading.Event) -> list[RunOutcome]:
     sc = prep.scenario
     outcomes = []
     for spec in sc.runs():
+        if stop.is_set():
+            raise KeyboardInterrupt
         path = results.result_path(out_dir, sc.name, spec.run_id)
         old = None if force else existing_result(path, prep, spec)
         if old is not None and (old["status"] == "ok" or not retry_failed):
             outcome = RunOutcome(spec, path, "skipped", old)
         else:
-            doc = run_one(prep, spec, max_memory_bytes)
+            doc = run_one(prep, spec, max_memory_bytes, stop)
             results.write_atomic(path, doc)
             outcome = RunOutcome(spec, path, doc["status"], doc)
         outcomes.append(outcome)
@@ -218,7 +247,8 @@ def run_sweep(prep: Prepared, out_dir: Path, *, force: bool = False, retry_faile
     return outcomes
 
 
-def run_one(prep: Prepared, spec: RunSpec, max_memory_bytes: int | None = None) -> dict[str, Any]:
+def run_one(prep: Prepared, spec: RunSpec, max_memory_bytes: int | None = None,
+            stop: threading.Event | None = None) -> dict[str, Any]:
     """Replay one run in a fresh subprocess and return its result document (any status)."""
     sc = prep.scenario
     started = datetime.now(timezone.utc)
@@ -250,7 +280,7 @@ def run_one(prep: Prepared, spec: RunSpec, max_memory_bytes: int | None = None) 
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                     start_new_session=True, preexec_fn=_die_with_parent)
             try:
-                rc, status, error = _supervise(proc, sc.timeout_s, max_memory_bytes)
+                rc, status, error = _supervise(proc, sc.timeout_s, max_memory_bytes, stop)
             except BaseException:
                 _kill(proc)  # Ctrl-C: the child must not outlive the sweep
                 raise
@@ -286,8 +316,8 @@ def run_one(prep: Prepared, spec: RunSpec, max_memory_bytes: int | None = None) 
 POLL_S = 0.05  # how often a running child's time and memory are checked
 
 
-def _supervise(proc: subprocess.Popen, timeout_s: float, max_memory_bytes: int | None
-               ) -> tuple[int | None, str, str | None]:
+def _supervise(proc: subprocess.Popen, timeout_s: float, max_memory_bytes: int | None,
+               stop: threading.Event | None = None) -> tuple[int | None, str, str | None]:
     """Wait for the child, killing it past its time limit or memory limit: (exit code, status, error)."""
     import psutil
 
@@ -298,6 +328,8 @@ def _supervise(proc: subprocess.Popen, timeout_s: float, max_memory_bytes: int |
             return proc.wait(timeout=POLL_S), "ok", None
         except subprocess.TimeoutExpired:
             pass
+        if stop is not None and stop.is_set():
+            raise KeyboardInterrupt  # the caller kills the child
         if time.monotonic() > deadline:
             _kill(proc)
             return None, "timeout", f"no result after the time limit of {timeout_s:g} s; killed"
