@@ -90,14 +90,20 @@ def safety_of(family: str, policy: str) -> Safety:
 
 
 class RWLock:
-    """Many readers or one writer. A waiting writer stops new readers: under a search load that never pauses,
-    a plain reader-preferring lock would starve the writer and the ingest rate would mean nothing."""
+    """Many readers or one writer, with writers served first and in arrival order.
+
+    A waiting writer stops new readers, and exclusive holders are served by ticket (FIFO): under a search
+    load that never pauses, a lock without either starves the writer (measured: a writer waiting 86 s for
+    an exclusive lock that searching clients kept taking), and the ingest rate would mean nothing.
+    """
 
     def __init__(self) -> None:
         self._cond = threading.Condition(threading.Lock())
         self._readers = 0
         self._writer = False
         self._writers_waiting = 0
+        self._next_ticket = 0
+        self._serving = 0
 
     @contextmanager
     def shared(self) -> Iterator[None]:
@@ -116,8 +122,10 @@ class RWLock:
     @contextmanager
     def exclusive(self) -> Iterator[None]:
         with self._cond:
+            ticket = self._next_ticket
+            self._next_ticket += 1
             self._writers_waiting += 1
-            while self._writer or self._readers:
+            while self._writer or self._readers or self._serving != ticket:
                 self._cond.wait()
             self._writers_waiting -= 1
             self._writer = True
@@ -126,6 +134,7 @@ class RWLock:
         finally:
             with self._cond:
                 self._writer = False
+                self._serving += 1
                 self._cond.notify_all()
 
 
@@ -316,39 +325,31 @@ def _one_library_thread(policy: Policy) -> Callable[[], None]:
 
 
 def free_cores(threads: int, seconds: float = CONTROL_SECONDS) -> float:
-    """How many cores this process can get right now: hashing throughput of `threads` threads over one thread's.
+    """How many cores `threads` threads of this process get right now: CPU time ÷ wall time of GIL-free work.
 
-    hashlib releases the GIL on large inputs, so on an idle 2-core machine 2 threads hash ~2× faster; when
-    other processes keep a core busy it is nearer 1. Measured just before a level, it tells a library that
+    hashlib releases the GIL on large inputs, so on an idle 2-core machine 2 hashing threads keep 2 cores
+    busy; when other processes are running, fewer. Measured just before a level, it tells a library that
     does not scale from a machine that had no second core to give.
     """
-    if threads <= 1:
-        return 1.0
+    import hashlib
 
-    def rate(t: int) -> float:
-        import hashlib
+    budget = int(seconds * 1e9)
+    barrier = threading.Barrier(threads)
 
-        counts = [0] * t
-        budget = int(seconds * 1e9)
-        barrier = threading.Barrier(t)
+    def work() -> None:
+        barrier.wait()
+        start = time.perf_counter_ns()
+        while time.perf_counter_ns() - start < budget:
+            hashlib.sha256(_CONTROL_BUF)
 
-        def work(i: int) -> None:
-            barrier.wait()
-            start = time.perf_counter_ns()
-            while time.perf_counter_ns() - start < budget:
-                hashlib.sha256(_CONTROL_BUF)
-                counts[i] += 1
-
-        workers = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(t)]
-        t0 = time.perf_counter_ns()
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
-        return sum(counts) / max(time.perf_counter_ns() - t0, 1)
-
-    one = rate(1)
-    return rate(threads) / one if one > 0 else float("nan")
+    workers = [threading.Thread(target=work, daemon=True) for _ in range(threads)]
+    c0, t0 = time.process_time(), time.perf_counter()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    wall = time.perf_counter() - t0
+    return (time.process_time() - c0) / wall if wall > 0 else float("nan")
 
 
 def measure_level(policy: Policy, singles: list[np.ndarray], k: int, threads: int, seconds: float,
@@ -521,3 +522,90 @@ def ingest_day(policy: Policy, day_ops: list[Op], search_op: Op, grid: list[dict
         "guard": guard.describe(), "params": load_params, "search_threads": spec.threads,
         "under_ingest": under, "at_rest": at_rest, "snapshots": snaps,
     }
+
+
+# --- which libraries release the GIL, measured -----------------------------------------------------------------
+def gil_share(call: Callable[[], Any], seconds: float = 0.3) -> float:
+    """How much a pure-Python thread progresses while `call` runs in another thread, relative to alone.
+
+    A library that releases the GIL during its C++ work leaves the interpreter to the other thread: ~1 with
+    a free core, ~0.5 when the two threads share one core. One that holds it leaves only the gaps between
+    calls: near 0. Unlike a QPS ratio, this holds on a machine whose other core is busy. `call` should
+    take well over the interpreter's 5 ms switch interval (a batch search), so the gaps do not dominate.
+    """
+    def count(until: Callable[[], bool]) -> float:
+        n, t0 = 0, time.perf_counter()
+        while not until():
+            for _ in range(1000):
+                n += 1
+        return n / (time.perf_counter() - t0)
+
+    t_end = time.perf_counter() + seconds
+    alone = count(lambda: time.perf_counter() >= t_end)
+    stop = threading.Event()
+
+    def busy() -> None:
+        while not stop.is_set():
+            call()
+
+    worker = threading.Thread(target=busy, daemon=True)
+    worker.start()
+    t_end = time.perf_counter() + seconds
+    during = count(lambda: time.perf_counter() >= t_end)
+    stop.set()
+    worker.join()
+    return during / alone if alone > 0 else float("nan")
+
+
+_TABLE_CONFIGS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
+    # family → (policy, build params, search params): the middle settings of reseller_daily_updates
+    "faiss-flat": ("native", {}, {}),
+    "faiss-ivf": ("native", {"nlist": 0}, {"nprobe": 8}),
+    "faiss-hnsw": ("native", {"M": 16, "efConstruction": 100}, {"efSearch": 48}),
+    "hnswlib": ("native", {"M": 16, "ef_construction": 100}, {"ef": 48}),
+    "annoy": ("rebuild", {"n_trees": 32}, {"search_k": 2000}),
+    "scann": ("native", {"num_leaves": 0}, {"leaves_to_search": 16}),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m annbench.concurrency`: per family, GIL release and QPS at 1 and 2 client threads."""
+    import argparse
+
+    from annbench import adapters, catalog
+    from annbench.adapters.base import prepare_vectors, validate_params
+    from annbench.policies import make_policy
+
+    ap = argparse.ArgumentParser(prog="python -m annbench.concurrency", description=main.__doc__)
+    ap.add_argument("--n", type=int, default=50_000, help="catalog size (dim 128)")
+    ap.add_argument("--seconds", type=float, default=1.0, help="per concurrency level")
+    ap.add_argument("--families", default=",".join(_TABLE_CONFIGS))
+    args = ap.parse_args(argv)
+    ds = catalog.generate(n=args.n, seed=0)
+    base = prepare_vectors(ds.base, Metric.COSINE)
+    queries = prepare_vectors(ds.queries[:500], Metric.COSINE)
+    singles = [queries[i:i + 1] for i in range(len(queries))]
+    rows = np.arange(args.n, dtype=np.int64)
+    print(f"catalog {args.n} × {base.shape[1]}, 500 queries, k=10; cores 2 threads get now: "
+          f"{free_cores(2, 0.3):.2f}")
+    print("family      GIL share  QPS T=1  QPS T=2  ratio  cores busy T=2  free cores  batch 1 lib thr  2 lib thr")
+    for family in args.families.split(","):
+        policy_name, build, search = _TABLE_CONFIGS.get(family, ("native", {}, {}))
+        cls = adapters.get(family)
+        policy = make_policy(policy_name, cls, Metric.COSINE, base.shape[1], 1,
+                             validate_params(cls.build_params, build, family, "build"), base, 3)
+        policy.build(rows, rows)
+        policy.set_search_params(**search)
+        for q in singles[:50]:
+            policy.search(q, 10)
+        long_batch = np.tile(queries, (4, 1))  # ~100 ms calls: the gaps between calls then hardly count
+        share = gil_share(lambda p=policy, q=long_batch: p.search(q, 10))
+        one, two = (measure_level(policy, singles, 10, t, args.seconds) for t in (1, 2))
+        b1, b2 = (batch_qps(policy, queries, 10, t)["qps"] for t in (1, 2))
+        print(f"{family:11s} {share:9.2f} {one['qps']:8.0f} {two['qps']:8.0f} {two['qps'] / one['qps']:6.2f} "
+              f"{two['cpu_utilisation']:15.2f} {two['free_cores']:11.2f} {b1:16.0f} {b2:10.0f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
