@@ -20,7 +20,22 @@ EXIT_VERDICT, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
 
 class _Group(click.Group):
-    """Turn every AnnbenchError into one line and exit 2, and Ctrl-C into exit 130."""
+    """Turn every AnnbenchError and command-line mistake into one line and exit 2, and Ctrl-C into 130."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.pop("standalone_mode", None)
+        try:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        except click.UsageError as e:  # click would print its whole usage block; one line says enough
+            hint = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
+            click.echo(f"annbench: error: {e.format_message()}{hint}", err=True)
+            sys.exit(EXIT_USAGE)
+        except click.ClickException as e:
+            click.echo(f"annbench: error: {e.format_message()}", err=True)
+            sys.exit(EXIT_USAGE)
+        except click.Abort:
+            click.echo("annbench: interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
