@@ -19,8 +19,9 @@ Owns what happens inside a run's process when a scenario asks for concurrency (`
   reads and writes. Annbench never uses a library in a way it does not support; the lock's cost (a
   search waiting for a write batch) is inside the timed search, so it shows in the latency figures.
 
-Measured here (2-core x86_64, 100k × 128 catalog, k=10, one library thread, single-query clients;
-`python -m annbench.concurrency` prints the table again): see `SCALING_NOTE` below.
+Which libraries release the GIL is measured, not assumed: `python -m annbench.concurrency` prints per
+family how far a pure-Python thread gets while the library searches (`gil_share`), QPS at 1 and 2
+client threads, and the cores the machine could give at that moment (`free_cores`).
 """
 
 from __future__ import annotations
@@ -68,10 +69,12 @@ SAFETY: dict[str, Safety] = {
     # 'not thread safe with add_items and knn_query'; mark_deleted is not documented as safe beside knn_query.
     "hnswlib": Safety(True, False, "hnswlib README (0.8.0): knn_query is safe with other knn_query calls but not "
                       "with add_items (inserts and updates); resize_index with neither; mark_deleted undocumented."),
-    # Not documented. Concurrent search_batched calls were checked here (2 threads × 20k queries: answers
-    # identical to a one-thread run, no crash); upsert/delete beside a search were not verified: unsafe.
-    "scann": Safety(True, False, "not documented; concurrent searches checked here (answers identical to one "
-                    "thread); upsert and delete beside a search not verified, so treated as unsafe."),
+    # Not documented. Checked here (scann 1.4.2): 2 threads each sending the same 10k single queries twice
+    # to a 20k × 64 tree-AH index got every answer identical to a one-thread run, no crash (hnswlib,
+    # faiss-ivf and annoy passed the same check). upsert/delete beside a search: not verified, so unsafe.
+    "scann": Safety(True, False, "not documented; concurrent searches checked here (2 threads × 20k single "
+                    "queries, answers identical to one thread); upsert and delete beside a search not verified, "
+                    "so treated as unsafe."),
     # The forest is immutable once built; annoy never changes after build (writes go to the rebuild
     # policy's buffer, which is the policy's own state).
     "annoy": Safety(True, False, "annoy: get_nns_by_vector only reads the built forest; the index never changes "
@@ -388,12 +391,19 @@ def batch_qps(policy: Policy, queries: np.ndarray, k: int, library_threads: int)
 
 
 def measure_levels(policy: Policy, queries: np.ndarray, singles: list[np.ndarray], k: int,
-                   spec: Concurrency) -> list[dict[str, Any]]:
-    """Every level of `search.concurrency` for the current search setting: clients, and batch beside it."""
+                   spec: Concurrency, step_batch: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Every level of `search.concurrency` for the current search setting: clients, and batch beside it.
+
+    `step_batch` ({"library_threads", "qps"}) is the batch figure the search step measured already; a
+    level with that many library threads reuses it instead of timing the same call again.
+    """
     out = []
     for level in spec.levels:
         rec = measure_level(policy, singles, k, level, spec.seconds)
-        rec["batch"] = batch_qps(policy, queries, k, level)
+        if step_batch is not None and step_batch["library_threads"] == level:
+            rec["batch"] = {**step_batch, "from": "the search step's batch figure"}
+        else:
+            rec["batch"] = batch_qps(policy, queries, k, level)
         out.append(rec)
     return out
 

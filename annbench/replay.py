@@ -223,7 +223,8 @@ def _search_step(sc: Any, metric: Metric, policy: Policy, op: Op, grid: list[dic
             from annbench import concurrency
 
             # T client threads, then batch with T library threads beside it (annbench.concurrency)
-            s["concurrency"] = concurrency.measure_levels(policy, queries, singles, k, sc.concurrency)
+            s["concurrency"] = concurrency.measure_levels(policy, queries, singles, k, sc.concurrency,
+                                                          {"library_threads": sc.threads, "qps": s["qps"]})
         settings.append(s)
     return {"op": "search", "day": op.day, "count": int(len(qidx)), "live": len(policy.live.row_of),
             "seconds": float(sum(s["batch_seconds"] for s in settings)), "settings": settings}
