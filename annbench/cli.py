@@ -151,6 +151,8 @@ def list_() -> None:
         click.echo(f"  capabilities: {caps}")
         click.echo("  build:  " + ("; ".join(p.describe() for p in info.build_params) or "(none)"))
         click.echo("  search: " + ("; ".join(p.describe() for p in info.search_params) or "(none)"))
+        if info.maintenance:
+            click.echo("  maintenance policies: " + ", ".join(info.maintenance))
 
 
 # --- datasets ----------------------------------------------------------------------------------------

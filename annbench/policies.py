@@ -7,6 +7,8 @@
                 items live in an exact "fresh buffer" whose answers are merged with the index's by true
                 distance, and deleted or superseded index entries are tombstoned. This is how teams run
                 static indexes (annoy) in production.
+- a maintenance call the adapter declares (`optimize`, `reindex`, `vacuum` of a database): native writes,
+                then that call every `maintain_every` days before the day's search, timed as its own step.
 
 A policy's `search` is what the harness times, so the filtering and merging a policy needs are part of
 its measured cost. Policies never time or print; they track the live set (id → pool row) because the
@@ -83,6 +85,7 @@ class Policy:
         return np.ascontiguousarray(self.pool[np.asarray(rows)], dtype=np.float32)
 
     def build(self, rows: np.ndarray, ids: np.ndarray) -> None:
+        self.close()  # a rebuild replaces the index: release what the old one holds outside the process
         self.adapter = self.make_adapter()
         self.adapter.build(self._vectors(rows), ids)
         if self.search_params:
@@ -106,9 +109,13 @@ class Policy:
         self.live.add(rows, ids)
         self.fresh_ids.update(ids.tolist())
 
-    def maintain(self, day: int) -> bool:
-        """End-of-day maintenance before the day's search; True when it did work (a rebuild)."""
-        return False
+    def maintain(self, day: int) -> str | None:
+        """End-of-day upkeep before the day's search: the name of what it did ("rebuild", "optimize"), or None."""
+        return None
+
+    def close(self) -> None:
+        if self.adapter is not None:
+            self.adapter.close()
 
     def set_search_params(self, **params: Any) -> None:
         self.search_params = params
@@ -219,13 +226,13 @@ class RebuildPolicy(Policy):
         self.live.remove(ids)
         self.fresh_ids.difference_update(ids.tolist())
 
-    def maintain(self, day: int) -> bool:
+    def maintain(self, day: int) -> str | None:
         if day - self.last_build_day < self.every:
-            return False
+            return None
         rows, ids = self.live.arrays()
         self.build(rows, ids)
         self.last_build_day = day
-        return True
+        return "rebuild"
 
     def search(self, queries: np.ndarray, k: int) -> np.ndarray:
         main = filtered_search(self.adapter, queries, k, self.tomb, self.in_index)
@@ -249,15 +256,35 @@ class RebuildPolicy(Policy):
         return out
 
 
+class MaintainPolicy(Policy):
+    """Native writes, then the adapter's own upkeep call (`op`) every N days before the day's search."""
+
+    def __init__(self, *args: Any, op: str, maintain_every: int = 1, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.name = op
+        self.every = maintain_every
+        self.last_day = 0
+
+    def maintain(self, day: int) -> str | None:
+        if day - self.last_day < self.every:
+            return None
+        self.adapter.maintain(self.name)
+        self.last_day = day
+        return self.name
+
+
 POLICY_CLASSES: dict[str, type[Policy]] = {"native": Policy, "tombstone": TombstonePolicy, "rebuild": RebuildPolicy}
 
 
 def make_policy(name: str, adapter_cls: type[Adapter], metric: Metric, dim: int, threads: int,
-                build_params: dict[str, Any], pool: np.ndarray, rebuild_every: int, static: bool = False) -> Policy:
+                build_params: dict[str, Any], pool: np.ndarray, rebuild_every: int, static: bool = False,
+                maintain_every: int = 1) -> Policy:
     """The policy object for one run; refuses a policy the adapter cannot support."""
-    check_policy(adapter_cls.capabilities, name, adapter_cls.name, static)
+    check_policy(adapter_cls.capabilities, name, adapter_cls.name, static, adapter_cls.maintenance)
 
     def make_adapter() -> Adapter:
         return adapter_cls(metric, dim, threads=threads, **build_params)
 
-    return POLICY_CLASSES[name](make_adapter, pool, metric, rebuild_every=rebuild_every)
+    if name in POLICY_CLASSES:
+        return POLICY_CLASSES[name](make_adapter, pool, metric, rebuild_every=rebuild_every)
+    return MaintainPolicy(make_adapter, pool, metric, op=name, maintain_every=maintain_every)

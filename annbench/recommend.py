@@ -239,13 +239,16 @@ def configurations(runs: Iterable[dict[str, Any]]) -> tuple[list[Config], list[F
                     p99_ms=_num(lat.get("p99")), qps=_num(s.get("qps")), leaks=int(s.get("leaks") or 0),
                     mean_ms=_num(lat.get("mean")), concurrency=_levels(s.get("concurrency"))))
         mem = run.get("memory") or {}
+        # a database's files and its server's RSS live outside the run's process: they count as memory
+        external = float(sum((mem.get("external_bytes") or {}).values()))
         build_s = sum(_num(st.get("seconds"), 0.0) for st in run["steps"] if st["op"] == "build")
         for key, steps in per_setting.items():
             configs.append(Config(
                 workload=wl, run_id=run["run_id"], name=label.split("[")[0], label=label, family=index["family"],
                 build_params=dict(index.get("build_params") or {}), search_params=dict(params_of[key]),
                 policy=index["policy"], k=int(run["scenario"].get("k") or 0), steps=tuple(steps),
-                index_bytes=_num(mem.get("index_rss_bytes")), steady_bytes=_num(mem.get("rss_steady_bytes")),
+                index_bytes=_num(mem.get("index_rss_bytes")) + external,
+                steady_bytes=_num(mem.get("rss_steady_bytes")) + external,
                 peak_bytes=_num(mem.get("rss_peak_bytes")), baseline_bytes=_num(mem.get("rss_baseline_bytes")),
                 saved_bytes=_num(mem.get("saved_bytes")), build_seconds=build_s, run=run))
     return configs, failures

@@ -67,8 +67,6 @@ def _folder_bytes(path: Path) -> int:
 def run(spec: dict[str, Any]) -> dict[str, Any]:
     for module in spec.get("adapter_modules", []):
         importlib.import_module(module)  # registers adapters that live outside annbench (tests, plugins)
-    from threadpoolctl import threadpool_limits
-
     sc = load_scenario(Path(spec["scenario_path"]), scale=spec["scale"], dataset_path=spec.get("dataset_override"))
     data = Path(spec["data_dir"])
     pool = np.load(data / "base.npy", mmap_mode="r")
@@ -80,11 +78,22 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     gt_d = gt["dists"]  # (search steps × all queries × k), exact over each step's live set
 
     ops = op_log(sc, np.asarray(ids), base_labels, query_labels, len(queries_all), spec["size"])
-    threads = sc.threads
     metric = Metric(spec["metric"])
     cls = adapters.get(spec["family"])
-    policy = make_policy(spec["policy"], cls, metric, pool.shape[1], threads, spec["build_params"], pool,
-                         sc.rebuild_every, static=sc.timeline.kind == "static")
+    policy = make_policy(spec["policy"], cls, metric, pool.shape[1], sc.threads, spec["build_params"], pool,
+                         sc.rebuild_every, static=sc.timeline.kind == "static", maintain_every=sc.maintain_every)
+    try:
+        return _replay(sc, spec, policy, ops, pool, queries_all, gt_d, base_labels, query_labels, metric)
+    finally:
+        policy.close()  # a database's server or folder must not outlive the run
+
+
+def _replay(sc: Any, spec: dict[str, Any], policy: Policy, ops: list[Op], pool: np.ndarray, queries_all: np.ndarray,
+            gt_d: np.ndarray, base_labels: np.ndarray | None, query_labels: np.ndarray | None,
+            metric: Metric) -> dict[str, Any]:
+    from threadpoolctl import threadpool_limits
+
+    threads = sc.threads
     out: dict[str, Any] = {"steps": [], "memory": {}, "threads": threads}
     rng = np.random.default_rng(sc.seed + 1)
     with threadpool_limits(limits=threads):
@@ -104,11 +113,16 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
                 continue
             if op.kind == "search":
                 t0 = time.perf_counter()
-                if policy.maintain(op.day):
+                action = policy.maintain(op.day)
+                if action is not None:
                     secs = time.perf_counter() - t0
                     live = len(policy.live.row_of)
-                    out["steps"].append({"op": "rebuild", "day": op.day, "count": live, "live": live,
-                                         "seconds": secs, "vectors_per_s": live / secs if secs > 0 else None})
+                    # a rebuild, or a maintenance policy's upkeep call (op "maintain", named by "action")
+                    step = {"op": "rebuild" if action == "rebuild" else "maintain", "day": op.day, "count": live,
+                            "live": live, "seconds": secs, "vectors_per_s": live / secs if secs > 0 else None}
+                    if action != "rebuild":
+                        step["action"] = action
+                    out["steps"].append(step)
                 step = _search_step(sc, metric, policy, op, spec["search_grid"], queries_all, pool, gt_d[search_i],
                                     base_labels, query_labels, rng)
                 search_i += 1
@@ -154,9 +168,13 @@ def _build_memory(policy: Policy, queries: np.ndarray, k: int, rss_before: int, 
     with tempfile.TemporaryDirectory(prefix="annbench-save-") as tmp:
         written = policy.save(Path(tmp) / "index")
         on_disk = _folder_bytes(Path(tmp))
-    return {"rss_baseline_bytes": rss_before, "rss_peak_bytes": peak, "rss_steady_bytes": steady,
-            "index_rss_bytes": steady - rss_before, "saved_bytes": int(written), "saved_bytes_on_disk": on_disk,
-            "peak_is_build_only": peak_reset}
+    out = {"rss_baseline_bytes": rss_before, "rss_peak_bytes": peak, "rss_steady_bytes": steady,
+           "index_rss_bytes": steady - rss_before, "saved_bytes": int(written), "saved_bytes_on_disk": on_disk,
+           "peak_is_build_only": peak_reset}
+    external = policy.adapter.footprint()
+    if external:  # a database's files and server: memory figures add them (annbench.recommend)
+        out["external_bytes"] = {k: int(v) for k, v in external.items()}
+    return out
 
 
 def _search_step(sc: Any, metric: Metric, policy: Policy, op: Op, grid: list[dict[str, Any]], queries_all: np.ndarray,
@@ -226,8 +244,12 @@ def _search_step(sc: Any, metric: Metric, policy: Policy, op: Op, grid: list[dic
             s["concurrency"] = concurrency.measure_levels(policy, queries, singles, k, sc.concurrency,
                                                           {"library_threads": sc.threads, "qps": s["qps"]})
         settings.append(s)
-    return {"op": "search", "day": op.day, "count": int(len(qidx)), "live": len(policy.live.row_of),
+    step = {"op": "search", "day": op.day, "count": int(len(qidx)), "live": len(policy.live.row_of),
             "seconds": float(sum(s["batch_seconds"] for s in settings)), "settings": settings}
+    external = policy.adapter.footprint()
+    if external:  # a database's files grow with the days; kept per step, outside the timed region
+        step["external_bytes"] = {key: int(v) for key, v in external.items()}
+    return step
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -56,9 +56,11 @@ from annbench.recommend import (
 )
 
 RECALL_CLIP = 1e-4  # recall 1.0 (and 0.0) cannot sit on a logit axis: drawn at 1 − 1e-4 (1e-4)
-POLICY_MARKER = {"native": "o", "tombstone": "s", "rebuild": "^"}
-POLICY_LINE = {"native": "-", "tombstone": "--", "rebuild": ":"}
-POLICY_COLOUR = {"native": "#1f77b4", "tombstone": "#ff7f0e", "rebuild": "#2ca02c"}
+# the generic policies, then the databases' maintenance policies (optimize, reindex, vacuum)
+POLICY_MARKER = {"native": "o", "tombstone": "s", "rebuild": "^", "optimize": "v", "reindex": "D", "vacuum": "P"}
+POLICY_LINE = {"native": "-", "tombstone": "--", "rebuild": ":", "optimize": "-.", "reindex": ":", "vacuum": "-."}
+POLICY_COLOUR = {"native": "#1f77b4", "tombstone": "#ff7f0e", "rebuild": "#2ca02c", "optimize": "#8c564b",
+                 "reindex": "#e377c2", "vacuum": "#17becf"}
 OP_COLOUR = {"insert": "#1f77b4", "delete": "#d62728", "update": "#9467bd", "rebuild": "#2ca02c",
              "ingest": "#8c564b", "build": "#000000"}
 SCALES = 1.2  # QPS gained from the fewest to the most client threads below which an index "does not scale"
@@ -477,12 +479,13 @@ def update_costs(run: dict[str, Any]) -> dict[str, dict[int, float]]:
     out: dict[str, dict[int, float]] = {}
     for st in run.get("steps", []):
         # an ingest step's seconds are its write calls (and lock waits), applied while clients searched
-        if st["op"] in ("insert", "delete", "update", "ingest", "rebuild", "build"):
+        if st["op"] in ("insert", "delete", "update", "ingest", "rebuild", "build", "maintain"):
             secs = st.get("seconds")
             if isinstance(secs, (int, float)):
                 day = int(st.get("day") or 0)
-                out.setdefault(st["op"], {})
-                out[st["op"]][day] = out[st["op"]].get(day, 0.0) + float(secs)
+                op = "rebuild" if st["op"] == "maintain" else st["op"]  # a database's optimize / reindex / vacuum
+                out.setdefault(op, {})
+                out[op][day] = out[op].get(day, 0.0) + float(secs)
     return out
 
 
@@ -528,7 +531,8 @@ def fig_update_cost(runs: Sequence[dict[str, Any]], context: str) -> tuple[Any, 
     events = {"build": "s", "rebuild": "D"}
     handles = [Line2D([], [], color=OP_COLOUR[op], marker=events.get(op, "o"),
                       linestyle="none" if op in events else "-") for op in OP_COLOUR if op in used_ops]
-    names = {"build": "initial build (day 0)", "ingest": "ingest (writes beside searches)"}
+    names = {"build": "initial build (day 0)", "ingest": "ingest (writes beside searches)",
+             "rebuild": "rebuild, or the policy's upkeep call"}
     fig.legend(handles, [names.get(op, op) for op in OP_COLOUR if op in used_ops],
                loc="outside right upper", frameon=False, title="operation", title_fontsize=8)
     fig.suptitle("Upkeep per day: seconds spent on each update operation", fontsize=12, fontweight="bold")

@@ -177,6 +177,7 @@ class Scenario:
     scale: float = 1.0
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
     concurrency: Concurrency | None = None  # `search.concurrency`: None when not asked for
+    maintain_every: int = 1  # days between a maintenance policy's upkeep calls
 
     def content_hash(self) -> str:
         """Hash of the validated workload: dataset, metric, k, queries, timeline, seed, threads, scale.
@@ -352,6 +353,7 @@ def load_scenario(path: Path, *, scale: float = 1.0, dataset_path: str | None = 
     timeline = _timeline_section(top.section("timeline", {"kind": "static"}), scale)
     concurrency = _search_section(top.section("search", {}), timeline)
     rebuild_every = top.get("rebuild_every", int, 3, lo=1)
+    maintain_every = top.get("maintain_every", int, 1, lo=1)
     default_policies = _policies(top.get("policies", list, ["native"]), "policies", p)
     static = timeline.kind == "static"  # nothing changes after build: every policy is the same run
 
@@ -371,7 +373,7 @@ def load_scenario(path: Path, *, scale: float = 1.0, dataset_path: str | None = 
     raw = read_yaml(Path(path))
     return Scenario(name, description, p, dataset, metric, k, n_queries, query_rule, timeline, rebuild_every,
                     threads, timeout_s, seed, warmup, keep_answers, tuple(configs), float(scale), raw,
-                    concurrency=concurrency)
+                    concurrency=concurrency, maintain_every=maintain_every)
 
 
 def _dataset_section(sec: _Section, scale: float, override: str | None, base_dir: Path) -> dict[str, Any]:
@@ -538,8 +540,10 @@ def _concurrent_updates_section(sec: _Section, days: int) -> ConcurrentUpdates:
 def _policies(value: Any, where: str, path: str) -> tuple[str, ...]:
     items = value if isinstance(value, list) else [value]
     for v in items:
-        if v not in POLICIES:
-            raise ConfigError(f"{path}: {where} has {v!r}; allowed: {', '.join(POLICIES)}")
+        # a generic policy, or a maintenance call some adapter declares (checked per family later)
+        if not isinstance(v, str) or not re.fullmatch(r"[a-z][a-z0-9_]{0,31}", v):
+            raise ConfigError(f"{path}: {where} has {v!r}; allowed: {', '.join(POLICIES)}, or a maintenance "
+                              "policy of the index (annbench list)")
     if not items:
         raise ConfigError(f"{path}: {where} must name at least one policy")
     return tuple(dict.fromkeys(items))
@@ -570,7 +574,7 @@ def _index_configs(items: list[Any], default_policies: tuple[str, ...], path: st
             policies = ("native",)
         for policy in policies:
             try:
-                check_policy(cls.capabilities, policy, family, static)
+                check_policy(cls.capabilities, policy, family, static, cls.maintenance)
             except ConfigError as e:
                 raise ConfigError(f"{path}: indexes[{i}].policies: {e}") from None
         for b in builds:
@@ -581,11 +585,18 @@ def _index_configs(items: list[Any], default_policies: tuple[str, ...], path: st
     return configs
 
 
-def check_policy(caps: Any, policy: str, family: str, static: bool = False) -> None:
-    """Refuse, before anything runs, a policy the index cannot honestly support."""
+def check_policy(caps: Any, policy: str, family: str, static: bool = False,
+                 maintenance: tuple[str, ...] = ()) -> None:
+    """Refuse, before anything runs, a policy the index cannot honestly support.
+
+    A maintenance policy (one of the family's declared `maintenance` calls) writes like `native`.
+    """
+    if policy not in POLICIES and policy not in maintenance:
+        raise ConfigError(f"{family} has no policy {policy!r}; allowed: {', '.join(POLICIES + tuple(maintenance))}")
     if static:
         return
-    need = {"native": ("add", "delete", "update"), "tombstone": ("add", "update"), "rebuild": ()}[policy]
+    need = {"native": ("add", "delete", "update"), "tombstone": ("add", "update"),
+            "rebuild": ()}.get(policy, ("add", "delete", "update"))
     for op in need:
         if getattr(caps, op) is Support.UNSUPPORTED:
             raise ConfigError(

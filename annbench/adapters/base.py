@@ -176,6 +176,7 @@ class AdapterInfo:
     search_params: tuple[Param, ...]
     description: str = ""
     notes: list[str] = field(default_factory=list)
+    maintenance: tuple[str, ...] = ()
 
 
 class Adapter(ABC):
@@ -185,6 +186,10 @@ class Adapter(ABC):
     capabilities: ClassVar[Capabilities]
     build_params: ClassVar[tuple[Param, ...]] = ()
     search_params: ClassVar[tuple[Param, ...]] = ()
+    # The library's own upkeep calls, by name (a database's "optimize", "reindex", "vacuum"). Each is also
+    # a policy a scenario can choose: native writes, then this call at the end of every `maintain_every`
+    # days, timed as its own step, so its cost and its effect on recall are both visible.
+    maintenance: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, metric: Metric | str, dim: int, threads: int = 1, **build_params: Any) -> None:
         self.metric = Metric.parse(metric)
@@ -221,6 +226,21 @@ class Adapter(ABC):
     def save(self, path: Path) -> int:
         """Serialise the index under `path` (a file or folder the adapter owns); return bytes written."""
 
+    def maintain(self, op: str) -> None:
+        """Run the library's upkeep call `op` (one of `maintenance`)."""
+        raise CapabilityError(f"{self.name} has no maintenance call {op!r}")
+
+    def footprint(self) -> dict[str, int]:
+        """Bytes the index holds outside this process's RSS, by kind (a database's files, its server's RSS).
+
+        Libraries that live in the process return {}; databases report what their memory figures must add.
+        """
+        return {}
+
+    def close(self) -> None:
+        """Release what the index holds outside this process (a server, a database folder). Idempotent."""
+        return None
+
     def set_search_params(self, **params: Any) -> None:
         """Set search-time parameters; unknown names raise ConfigError listing the valid ones."""
         self.search_settings = validate_params(self.search_params, params, self.name, "search")
@@ -244,7 +264,8 @@ class Adapter(ABC):
     @classmethod
     def info(cls) -> AdapterInfo:
         return AdapterInfo(cls.name, cls.capabilities, cls.build_params, cls.search_params,
-                           (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else "")
+                           (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else "",
+                           maintenance=cls.maintenance)
 
 
 def pad_ids(rows: list[np.ndarray], k: int) -> np.ndarray:
