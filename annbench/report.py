@@ -412,6 +412,11 @@ def _shades(colour: str, n: int) -> list[Any]:
         else [(r, g, b)]
 
 
+def _runbook(runs: Sequence[dict[str, Any]]) -> bool:
+    """True when every run replays a big-ann runbook, whose 'days' are the runbook's step numbers."""
+    return bool(runs) and all(r["scenario"].get("runbook") for r in runs)
+
+
 def fig_days(configs: Sequence[Config], context: str) -> tuple[Any, dict[str, int]]:
     """Rows: index names. Columns: recall@k, hit@k (with labels), p99, leaked ids, per day. Every line is one
     (build, policy, search setting): nothing is averaged, so a policy that degrades shows as a falling line."""
@@ -466,10 +471,18 @@ def fig_days(configs: Sequence[Config], context: str) -> tuple[Any, dict[str, in
         handles, labels = axes[ri, 0].get_legend_handles_labels()
         axes[ri, -1].legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False,
                             fontsize=7, handlelength=2.5)
-    fig.suptitle("Day by day, per index and policy — every search setting its own line", fontsize=12,
-                 fontweight="bold")
-    _footer(fig, [context, f"Day 0 is the initial build; each later day applies deletes, inserts and updates, "
-                  f"then searches. Line style and colour: policy; shade and marker: search setting. hit@{k} "
+    if _runbook([c.run for c in daily]):
+        for ax in axes[-1]:
+            ax.set_xlabel("runbook step")
+        fig.suptitle("Step by step (runbook), per index and policy — every search setting its own line",
+                     fontsize=12, fontweight="bold")
+        how = ("x is the runbook's step number; each point is one of its search steps, scored over the tags "
+               "live at that step.")
+    else:
+        fig.suptitle("Day by day, per index and policy — every search setting its own line", fontsize=12,
+                     fontweight="bold")
+        how = "Day 0 is the initial build; each later day applies deletes, inserts and updates, then searches."
+    _footer(fig, [context, f"{how} Line style and colour: policy; shade and marker: search setting. hit@{k} "
                   "uses product labels; leaks count deleted ids returned (summed over queries)."])
     return fig, points
 
@@ -524,7 +537,7 @@ def fig_update_cost(runs: Sequence[dict[str, Any]], context: str) -> tuple[Any, 
         if i % ncols == 0:
             ax.set_ylabel("seconds (log)")
         if i >= len(ok) - ncols:
-            ax.set_xlabel("day")
+            ax.set_xlabel("runbook step" if _runbook(ok) else "day")
     _plain_log(axes.flat[0].yaxis, subs=(1.0,))
     from matplotlib.lines import Line2D
 
@@ -537,7 +550,8 @@ def fig_update_cost(runs: Sequence[dict[str, Any]], context: str) -> tuple[Any, 
                loc="outside right upper", frameon=False, title="operation", title_fontsize=8)
     fig.suptitle("Upkeep per day: seconds spent on each update operation", fontsize=12, fontweight="bold")
     _footer(fig, [context, "One panel per index and policy; y shared (log) so panels compare. Rebuild points "
-                  "appear on the days the rebuild policy rebuilds; the initial build is shown on day 0 for scale."])
+                  "appear on the days the rebuild policy rebuilds, or a maintenance policy (optimize, reindex, "
+                  "vacuum) calls the database; the initial build is shown on day 0 for scale."])
     return fig, points
 
 

@@ -202,6 +202,9 @@ def test_a_long_runbook_runs_with_a_per_step_recall_curve(tmp_path: Path, data_d
     res = CliRunner().invoke(main, ["plot", str(out)], catch_exceptions=False)
     assert res.exit_code == 0, res.output
     assert (out / "report" / "runbook_long-long-data-days.png").stat().st_size > 10_000
+    # the per-step curve is labelled by runbook step, not by day
+    svg = (out / "report" / "runbook_long-long-data-days.svg").read_text()
+    assert "runbook step" in svg and "Day 0 is the initial build" not in svg
     # rerunning the same command resumes: the written scenario and its workload hash are stable
     res = CliRunner().invoke(main, ["run", "--runbook", str(rb), "--dataset", str(data_dir / "emb.npy"),
                                     "--indexes", "hnswlib", "--out", str(out)], catch_exceptions=False)
