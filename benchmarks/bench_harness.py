@@ -1,0 +1,241 @@
+"""P4 and P5: the whole `annbench run` as a user starts it — its wall time, where that goes, its memory.
+
+Both start the real command (`annbench run …`, the installed console script of this interpreter) in a
+child process with a temporary results folder and a fresh cache, and timestamp its progress lines as
+they arrive (PYTHONUNBUFFERED), which splits the run into CLI start, dataset materialisation, ground
+truth and the sweep without touching annbench.
+
+P4 then reads the result files: per run, the build, update and timed-search seconds the run recorded,
+and its wall time in the sweep; what remains of a run's wall time is process start, loading, warm-up,
+recall computation, the memory pass, saving the index and writing JSON. Process start is measured
+separately (a fresh interpreter importing what a run imports) and so is the child's re-validation of
+the scenario (load_scenario + op_log), so the remainder is split as far as can be without a profiler.
+
+P5 writes a 1M × 128 float32 .npy (512 MB) and a one-index static scenario over it, runs it, and polls
+the parent's /proc/<pid>/status (VmHWM, the kernel's own peak, plus RssAnon / RssFile) every few ms.
+The index's process is a child with its own RSS: not counted, as the target says.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from common import Line, median, proc_status, repo_root
+
+
+def annbench_command() -> list[str]:
+    """The `annbench` console script of this interpreter (not a pyenv shim, which adds its own start-up)."""
+    script = Path(sys.executable).parent / "annbench"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "from annbench.cli import main; main()"]
+
+
+class Watched:
+    """A child process whose stdout lines are timestamped as they arrive, and whose memory can be polled."""
+
+    def __init__(self, args: list[str], cwd: Path, stderr_path: Path) -> None:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.t0 = time.perf_counter()
+        self._stderr = open(stderr_path, "wb")  # tqdm's bar: to a file, so a full pipe never blocks the run
+        self.proc = subprocess.Popen(args, cwd=cwd, stdout=subprocess.PIPE, stderr=self._stderr, env=env,
+                                     stdin=subprocess.DEVNULL, text=True, bufsize=1)
+        self.lines: list[tuple[float, str]] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append((time.perf_counter() - self.t0, line.rstrip("\n")))
+
+    def wait(self) -> tuple[int, float]:
+        rc = self.proc.wait()
+        wall = time.perf_counter() - self.t0
+        self._reader.join()
+        self._stderr.close()
+        return rc, wall
+
+    def stamp(self, needle: str) -> float | None:
+        """Seconds from start to the first stdout line containing `needle`."""
+        return next((t for t, line in self.lines if needle in line), None)
+
+
+def _child_start_seconds(modules: list[str], repeats: int = 3) -> dict[str, float]:
+    """Median seconds for a fresh interpreter to import annbench.replay and one adapter module."""
+    out = {}
+    for mod in modules:
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            subprocess.run([sys.executable, "-c", f"import annbench.replay, {mod}"], check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            times.append(time.perf_counter() - t)
+        out[mod] = median(times)
+    return out
+
+
+def _child_setup_seconds(scenario: Path, scale: float, repeats: int = 3) -> float:
+    """What each run's process repeats before building: re-validating the scenario and its op log."""
+    from annbench import harness
+    from annbench.scenarios import load_scenario, op_log
+
+    sc = load_scenario(scenario, scale=scale)
+    ds = harness.open_scenario_dataset(sc)
+    ids = np.asarray(ds.base_ids())
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        sc2 = load_scenario(scenario, scale=scale)
+        op_log(sc2, ids, ds.base_labels, ds.query_labels, len(ds.queries), None)
+        times.append(time.perf_counter() - t)
+    return median(times)
+
+
+def measure_run(scenario: str, scale: float, limit_s: float) -> list[Line]:
+    """P4: wall time of `annbench run --scenario <scenario>` with defaults, fresh cache, and its profile."""
+    from annbench import adapters
+
+    root = repo_root()
+    with tempfile.TemporaryDirectory(prefix="annbench-p4-") as tmp_s:
+        tmp = Path(tmp_s)
+        args = [*annbench_command(), "run", "--scenario", scenario, "--out", str(tmp / "out")]
+        if scale != 1.0:
+            args += ["--scale", str(scale)]
+        w = Watched(args, root, tmp / "stderr.txt")
+        rc, wall = w.wait()
+        if rc != 0:
+            err = (tmp / "stderr.txt").read_text(errors="replace")[-2000:]
+            return [Line("P4", f"annbench run --scenario {scenario}: exited {rc}", float("nan"), " s", "<=",
+                         limit_s, raw={"stdout": w.lines, "stderr_tail": err}, sound=False)]
+        t_mat = w.stamp("materialising dataset")
+        t_gt = w.stamp("exact ground truth")
+        t_runs = w.stamp(" runs (")
+        runs = [json.loads(p.read_text()) for p in sorted((tmp / "out").rglob("*.json"))]
+
+    per_op: dict[str, float] = {}
+    timed_search = 0.0
+    run_walls = 0.0
+    families: dict[str, int] = {}
+    statuses: dict[str, int] = {}
+    for doc in runs:
+        run_walls += doc["wall_seconds"]
+        statuses[doc["status"]] = statuses.get(doc["status"], 0) + 1
+        families[doc["index"]["family"]] = families.get(doc["index"]["family"], 0) + 1
+        for step in doc["steps"]:
+            if step["op"] == "search":
+                for s in step["settings"]:
+                    timed_search += sum(s["latency_ns"]) / 1e9 + sum(s["batch_seconds_all"])
+            else:
+                per_op[step["op"]] = per_op.get(step["op"], 0.0) + step["seconds"]
+    modules = sorted({adapters.get(f).__module__ for f in families})
+    start_by_module = _child_start_seconds(modules)
+    process_start = sum(start_by_module[adapters.get(f).__module__] * c for f, c in families.items())
+    scenario_path = root / "configs" / "scenarios" / f"{scenario}.yaml"
+    setup = _child_setup_seconds(scenario_path, scale) * len(runs)
+    build = per_op.get("build", 0.0)
+    updates = sum(v for key, v in per_op.items() if key != "build")
+    sweep = wall - t_runs if t_runs is not None else float("nan")
+    rest = run_walls - build - updates - timed_search - process_start - setup
+    parts = [
+        ("CLI start (interpreter, imports, scenario validation)", t_mat if t_mat is not None else float("nan")),
+        ("prepare: materialise dataset (.npy in cache)", (t_gt - t_mat) if t_gt and t_mat else float("nan")),
+        ("prepare: exact ground truth of every search step", (t_runs - t_gt) if t_runs and t_gt else float("nan")),
+        (f"runs: process start ({len(runs)} × fresh interpreter + library import)", process_start),
+        ("runs: scenario re-validation + op log in each run's process", setup),
+        ("runs: build", build),
+        ("runs: insert / delete / update / rebuild", updates),
+        ("runs: timed search (single-query loops + batch calls)", timed_search),
+        ("runs: rest (warm-up, recall, freshness, memory pass, save, JSON)", rest),
+        ("sweep: parent between runs (spawn, result files)", sweep - run_walls),
+    ]
+    profile = "\n".join(f"  {name:<70} {secs:8.1f} s  {100 * secs / wall:5.1f} %" for name, secs in parts)
+    profile = f"where the {wall:.0f} s of `annbench run --scenario {scenario}` went:\n{profile}"
+    return [Line(
+        "P4", f"annbench run --scenario {scenario} (defaults, fresh cache)"
+        + (f" --scale {scale:g}" if scale != 1.0 else ""), wall, " s", "<=", limit_s,
+        raw={"wall_seconds": wall, "runs": len(runs), "statuses": statuses, "families": families,
+             "progress_lines": w.lines, "profile": dict(parts), "seconds_by_op": per_op,
+             "child_start_seconds_by_module": start_by_module, "sum_run_wall_seconds": run_walls},
+        profile=profile, sound=statuses.get("ok", 0) == len(runs))]
+
+
+def _write_npy(path: Path, n: int, dim: int, seed: int) -> None:
+    """n × dim float32 Gaussian rows, written block by block (this process never holds the whole array)."""
+    rng = np.random.default_rng(seed)
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, dim))
+    for s in range(0, n, 65_536):
+        e = min(n, s + 65_536)
+        out[s:e] = rng.standard_normal((e - s, dim), dtype=np.float32)
+    out.flush()
+    del out
+
+
+def measure_memory(n: int, dim: int = 128, n_queries: int = 100) -> list[Line]:
+    """P5: peak RSS of the `annbench run` parent on an n × dim memory-mapped .npy ÷ the dataset's bytes."""
+    import psutil
+    import yaml
+
+    with tempfile.TemporaryDirectory(prefix="annbench-p5-") as tmp_s:
+        tmp = Path(tmp_s)
+        _write_npy(tmp / "base.npy", n, dim, 0)
+        np.save(tmp / "queries.npy", np.random.default_rng(1).standard_normal((n_queries, dim), dtype=np.float32))
+        data_bytes = n * dim * 4
+        scenario = {
+            "name": "p5_mmap", "description": "P5: the harness's memory on a large memory-mapped catalog",
+            "dataset": {"path": "base.npy", "queries": "queries.npy"}, "metric": "l2", "k": 10, "threads": 1,
+            "timeout_s": 1800, "queries": {"count": n_queries}, "timeline": {"kind": "static"},
+            "indexes": [{"name": "ivf", "family": "faiss-ivf", "build": {"nlist": 256}, "search": {"nprobe": [4]}}],
+        }
+        (tmp / "p5.yaml").write_text(yaml.safe_dump(scenario, sort_keys=False))
+        w = Watched([*annbench_command(), "run", "--scenario", str(tmp / "p5.yaml"), "--out", str(tmp / "out")],
+                    tmp, tmp / "stderr.txt")
+        parent = psutil.Process(w.proc.pid)
+        samples: list[tuple[float, int, int, int]] = []  # (t, rss, anon, file)
+        hwm = 0
+        child_peak = 0
+        while w.proc.poll() is None:
+            try:
+                st = proc_status(w.proc.pid)
+                hwm = max(hwm, st.get("VmHWM", 0))
+                samples.append((time.perf_counter() - w.t0, st["VmRSS"], st.get("RssAnon", 0), st.get("RssFile", 0)))
+                for c in parent.children(recursive=True):
+                    child_peak = max(child_peak, c.memory_info().rss)
+            except (OSError, KeyError, psutil.Error):
+                pass  # the process is exiting between poll() and the read
+            time.sleep(0.005)
+        rc, wall = w.wait()
+        if rc != 0 or not samples:
+            err = (tmp / "stderr.txt").read_text(errors="replace")[-2000:]
+            return [Line("P5", f"annbench run on {n:,} × {dim} .npy: exited {rc}", float("nan"), "×", "<=", 1.2,
+                         raw={"stdout": w.lines, "stderr_tail": err}, sound=False)]
+
+    peak = max(hwm, max(s[1] for s in samples))  # VmHWM is the kernel's peak; the samples back it up
+    # Where the peak happened: the phase (from the progress lines) of the largest sample.
+    marks = [(0.0, "CLI start")] + [(t, line.removeprefix("annbench: ")[:60]) for t, line in w.lines]
+    phases: dict[str, tuple[int, int, int]] = {}
+    for t, rss, anon, file in samples:
+        phase = [m for m in marks if m[0] <= t][-1][1]
+        old = phases.get(phase, (0, 0, 0))
+        if rss > old[0]:
+            phases[phase] = (rss, anon, file)
+    prof = "parent RSS by phase (max sample: total = anonymous + file-backed pages):\n" + "\n".join(
+        f"  {name:<62} {rss / 2**20:7.0f} MiB = {anon / 2**20:5.0f} anon + {file / 2**20:5.0f} file"
+        for name, (rss, anon, file) in phases.items())
+    return [Line(
+        "P5", f"harness parent peak RSS on {n:,} × {dim} mmapped .npy ÷ {data_bytes / 1e6:.0f} MB",
+        peak / data_bytes, "×", "<=", 1.2,
+        raw={"n": n, "dim": dim, "dataset_bytes": data_bytes, "parent_vmhwm_bytes": hwm,
+             "parent_max_sampled_rss_bytes": max(s[1] for s in samples),
+             "parent_max_anon_bytes": max(s[2] for s in samples), "parent_max_file_bytes": max(s[3] for s in samples),
+             "index_process_peak_rss_sampled_bytes": child_peak, "wall_seconds": wall, "samples": len(samples),
+             "progress_lines": w.lines, "by_phase": {k: list(v) for k, v in phases.items()}},
+        profile=prof)]
