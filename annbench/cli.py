@@ -76,17 +76,23 @@ def main() -> None:
               help="Kill a run whose process RSS exceeds this many GiB (recorded as failed).")
 @click.option("--cache", "cache_dir", type=click.Path(path_type=Path), default=None,
               help="Cache for materialised datasets and ground truth [default: <out>/.cache].")
+@click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True,
+              help="Where runs execute: one at a time here, or one task per run on a Dask cluster "
+                   "(pip install 'annbench[dask]'; see the README).")
+@click.option("--scheduler", default=None,
+              help="With --executor dask: the scheduler's address (tcp://HOST:8786) [default: a local cluster].")
 def run(scenario_spec: str | None, runbook_path: Path | None, runbook_key: str | None, out_dir: Path,
         configs_dir: Path, dataset_path: str | None, scale: float, indexes: str | None, force: bool,
-        retry_failed: bool, max_memory_gb: float | None, cache_dir: Path | None) -> None:
+        retry_failed: bool, max_memory_gb: float | None, cache_dir: Path | None, executor: str,
+        scheduler: str | None) -> None:
     """Run a scenario: every index configuration × policy, each in its own process."""
-    from tqdm import tqdm
-
-    from annbench import harness, results
+    from annbench import executors, results
     from annbench.scenarios import load_scenario, resolve_scenario_path
 
     if max_memory_gb is not None and not max_memory_gb > 0:
         raise ConfigError(f"--max-memory-gb must be a positive number, got {max_memory_gb}")
+    if scheduler is not None and executor != "dask":
+        raise ConfigError("--scheduler needs --executor dask")
     wanted = [s.strip() for s in indexes.split(",") if s.strip()] if indexes else None
     if runbook_path is not None:
         from annbench import runbook
@@ -104,12 +110,27 @@ def run(scenario_spec: str | None, runbook_path: Path | None, runbook_key: str |
             raise ConfigError("--runbook-dataset needs --runbook")
         path = resolve_scenario_path(scenario_spec, configs_dir)
     sc = load_scenario(path, scale=scale, dataset_path=dataset_path, indexes=wanted)
-    results.ensure_writable(out_dir)
     t0 = time.perf_counter()
+    ex = executors.make_executor(executor, scheduler, sc)  # a cluster that cannot be used fails before any work
+    try:
+        results.ensure_writable(out_dir)
+        _run_sweep(sc, ex, out_dir, cache_dir, force, retry_failed, max_memory_gb, t0)
+    finally:
+        ex.close()
+
+
+def _run_sweep(sc: Any, ex: Any, out_dir: Path, cache_dir: Path | None, force: bool, retry_failed: bool,
+               max_memory_gb: float | None, t0: float) -> None:
+    from tqdm import tqdm
+
+    from annbench import executors, harness
+
     prep = harness.prepare(sc, cache_dir or out_dir / ".cache", progress=lambda m: click.echo(f"annbench: {m}"))
     runs = list(sc.runs())
     click.echo(f"annbench: {sc.name}: {len(runs)} runs ({prep.dataset_info['n']} vectors × "
                f"{prep.dataset_info['dim']}, k={sc.k}, {sc.threads} thread(s)) → {out_dir / sc.name}")
+    if not isinstance(ex, executors.LocalExecutor):
+        click.echo(f"annbench: executor {ex.describe()}")
     bar = tqdm(total=len(runs), unit="run", dynamic_ncols=True, file=sys.stderr)
     done: list[harness.RunOutcome] = []
 
@@ -119,7 +140,7 @@ def run(scenario_spec: str | None, runbook_path: Path | None, runbook_key: str |
         bar.write(harness.summary_line(outcome))
 
     try:
-        harness.run_sweep(prep, out_dir, force=force, retry_failed=retry_failed, on_done=on_done,
+        harness.run_sweep(prep, out_dir, force=force, retry_failed=retry_failed, on_done=on_done, executor=ex,
                           max_memory_bytes=None if max_memory_gb is None else int(max_memory_gb * 2**30))
     except KeyboardInterrupt:
         bar.close()

@@ -7,8 +7,11 @@ copying them. The exact ground truth of every search step (over that step's live
 incrementally) is computed once per (scenario workload, dataset, catalog size) and cached.
 
 `run_sweep` then starts one fresh subprocess per run (`annbench.replay`), with a time limit: a crash,
-an abort or a hang becomes that run's status and the sweep goes on. The parent alone writes result
-files, atomically, so an interrupted sweep leaves finished results intact and nothing half-written.
+an abort or a hang becomes that run's status and the sweep goes on. Where that subprocess starts (here,
+or on a Dask worker) is the executor's business (annbench.executors); a run travels as a small task dict
+(`make_task`), is executed by `execute_task`, and comes back as a record that `make_doc` turns into the
+result. The sweep's process alone writes result files, atomically, so an interrupted sweep leaves
+finished results intact and nothing half-written.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import hashlib
 import inspect
 import json
 import os
+import platform
 import shutil
 import signal
 import subprocess
@@ -29,7 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -202,16 +206,25 @@ def _index_record(spec: RunSpec, sc: Scenario) -> dict[str, Any]:
 
 def run_sweep(prep: Prepared, out_dir: Path, *, force: bool = False, retry_failed: bool = False,
               max_memory_bytes: int | None = None,
-              on_done: Callable[[RunOutcome], None] = lambda _o: None) -> list[RunOutcome]:
+              on_done: Callable[[RunOutcome], None] = lambda _o: None,
+              executor: Executor | None = None) -> list[RunOutcome]:
     """Run every configuration of the scenario, each in its own subprocess; return what happened.
+
+    `executor` decides where each run's subprocess is started (annbench.executors: this machine, one
+    run at a time, by default; or the workers of a Dask cluster). Wherever it runs, this process alone
+    writes the result files, atomically, in the same place and under the same names.
 
     Ctrl-C (SIGINT) only sets a flag, acted on at safe points (between runs, and while waiting for a
     run, which is then killed): a KeyboardInterrupt raised wherever the signal lands could be swallowed
     by a library's lock or land between writing a result and reporting it. It then raises
     KeyboardInterrupt with every finished result on disk.
     """
+    if executor is None:
+        from annbench.executors import LocalExecutor  # lazy: executors imports this module
+
+        executor = LocalExecutor()
     with _stop_on_sigint() as stop:
-        return _sweep(prep, out_dir, force, retry_failed, max_memory_bytes, on_done, stop)
+        return _sweep(prep, out_dir, force, retry_failed, max_memory_bytes, on_done, stop, executor)
 
 
 @contextmanager
@@ -228,59 +241,123 @@ def _stop_on_sigint() -> Iterator[threading.Event]:
 
 
 def _sweep(prep: Prepared, out_dir: Path, force: bool, retry_failed: bool, max_memory_bytes: int | None,
-           on_done: Callable[[RunOutcome], None], stop: threading.Event) -> list[RunOutcome]:
+           on_done: Callable[[RunOutcome], None], stop: threading.Event, executor: Executor) -> list[RunOutcome]:
     sc = prep.scenario
     outcomes = []
+    todo: dict[str, tuple[RunSpec, Path]] = {}
     for spec in sc.runs():
-        if stop.is_set():
-            raise KeyboardInterrupt
         path = results.result_path(out_dir, sc.name, spec.run_id)
         old = None if force else existing_result(path, prep, spec)
         if old is not None and (old["status"] == "ok" or not retry_failed):
             outcome = RunOutcome(spec, path, "skipped", old)
+            outcomes.append(outcome)
+            on_done(outcome)
         else:
-            doc = run_one(prep, spec, max_memory_bytes, stop)
-            results.write_atomic(path, doc)
-            outcome = RunOutcome(spec, path, doc["status"], doc)
+            todo[spec.run_id] = (spec, path)
+    tasks = [make_task(prep, spec, max_memory_bytes) for spec, _ in todo.values()]
+    for run_id, record in executor.execute(tasks, stop):  # in the order runs finish
+        spec, path = todo[run_id]
+        doc = make_doc(prep, spec, record)
+        results.write_atomic(path, doc)
+        outcome = RunOutcome(spec, path, doc["status"], doc)
         outcomes.append(outcome)
         on_done(outcome)
     return outcomes
 
 
 def run_one(prep: Prepared, spec: RunSpec, max_memory_bytes: int | None = None,
-            stop: threading.Event | None = None) -> dict[str, Any]:
-    """Replay one run in a fresh subprocess and return its result document (any status)."""
+            stop: StopFlag | None = None) -> dict[str, Any]:
+    """Replay one run in a fresh subprocess here and return its result document (any status)."""
+    return make_doc(prep, spec, execute_task(make_task(prep, spec, max_memory_bytes), stop))
+
+
+class StopFlag(Protocol):
+    """What `execute_task` polls to abandon a run: a threading.Event, or a Dask task's cancellation."""
+
+    def is_set(self) -> bool: ...
+
+
+class Executor(Protocol):
+    """Where runs are executed (annbench.executors): yields (run id, record of `execute_task`) as runs finish.
+
+    Raises KeyboardInterrupt once `stop` is set, after abandoning the runs not finished.
+    """
+
+    def execute(self, tasks: list[dict[str, Any]], stop: threading.Event) -> Iterator[tuple[str, dict[str, Any]]]:
+        ...
+
+
+def make_task(prep: Prepared, spec: RunSpec, max_memory_bytes: int | None = None) -> dict[str, Any]:
+    """Everything a run needs to execute, wherever it executes: a small JSON-able dict of paths and settings.
+
+    The dataset and ground truth travel as paths into the prepared cache, never as arrays: a remote
+    worker reads them from the shared folder.
+    """
     sc = prep.scenario
+    # The child re-validates the whole scenario, so it must know every family in it, not just its own.
+    families = {c.family for c in sc.indexes}
+    modules = sorted({adapters.get(f).__module__ for f in families})
+    child_spec = {
+        "scenario_path": str(Path(sc.path).resolve()), "scale": sc.scale, "metric": prep.metric.value,
+        "dataset_override": None, "data_dir": str(prep.data_dir.resolve()),
+        "gt_path": str(prep.gt_paths[spec.size].resolve()), "size": spec.size,
+        "family": spec.index.family, "build_params": spec.index.build, "search_grid": spec.index.search,
+        "policy": spec.policy,
+        "adapter_modules": [m for m in modules if not m.startswith("annbench.")],
+    }
+    return {"run_id": spec.run_id, "child_spec": child_spec, "threads": sc.threads, "timeout_s": sc.timeout_s,
+            "max_memory_bytes": max_memory_bytes, "annbench_version": annbench.__version__}
+
+
+def execute_task(task: dict[str, Any], stop: StopFlag | None = None) -> dict[str, Any]:
+    """Run one task's replay in a fresh, supervised subprocess on this machine; return its record.
+
+    The record holds what only the executing machine knows: status, error, the child's measurements,
+    start time, wall time, machine and library versions. Raises KeyboardInterrupt (child killed) on stop.
+    """
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
+    status, error, payload = "ok", None, None
+    missing = [p for p in (task["child_spec"]["data_dir"], task["child_spec"]["gt_path"],
+                           task["child_spec"]["scenario_path"]) if not Path(p).exists()]
+    if task["annbench_version"] != annbench.__version__:
+        status, error = "failed", (f"annbench {annbench.__version__} here, {task['annbench_version']} in the "
+                                   "sweep: install the same version on every machine")
+    elif missing:  # a worker of a cluster that does not share the client's folders
+        status, error = "failed", (f"{missing[0]} is not readable on {platform.node()}: the scenario file and "
+                                   "the cache (--out/.cache or --cache) must be on a path every machine shares")
+    else:
+        status, error, payload = _replay(task, stop)
+    return {"started_at": started.isoformat(), "wall_seconds": time.perf_counter() - t0,
+            "machine": results.machine_info(), "libraries": results.library_versions(),
+            "status": status, "error": error, "payload": payload}
+
+
+def failed_record(error: str) -> dict[str, Any]:
+    """The record of a run that never reported back (its task or its worker was lost): no machine to name."""
+    return {"started_at": datetime.now(timezone.utc).isoformat(), "wall_seconds": 0.0, "machine": {},
+            "libraries": {}, "status": "failed", "error": error, "payload": None}
+
+
+def _replay(task: dict[str, Any], stop: StopFlag | None) -> tuple[str, str | None, dict[str, Any] | None]:
     status, error, payload = "ok", None, None
     with tempfile.TemporaryDirectory(prefix="annbench-run-") as work:
         work_dir = Path(work)
         out_path = work_dir / "payload.json"
-        # The child re-validates the whole scenario, so it must know every family in it, not just its own.
-        families = {c.family for c in sc.indexes}
-        modules = sorted({adapters.get(f).__module__ for f in families})
-        child_spec = {
-            "scenario_path": str(Path(sc.path).resolve()), "scale": sc.scale, "metric": prep.metric.value,
-            "dataset_override": None, "data_dir": str(prep.data_dir.resolve()),
-            "gt_path": str(prep.gt_paths[spec.size].resolve()), "size": spec.size,
-            "family": spec.index.family, "build_params": spec.index.build, "search_grid": spec.index.search,
-            "policy": spec.policy, "out_path": str(out_path),
-            "adapter_modules": [m for m in modules if not m.startswith("annbench.")],
-        }
         spec_path = work_dir / "spec.json"
-        spec_path.write_text(json.dumps(child_spec))
+        spec_path.write_text(json.dumps({**task["child_spec"], "out_path": str(out_path)}))
         log_path = work_dir / "log.txt"
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-            env[var] = str(sc.threads)
+            env[var] = str(task["threads"])
+        prctl = _prctl()  # resolved here: the child, forked from a possibly threaded process, must not dlopen
         with open(log_path, "wb") as log:
             proc = subprocess.Popen([sys.executable, "-m", "annbench.replay", str(spec_path)], stdout=log,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                    start_new_session=True, preexec_fn=_die_with_parent)
+                                    start_new_session=True, preexec_fn=lambda: _die_with_parent(prctl))
             try:
-                rc, status, error = _supervise(proc, sc.timeout_s, max_memory_bytes, stop)
+                rc, status, error = _supervise(proc, task["timeout_s"], task["max_memory_bytes"], stop)
             except BaseException:
                 _kill(proc)  # Ctrl-C: the child must not outlive the sweep
                 raise
@@ -291,33 +368,39 @@ def run_one(prep: Prepared, spec: RunSpec, max_memory_bytes: int | None = None,
                 status, error = "failed", "the run exited without writing its measurements"
             else:
                 payload = json.loads(out_path.read_text())
-    doc = {
+    return status, error, payload
+
+
+def make_doc(prep: Prepared, spec: RunSpec, record: dict[str, Any]) -> dict[str, Any]:
+    """The result document of a run from its record (`execute_task`), whichever machine executed it."""
+    sc = prep.scenario
+    payload = record["payload"] or {}
+    return {
         "schema": results.SCHEMA,
         "annbench_version": annbench.__version__,
         "run_id": spec.run_id,
-        "started_at": started.isoformat(),
-        "wall_seconds": time.perf_counter() - t0,
-        "machine": results.machine_info(),
-        "libraries": results.library_versions(),
+        "started_at": record["started_at"],
+        "wall_seconds": record["wall_seconds"],
+        "machine": record["machine"],
+        "libraries": record["libraries"],
         "scenario": {"name": sc.name, "hash": sc.content_hash(), "path": sc.path, "k": sc.k,
-                     "scale": sc.scale, "timeline": sc.timeline.kind, "runbook": sc.timeline.runbook is not None},
+                     "scale": sc.scale, "timeline": sc.timeline.kind},
         "dataset": prep.dataset_info,
         "index": _index_record(spec, sc),
         "threads": sc.threads,
-        "status": status,
-        "error": error,
-        "memory": (payload or {}).get("memory", {}),
-        "threadpools": (payload or {}).get("threadpools", []),
-        "steps": (payload or {}).get("steps", []),
+        "status": record["status"],
+        "error": record["error"],
+        "memory": payload.get("memory", {}),
+        "threadpools": payload.get("threadpools", []),
+        "steps": payload.get("steps", []),
     }
-    return doc
 
 
 POLL_S = 0.05  # how often a running child's time and memory are checked
 
 
 def _supervise(proc: subprocess.Popen, timeout_s: float, max_memory_bytes: int | None,
-               stop: threading.Event | None = None) -> tuple[int | None, str, str | None]:
+               stop: StopFlag | None = None) -> tuple[int | None, str, str | None]:
     """Wait for the child, killing it past its time limit or memory limit: (exit code, status, error)."""
     import psutil
 
@@ -344,14 +427,24 @@ def _supervise(proc: subprocess.Popen, timeout_s: float, max_memory_bytes: int |
                                         f"--max-memory-gb {max_memory_bytes / 2**30:g}; killed")
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: ask Linux to SIGKILL it if the sweep dies (even by SIGKILL)."""
+def _prctl() -> Callable[..., int] | None:
+    """libc's prctl, looked up in the parent: loading a library after fork() can deadlock a threaded parent."""
     try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        return ctypes.CDLL("libc.so.6", use_errno=True).prctl
     except (OSError, AttributeError):
-        pass  # not Linux: an orphaned run still ends at its own time limit
+        return None  # not Linux: an orphaned run still ends at its own time limit
+
+
+def _die_with_parent(prctl: Callable[..., int] | None) -> None:
+    """In the child, before exec: ask Linux to SIGKILL it if the sweep dies (even by SIGKILL).
+
+    Linux sends the signal when the thread that started the child ends: the sweep's main thread, or the
+    Dask worker thread that supervises the run, which stays in `_supervise` for the child's whole life.
+    """
+    if prctl is not None:
+        prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _kill(proc: subprocess.Popen) -> None:

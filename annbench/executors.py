@@ -1,0 +1,233 @@
+"""Where a sweep's runs execute: here, one at a time (`local`), or as tasks on a Dask cluster (`dask`).
+
+Owns the dispatch only. What a run is (a small task dict), how it is executed (a supervised
+`annbench.replay` subprocess: time limit, memory limit, crash containment) and how its result is
+written stay in annbench.harness, identical for both executors: the executor moves the task to the
+machine that executes it and brings its record back; the sweep's own process writes every result file.
+
+Dask is optional (`pip install 'annbench[dask]'`) and imported only when asked for. With Dask:
+
+- one task per run; its payload is the task dict (paths and settings, a few hundred bytes). Workers read
+  the dataset, the ground truth and the scenario file from the paths in it, so the cache folder and the
+  scenario file must be on a path every worker shares; nothing big is ever pickled.
+- each task reserves the cores its run uses through the worker resource `cores` (`dask worker ADDR
+  --resources cores=N`), so a worker never runs more threads of annbench's than it has cores for.
+- a run whose task fails, is lost, or whose worker dies is recorded as that run's failure and the rest
+  go on. A run is never executed twice in one sweep: when the scheduler reschedules a run whose worker
+  died while it ran, the second attempt reports the death instead of replaying (an unexplained retry
+  would hide a run that kills its machine); `--retry-failed` reruns it deliberately.
+- Ctrl-C cancels the outstanding tasks; a run being executed notices its task was cancelled (or that the
+  client is gone) and kills its replay process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from annbench import harness
+from annbench.errors import ConfigError
+from annbench.scenarios import Scenario
+
+EXECUTORS = ("local", "dask")
+WAIT_S = 0.25  # how often the client looks at Ctrl-C while waiting for tasks
+CANCEL_CHECK_S = 0.5  # how often a worker looks whether its run's task was cancelled
+
+
+class LocalExecutor:
+    """Run each task on this machine, one after another, in the order given."""
+
+    def execute(self, tasks: list[dict[str, Any]], stop: threading.Event) -> Iterator[tuple[str, dict[str, Any]]]:
+        for task in tasks:
+            if stop.is_set():
+                raise KeyboardInterrupt
+            yield task["run_id"], harness.execute_task(task, stop)
+
+    def close(self) -> None:
+        pass
+
+    def describe(self) -> str:
+        return "local: one run at a time on this machine"
+
+
+def cores_needed(sc: Scenario) -> int:
+    """The cores one run of `sc` keeps busy at once: its threads, or more when it measures concurrency."""
+    need = sc.threads
+    if sc.concurrency is not None:
+        need = max(need, *sc.concurrency.levels)
+    updates = sc.timeline.concurrent_updates
+    if updates is not None:
+        need = max(need, updates.threads + 1)  # the searching clients and the writer thread
+    return need
+
+
+def make_executor(kind: str, scheduler: str | None, sc: Scenario) -> LocalExecutor | DaskExecutor:
+    """The executor the command line asked for; raises ConfigError (before anything is written) if unusable."""
+    if kind == "local":
+        if scheduler is not None:
+            raise ConfigError("--scheduler needs --executor dask")
+        return LocalExecutor()
+    if kind != "dask":
+        raise ConfigError(f"--executor must be one of {', '.join(EXECUTORS)}, got {kind!r}")
+    return DaskExecutor.connect(scheduler, cores_needed(sc))
+
+
+class DaskExecutor:
+    """Send each task to a Dask cluster (an existing scheduler, or a LocalCluster on 127.0.0.1)."""
+
+    def __init__(self, client: Any, cluster: Any, cores: int) -> None:
+        self.client, self.cluster, self.cores = client, cluster, cores
+
+    @classmethod
+    def connect(cls, scheduler: str | None, cores: int) -> DaskExecutor:
+        """Connect to `scheduler` (or start a LocalCluster when None) and check a worker can run a task."""
+        try:
+            import dask
+            from distributed import Client, LocalCluster
+        except ImportError as e:
+            raise ConfigError(f"--executor dask needs Dask: pip install 'annbench[dask]' ({e})") from None
+        cluster = None
+        try:
+            if scheduler is None:
+                have = max(os.cpu_count() or 1, cores)  # like the local executor, never refuse a run here
+                # Loopback only, no dashboard: nothing of a benchmark run is reachable from the network.
+                # memory_limit=0: annbench's own --max-memory-gb polices each run's process instead.
+                cluster = LocalCluster(n_workers=1, threads_per_worker=have, processes=True, host="127.0.0.1",
+                                       dashboard_address=None, resources={"cores": have}, memory_limit=0,
+                                       silence_logs=logging.ERROR)
+                client = Client(cluster)
+            else:
+                timeout = dask.config.get("distributed.comm.timeouts.connect")
+                client = Client(scheduler, timeout=timeout)
+        except (OSError, TimeoutError, ValueError, RuntimeError) as e:  # RuntimeError: a worker did not start
+            if cluster is not None:
+                cluster.close()
+            where = "start a local Dask cluster" if scheduler is None else f"reach the Dask scheduler {scheduler}"
+            raise ConfigError(f"cannot {where}: {_one_line(e)}") from None
+        executor = cls(client, cluster, cores)
+        workers = client.scheduler_info().get("workers", {})
+        if not any(w.get("resources", {}).get("cores", 0) >= cores for w in workers.values()):
+            executor.close()
+            raise ConfigError(f"no worker of the Dask cluster at {scheduler} offers the resource cores={cores} a run "
+                              f"of this scenario reserves ({len(workers)} worker(s)); start workers with "
+                              f"'dask worker {scheduler} --resources cores=N' (N ≥ {cores})")
+        return executor
+
+    def describe(self) -> str:
+        workers = self.client.scheduler_info().get("workers", {})
+        cores = sum(w.get("resources", {}).get("cores", 0) for w in workers.values())
+        where = "a local cluster" if self.cluster is not None else self.client.scheduler.address
+        return f"dask: {where}, {len(workers)} worker(s), {cores:g} cores; each run reserves {self.cores}"
+
+    def close(self) -> None:
+        self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+    def execute(self, tasks: list[dict[str, Any]], stop: threading.Event) -> Iterator[tuple[str, dict[str, Any]]]:
+        from distributed import wait
+
+        token = uuid.uuid4().hex[:12]  # names this sweep's tasks and attempt markers apart from any other's
+        futures = {self.client.submit(_run_on_worker, task, token, key=f"annbench-{task['run_id']}-{token}",
+                                      resources={"cores": self.cores}, pure=False, retries=0): task["run_id"]
+                   for task in tasks}
+        pending = set(futures)
+        try:
+            while pending:
+                if stop.is_set():
+                    raise KeyboardInterrupt
+                try:
+                    done, pending = wait(list(pending), timeout=WAIT_S, return_when="FIRST_COMPLETED")
+                except TimeoutError:
+                    continue
+                for fut in done:
+                    record = _record(fut)
+                    fut.release()  # the result is no longer needed on the worker
+                    yield futures[fut], record
+        finally:
+            if pending:  # Ctrl-C, or the caller stopped early: nothing more is wanted of the cluster
+                self.client.cancel(list(pending), force=True)
+            _forget_markers(self.client, token, list(futures.values()))
+
+
+def _record(fut: Any) -> dict[str, Any]:
+    """The run's record from its finished future; a task that failed or was lost becomes a failed record."""
+    from distributed import KilledWorker
+
+    if fut.status == "finished":
+        try:
+            return fut.result()
+        except Exception as e:  # noqa: BLE001  the worker holding the result died before it was fetched
+            return harness.failed_record(f"the run's result was lost before it reached the client: {_one_line(e)}")
+    if fut.status == "error":
+        exc = fut.exception()
+        if isinstance(exc, KilledWorker):
+            return harness.failed_record(f"the Dask worker running this run died ({_one_line(exc)}); "
+                                         "rerun with --retry-failed")
+        return harness.failed_record(f"the run's Dask task failed: {type(exc).__name__}: {_one_line(exc)}")
+    return harness.failed_record(f"the Dask cluster lost this run's task (status {fut.status}); "
+                                 "rerun with --retry-failed")
+
+
+def _marker(token: str, run_id: str) -> str:
+    return f"annbench-started-{token}-{run_id}"
+
+
+def _forget_markers(client: Any, token: str, run_ids: list[str]) -> None:
+    """Clear this sweep's attempt markers on the scheduler (a cleared distributed Event is deleted)."""
+    from distributed import Event
+
+    for run_id in run_ids:
+        try:
+            Event(_marker(token, run_id), client=client).clear()
+        except Exception:  # noqa: BLE001  a scheduler that is gone has nothing left to clean
+            return
+
+
+def _run_on_worker(task: dict[str, Any], token: str) -> dict[str, Any]:
+    """A Dask task: execute one run on this worker, as the local executor does, once per sweep."""
+    from distributed import Event, get_worker
+
+    # The scheduler reschedules a task whose worker died while running it. The first attempt set this
+    # marker before starting the replay, so a second attempt knows the run's worker died and says so.
+    started = Event(_marker(token, task["run_id"]))
+    if started.is_set():
+        return harness.failed_record("the Dask worker running this run died while it ran (lost worker: not "
+                                     "retried, so that a run that kills its machine is seen); rerun with "
+                                     "--retry-failed")
+    started.set()
+    try:
+        worker = get_worker()
+        return harness.execute_task(task, _TaskCancelled(worker, worker.get_current_task()))
+    except KeyboardInterrupt:  # the task was cancelled: the replay process is killed, nobody wants a result
+        return harness.failed_record("cancelled")
+
+
+class _TaskCancelled:
+    """`is_set()` once the scheduler no longer wants this task (Ctrl-C's cancel, or its client is gone)."""
+
+    def __init__(self, worker: Any, key: str) -> None:
+        self.worker, self.key = worker, key
+        self.next_check, self.cancelled = 0.0, False
+
+    def is_set(self) -> bool:
+        import time
+
+        now = time.monotonic()
+        if not self.cancelled and now >= self.next_check:
+            self.next_check = now + CANCEL_CHECK_S
+            try:
+                ts = self.worker.state.tasks.get(self.key)
+                self.cancelled = ts is None or ts.state in ("cancelled", "released", "forgotten")
+            except AttributeError:  # a distributed without WorkerState: the run goes to its end
+                self.cancelled = False
+        return self.cancelled
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return (text or type(e).__name__)[:300]
