@@ -156,7 +156,7 @@ class DaskExecutor:
 
 def _record(fut: Any) -> dict[str, Any]:
     """The run's record from its finished future; a task that failed or was lost becomes a failed record."""
-    from distributed import KilledWorker
+    from distributed.scheduler import KilledWorker
 
     if fut.status == "finished":
         try:
