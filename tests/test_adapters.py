@@ -49,6 +49,8 @@ FAMILIES = [
     Family("scann", "scann", 0.85),
     Family("usearch", "usearch", 0.95),
     Family("voyager", "voyager", 0.95),
+    # lancedb 0.40.0 IVF_PQ at defaults (45 partitions, 4 sub-vectors × 8 bits, nprobes 20, no refine): .558 / .561
+    Family("lancedb", "lancedb", 0.5),
 ]
 # An adapter's author runs this suite on a plugin without editing this file (CONTRIBUTING.md):
 #   ANNBENCH_EXTRA_FAMILIES="my-exact:0.99,other" pytest tests/test_adapters.py -k "my-exact or other"
