@@ -51,6 +51,9 @@ FAMILIES = [
     Family("voyager", "voyager", 0.95),
     # lancedb 0.40.0 IVF_PQ at defaults (45 partitions, 4 sub-vectors × 8 bits, nprobes 20, no refine): .558 / .561
     Family("lancedb", "lancedb", 0.5),
+    # pgvector 0.8.5 HNSW (m 16, ef_construction 64, ef_search 40), in its own PostgreSQL 18.4 server:
+    # .997 / .998 (l2 / cosine)
+    Family("pgvector", "pgvector", 0.95),
 ]
 # An adapter's author runs this suite on a plugin without editing this file (CONTRIBUTING.md):
 #   ANNBENCH_EXTRA_FAMILIES="my-exact:0.99,other" pytest tests/test_adapters.py -k "my-exact or other"

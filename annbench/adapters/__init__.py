@@ -38,6 +38,7 @@ _REGISTRY: dict[str, Callable[[], type[Adapter]]] = {
     "scann": _builtin("scann_", "Scann"),
     "usearch": _builtin("usearch_", "Usearch"),
     "voyager": _builtin("voyager_", "Voyager"),
+    "pgvector": _builtin("pgvector_", "PgVector"),
     "lancedb": _builtin("lancedb_", "LanceDB"),
 }
 _BUILTINS = frozenset(_REGISTRY)
