@@ -183,6 +183,7 @@ def test_a_killed_run_leaves_no_server_behind(tmp_path: Path) -> None:
         pid_text, top = child.stdout.readline().split()
         postmaster, top_path = int(pid_text), Path(top)
         assert psutil.pid_exists(postmaster)
+        shmid = (top_path / "data" / "postmaster.pid").read_text().splitlines()[6].split()[-1]
         workers = [p.pid for p in psutil.Process(postmaster).children()]
         child.send_signal(signal.SIGKILL)
         child.wait(10)
@@ -192,6 +193,8 @@ def test_a_killed_run_leaves_no_server_behind(tmp_path: Path) -> None:
             alive = [p for p in alive if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
             time.sleep(0.05)
         assert not alive, "the server outlived its run"
+        segments = Path("/proc/sysvipc/shm").read_text().split("\n")[1:]
+        assert shmid not in {line.split()[1] for line in segments if line.strip()}, "its SysV segment leaked"
         assert top_path.exists()  # nothing ran in the killed process...
         assert top_path in sweep_orphans()  # ...so the next start removes its folder
         assert not top_path.exists()

