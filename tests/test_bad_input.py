@@ -200,6 +200,8 @@ CASES = [
     ("scale-above-file", run("--scale", "2"), "asks for more vectors than"),
     ("out-not-writable", run("--out", "blocker/results", data={"blocker": "a file, not a folder"}),
      "results folder blocker/results is not writable"),
+    ("executor-unknown", run("--executor", "ray"), "'ray' is not one of 'local', 'dask'"),
+    ("scheduler-without-dask", run("--scheduler", "tcp://127.0.0.1:8786"), "--scheduler needs --executor dask"),
     # names that could escape the project
     ("scenario-name-dotdot", cli("run", "--scenario", ".."), "'..' is not a plain name"),
     ("scenario-path-dotdot", cli("run", "--scenario", "../x"), "scenario file '../x' does not exist"),
