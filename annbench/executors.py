@@ -103,7 +103,8 @@ class DaskExecutor:
             else:
                 timeout = dask.config.get("distributed.comm.timeouts.connect")
                 client = Client(scheduler, timeout=timeout)
-        except (OSError, TimeoutError, ValueError, RuntimeError) as e:  # RuntimeError: a worker did not start
+        except Exception as e:  # noqa: BLE001  refused, timed out, a bad address, an unusable protocol, a worker
+            # that did not start: distributed raises all of these as different types; each is an input error
             if cluster is not None:
                 cluster.close()
             where = "start a local Dask cluster" if scheduler is None else f"reach the Dask scheduler {scheduler}"

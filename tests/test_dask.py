@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,10 +24,12 @@ from typing import Any
 import psutil
 import pytest
 from click.testing import CliRunner
-from distributed import LocalCluster
+from distributed import Client, LocalCluster
 
+import annbench
 from annbench import results
 from annbench.cli import main
+from annbench.executors import DaskExecutor
 from tests import test_bad_input as bad
 from tests.conftest import REPO
 
@@ -282,3 +285,15 @@ def test_a_cluster_without_enough_cores_is_an_input_error(tmp_path: Path, cluste
     assert res.exit_code == 2, res.output
     assert "offers the resource cores=2 a run of this scenario reserves" in res.output
     assert not list(tmp_path.rglob("*.json")) and not (tmp_path / "out").exists()
+
+
+def test_a_worker_that_cannot_read_the_cache_says_so(tmp_path: Path, cluster: LocalCluster) -> None:
+    # what a worker without the shared folder sees: the task's paths do not exist there
+    absent = str(tmp_path / "not-shared")
+    task = {"run_id": "r", "threads": 1, "timeout_s": 10, "max_memory_bytes": None,
+            "annbench_version": annbench.__version__,
+            "child_spec": {"data_dir": absent, "gt_path": absent, "scenario_path": absent}}
+    with Client(cluster.scheduler_address) as client:
+        [(run_id, record)] = list(DaskExecutor(client, None, 1).execute([task], threading.Event()))
+    assert run_id == "r" and record["status"] == "failed"
+    assert "is not readable on" in record["error"] and "a path every machine shares" in record["error"]
