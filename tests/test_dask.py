@@ -297,3 +297,13 @@ def test_a_worker_that_cannot_read_the_cache_says_so(tmp_path: Path, cluster: Lo
         [(run_id, record)] = list(DaskExecutor(client, None, 1).execute([task], threading.Event()))
     assert run_id == "r" and record["status"] == "failed"
     assert "is not readable on" in record["error"] and "a path every machine shares" in record["error"]
+
+
+def test_a_run_reserves_the_cores_its_threads_use() -> None:
+    from annbench.executors import cores_needed
+    from annbench.scenarios import load_scenario
+
+    configs = REPO / "configs" / "scenarios"
+    assert cores_needed(load_scenario(configs / "ci_smoke.yaml")) == 1  # threads: 1
+    # concurrency levels (1, 2) and 2 clients searching while 1 writer writes: 3 threads at once
+    assert cores_needed(load_scenario(configs / "reseller_daily_updates.yaml")) == 3
