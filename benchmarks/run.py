@@ -50,7 +50,7 @@ def sizes(quick: bool) -> dict[str, dict]:
             "P2": {"n": 200_000, "n_queries": 10_000, "k": 100, "repeats": 3},
             # reseller_daily_updates for 30 days: day 0 = 35,000 images as in the shipped scenario
             # (0.4 × 87,500), 0.4 so that the reserve lasts 30 days of +3 % / −2 % / ~1 %
-            "P3": {"days": 30, "n": 87_500, "initial_fraction": 0.4, "repeats": 3},
+            "P3": {"days": 30, "n": 87_500, "initial_fraction": 0.4, "repeats": 9},
             "P4": {"scenario": "reseller_daily_updates", "scale": 1.0, "limit_s": 600.0},
             "P5": {"n": 1_000_000},
             "P6": {"count": 1_000, "limit_s": 10.0}}
