@@ -110,7 +110,7 @@ class DaskExecutor:
             where = "start a local Dask cluster" if scheduler is None else f"reach the Dask scheduler {scheduler}"
             raise ConfigError(f"cannot {where}: {_one_line(e)}") from None
         executor = cls(client, cluster, cores)
-        workers = client.scheduler_info().get("workers", {})
+        workers = _workers(client)
         if not any(w.get("resources", {}).get("cores", 0) >= cores for w in workers.values()):
             executor.close()
             raise ConfigError(f"no worker of the Dask cluster at {scheduler} offers the resource cores={cores} a run "
@@ -119,7 +119,7 @@ class DaskExecutor:
         return executor
 
     def describe(self) -> str:
-        workers = self.client.scheduler_info().get("workers", {})
+        workers = _workers(self.client)
         cores = sum(w.get("resources", {}).get("cores", 0) for w in workers.values())
         where = "a local cluster" if self.cluster is not None else self.client.scheduler.address
         return f"dask: {where}, {len(workers)} worker(s), {cores:g} cores; each run reserves {self.cores}"
@@ -153,6 +153,15 @@ class DaskExecutor:
             if pending:  # Ctrl-C, or the caller stopped early: nothing more is wanted of the cluster
                 self.client.cancel(list(pending), force=True)
             _forget_markers(self.client, token, list(futures.values()))
+
+
+def _workers(client: Any) -> dict[str, Any]:
+    """Every worker the scheduler knows, with its resources (some versions list only the first 5 by default)."""
+    try:
+        info = client.scheduler_info(n_workers=-1)
+    except TypeError:  # a distributed from before the n_workers argument lists them all
+        info = client.scheduler_info()
+    return info.get("workers", {})
 
 
 def _record(fut: Any) -> dict[str, Any]:
