@@ -29,7 +29,7 @@ from click.testing import CliRunner
 from annbench.adapters.base import Metric, prepare_vectors
 from annbench.adapters.pgvector_ import INDEX, TABLE, PgVector, sweep_orphans
 from annbench.cli import main
-from annbench.errors import CapabilityError
+from annbench.errors import CapabilityError, ConfigError
 
 N, DIM = 2_000, 32
 _rng = np.random.default_rng(7)
@@ -120,6 +120,13 @@ def test_dead_rows_shorten_hnsw_answers_until_maintenance_or_iterative_scan() ->
         assert (ix.search(X[:1], 40) >= 0).all()
     finally:
         ix.close()
+
+
+def test_pgvector_limits_are_refused_before_anything_starts() -> None:
+    with pytest.raises(ConfigError, match="ef_construction"):
+        PgVector(Metric.L2, DIM, m=16, ef_construction=20)
+    with pytest.raises(ConfigError, match="2000"):
+        PgVector(Metric.L2, 2001)
 
 
 def test_ef_search_below_k_is_raised_to_k(index: PgVector) -> None:

@@ -82,6 +82,7 @@ INDEX = "items_embedding"
 _PG_PORT = 5432  # only names the socket file: listen_addresses='' opens no TCP port
 _STARTUP_TIMEOUT_S = 60.0
 _EF_SEARCH_MAX = 1000  # pgvector's limit for hnsw.ef_search
+_MAX_INDEX_DIM = 2000  # pgvector's limit for an HNSW or IVFFlat index on the vector type
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
 _COPY_TRAILER = (-1).to_bytes(2, "big", signed=True)
 _COPY_CHUNK = 20_000  # rows per COPY buffer: bounded memory, few round trips
@@ -407,7 +408,8 @@ class PgVector(Adapter):
         Param("index", str, "hnsw", "index type", choices=("hnsw", "ivfflat")),
         Param("m", int, 16, "hnsw: graph neighbours per node", min=2, max=100),
         Param("ef_construction", int, 64, "hnsw: candidate list size while building", min=4, max=1000),
-        Param("lists", int, 0, "ivfflat: inverted lists; 0 = rows/1000 (√rows above 1M), at least 1", min=0),
+        Param("lists", int, 0, "ivfflat: inverted lists; 0 = rows/1000 (√rows above 1M), at least 1", min=0,
+              max=32768),
     )
     search_params = (
         Param("ef_search", int, 40, "hnsw: hnsw.ef_search (raised to k if lower; at most 1000)", min=1,
@@ -427,6 +429,12 @@ class PgVector(Adapter):
         self._built = False
         self._finalizer: weakref.finalize | None = None
         super().__init__(metric, dim, threads, **build_params)
+        # pgvector's own limits, refused here rather than as a SQL error after the load
+        if self.params["ef_construction"] < 2 * self.params["m"]:
+            raise ConfigError(f"{self.name}: parameter 'ef_construction' must be ≥ 2·m = {2 * self.params['m']}")
+        if self.dim > _MAX_INDEX_DIM:
+            raise ConfigError(f"{self.name}: pgvector indexes vectors of at most {_MAX_INDEX_DIM} dimensions, "
+                              f"got {self.dim}")
         cosine = self.metric is Metric.COSINE
         self._ops = "vector_ip_ops" if cosine else "vector_l2_ops"
         self._op = "<#>" if cosine else "<->"
