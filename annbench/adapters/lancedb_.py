@@ -26,8 +26,10 @@ and the on-disk footprint. Facts measured here with lancedb 0.40.0 (2-core x86_6
   multi-vector query (result column `query_index`), ≈ 0.2–4 ms a query depending on nprobes: `search`
   always sends the whole batch in one call.
 - The engine logs index-training warnings ("training 7 of the 8 requested IVF partitions") on stderr
-  through its Rust logger, configured once at import from `LANCEDB_LOG`: this module sets it to
-  "error" unless the user set it.
+  through its Rust logger, configured once at import from `LANCEDB_LOG`: lancedb is imported on first
+  use (never when this module is imported) with that variable set to "error" unless the user set it.
+- Importing lancedb registers a fork hook that warns "lancedb fork support is experimental" whenever
+  the process forks: the sweep's parent, which forks every run's subprocess, must never import it.
 - Threads: the engine's compute pool is sized from `LANCE_CPU_THREADS` when the process first uses it,
   so `set_threads` takes effect only before the first database call of the process (the harness runs
   each configuration in a fresh process and sets threads first); later calls are recorded but cannot
@@ -36,38 +38,42 @@ and the on-disk footprint. Facts measured here with lancedb 0.40.0 (2-core x86_6
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import shutil
+import tempfile
+import warnings
+import weakref
+from datetime import timedelta
+from pathlib import Path
+from types import ModuleType
+from typing import Any
 
-os.environ.setdefault("LANCEDB_LOG", "error")  # before the import: the Rust logger reads it once, at load
+import numpy as np
+import pyarrow as pa
 
-import shutil  # noqa: E402
-import tempfile  # noqa: E402
-import weakref  # noqa: E402
-from datetime import timedelta  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+from annbench.adapters.base import Adapter, Capabilities, Metric, Param, Support, as_ids, as_vectors, check_k, pad_ids
+from annbench.errors import CapabilityError, ConfigError
 
-import lancedb  # noqa: E402
-import numpy as np  # noqa: E402
-import pyarrow as pa  # noqa: E402
-from lancedb.index import IvfHnswSq, IvfPq  # noqa: E402
-
-from annbench.adapters.base import (  # noqa: E402
-    Adapter,
-    Capabilities,
-    Metric,
-    Param,
-    Support,
-    as_ids,
-    as_vectors,
-    check_k,
-    pad_ids,
-)
-from annbench.errors import CapabilityError, ConfigError  # noqa: E402
+if importlib.util.find_spec("lancedb") is None:  # so `annbench list` shows the family as unavailable
+    raise ImportError("the lancedb adapter needs the lancedb package: pip install 'lancedb>=0.40'")
 
 _TABLE = "items"
 _ID_CHUNK = 20_000  # ids per `id IN (...)` predicate: keeps the SQL text bounded for huge deletes
 _used_engine = False  # the engine's compute pool exists once any database call ran in this process
+
+
+def _engine() -> ModuleType:
+    """Import lancedb on first use, never at module import.
+
+    The sweep's parent process loads this module only for the class's declarations; importing lancedb
+    there registers a fork hook that warns on stderr ("lancedb fork support is experimental") at every
+    run's subprocess start. The log level must be in the environment before the Rust logger loads.
+    """
+    os.environ.setdefault("LANCEDB_LOG", "error")
+    import lancedb
+
+    return lancedb
 
 
 def _folder_bytes(path: Path) -> int:
@@ -94,8 +100,8 @@ class LanceDB(Adapter):
     search_params = (
         Param("nprobes", int, 20, "IVF partitions searched", min=1),
         Param("refine_factor", int, 0, "re-rank k·refine_factor candidates by exact distance; 0 = off", min=0),
-        Param("ef", int, 0, "IVF_HNSW_SQ candidate list size (ignored by IVF_PQ); 0 = the engine's default",
-              min=0),
+        Param("ef", int, 0, "IVF_HNSW_SQ candidate list size, raised to k·refine_factor (ignored by IVF_PQ); "
+              "0 = the engine's default", min=0),
     )
 
     def __init__(self, metric: Metric | str, dim: int, threads: int = 1, **build_params: Any) -> None:
@@ -138,12 +144,14 @@ class LanceDB(Adapter):
         # If the adapter is dropped without close() (a test, a crash in the caller), the folder still goes.
         self._finalizer = weakref.finalize(self, shutil.rmtree, str(folder), True)
         _used_engine = True
-        self._db = lancedb.connect(str(folder / "db"))
+        self._db = _engine().connect(str(folder / "db"))
         schema = pa.schema([("id", pa.int64()), ("vector", pa.list_(pa.float32(), self.dim))])
         self._table = self._db.create_table(_TABLE, self._arrow(x, ids), schema=schema)
         self._create_index(len(x))
 
-    def _index_config(self, n: int) -> IvfPq | IvfHnswSq:
+    def _index_config(self, n: int) -> Any:
+        from lancedb.index import IvfHnswSq, IvfPq  # lazily, like every lancedb import (_engine)
+
         p = self.params
         common = {"distance_type": self._distance, "max_iterations": p["max_iterations"],
                   "sample_rate": p["sample_rate"]}
@@ -159,6 +167,15 @@ class LanceDB(Adapter):
         if n == 0:
             return  # nothing to train on; the table is searched by a flat scan
         self._require_built().create_index("vector", config=self._index_config(n), replace=True)
+
+    def index_stats(self) -> dict[str, int]:
+        """Rows the vector index covers and rows only the flat scan finds (added since the last indexing)."""
+        table = self._require_built()
+        names = [ix.name for ix in table.list_indices()]
+        if not names:
+            return {"indexed_rows": 0, "unindexed_rows": table.count_rows()}
+        stats = table.index_stats(names[0])
+        return {"indexed_rows": int(stats.num_indexed_rows), "unindexed_rows": int(stats.num_unindexed_rows)}
 
     # -- writes ------------------------------------------------------------------------------------
     def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
@@ -190,7 +207,10 @@ class LanceDB(Adapter):
         if op == "optimize":
             # Compaction + new rows into the existing index + old versions pruned (a nightly job would
             # prune too; otherwise the footprint keeps every version). No other process uses the folder.
-            table.optimize(cleanup_older_than=timedelta(0))
+            with warnings.catch_warnings():
+                # It warns that readers of older versions would fail; this adapter is the folder's only user.
+                warnings.filterwarnings("ignore", message=r"optimize\(cleanup_older_than=0\)", category=UserWarning)
+                table.optimize(cleanup_older_than=timedelta(0))
         elif op == "reindex":
             self._create_index(table.count_rows())  # retrains partitions and codebooks on the live rows
         else:
@@ -209,7 +229,8 @@ class LanceDB(Adapter):
         if s["refine_factor"]:
             query = query.refine_factor(s["refine_factor"])
         if s["ef"]:
-            query = query.ef(s["ef"])
+            # The engine refuses ef below the candidates it must return (k, or k·refine_factor when re-ranking).
+            query = query.ef(max(s["ef"], k * max(1, s["refine_factor"])))
         # Selecting _distance silences the per-query deprecation warning, and orders ties inside a query.
         result = query.select(["id", "_distance"]).to_arrow()
         found = result["id"].to_numpy()
