@@ -26,6 +26,7 @@ import logging
 import os
 import threading
 import uuid
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -96,9 +97,11 @@ class DaskExecutor:
                 have = max(os.cpu_count() or 1, cores)  # like the local executor, never refuse a run here
                 # Loopback only, no dashboard: nothing of a benchmark run is reachable from the network.
                 # memory_limit=0: annbench's own --max-memory-gb polices each run's process instead.
-                cluster = LocalCluster(n_workers=1, threads_per_worker=have, processes=True, host="127.0.0.1",
-                                       dashboard_address=None, resources={"cores": have}, memory_limit=0,
-                                       silence_logs=logging.ERROR)
+                with warnings.catch_warnings():  # its health-check HTTP port moves if 8787 is taken: say nothing
+                    warnings.filterwarnings("ignore", message="Port .* is already in use")
+                    cluster = LocalCluster(n_workers=1, threads_per_worker=have, processes=True, host="127.0.0.1",
+                                           dashboard_address=None, resources={"cores": have}, memory_limit=0,
+                                           silence_logs=logging.ERROR)
                 client = Client(cluster)
             else:
                 timeout = dask.config.get("distributed.comm.timeouts.connect")
