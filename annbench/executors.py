@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -228,8 +229,6 @@ class _TaskCancelled:
         self.next_check, self.cancelled = 0.0, False
 
     def is_set(self) -> bool:
-        import time
-
         now = time.monotonic()
         if not self.cancelled and now >= self.next_check:
             self.next_check = now + CANCEL_CHECK_S
