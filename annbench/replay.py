@@ -80,6 +80,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     ops = op_log(sc, np.asarray(ids), base_labels, query_labels, len(queries_all), spec["size"])
     metric = Metric(spec["metric"])
     cls = adapters.get(spec["family"])
+    cls.load_library()  # a library the adapter imports lazily is loaded here, outside the timed build
     policy = make_policy(spec["policy"], cls, metric, pool.shape[1], sc.threads, spec["build_params"], pool,
                          sc.rebuild_every, static=sc.timeline.kind == "static", maintain_every=sc.maintain_every)
     try:

@@ -226,6 +226,16 @@ class Adapter(ABC):
     def save(self, path: Path) -> int:
         """Serialise the index under `path` (a file or folder the adapter owns); return bytes written."""
 
+    @classmethod
+    def load_library(cls) -> None:
+        """Import the library now, if the adapter defers it; a run's process calls this before timing anything.
+
+        Most adapters import their library with the module. One whose import has side effects in the
+        sweep's parent process (LanceDB registers a fork hook that warns at every run's start) defers
+        it to this call, so the import still stays out of the timed build.
+        """
+        return None
+
     def maintain(self, op: str) -> None:
         """Run the library's upkeep call `op` (one of `maintenance`)."""
         raise CapabilityError(f"{self.name} has no maintenance call {op!r}")

@@ -24,16 +24,23 @@ and the on-disk footprint. Facts measured here with lancedb 0.40.0 (2-core x86_6
   time: the distance column is always selected.
 - One query through the Python API costs ≈ 3–6 ms whatever the index; a 2-D query array is one
   multi-vector query (result column `query_index`), ≈ 0.2–4 ms a query depending on nprobes: `search`
-  always sends the whole batch in one call.
+  sends the whole batch in one call. With `refine_factor` the cost per query grows with the batch
+  (2,000 × 32, refine_factor 5: 1.5 ms a query in batches of 50–100, 6.5 ms at 1,000, 11 ms at 1,900):
+  re-ranked searches go in batches of 64.
 - The engine logs index-training warnings ("training 7 of the 8 requested IVF partitions") on stderr
-  through its Rust logger, configured once at import from `LANCEDB_LOG`: lancedb is imported on first
-  use (never when this module is imported) with that variable set to "error" unless the user set it.
-- Importing lancedb registers a fork hook that warns "lancedb fork support is experimental" whenever
-  the process forks: the sweep's parent, which forks every run's subprocess, must never import it.
-- Threads: the engine's compute pool is sized from `LANCE_CPU_THREADS` when the process first uses it,
-  so `set_threads` takes effect only before the first database call of the process (the harness runs
-  each configuration in a fresh process and sets threads first); later calls are recorded but cannot
-  resize the pool. The IO pool (`LANCE_IO_THREADS`) is left alone.
+  through its Rust logger, configured once at import from `LANCEDB_LOG`: lancedb is imported with that
+  variable set to "error" unless the user set it.
+- Importing lancedb starts a background event-loop thread and registers a fork hook that restarts it in
+  the child and warns "lancedb fork support is experimental" on stderr at every fork: the sweep's parent,
+  which imports adapter modules for their declarations and forks every run's subprocess, must never
+  import it. lancedb is imported by `load_library` (a run's process calls it before anything is timed;
+  `import lancedb` took 2–20 s wall on the loaded machine) or on first use, never with this module.
+- Threads: the engine's compute pool ("lance-cpu" threads) is sized from `LANCE_CPU_THREADS` when the
+  process first uses it: measured, threads=1 gives 1 worker (+1 helper), threads=2 gives 2 (+1). So
+  `set_threads` takes effect only before the first database call of the process (the harness runs each
+  configuration in a fresh process and sets threads first); later calls are recorded but cannot resize
+  the pool. Not limited: the lancedb async runtime ("lancedb-tokio-w", 8–11 threads seen on 2 cores,
+  IO and plumbing) and the IO pool (`LANCE_IO_THREADS`); pyarrow's pool only converts the inputs.
 """
 
 from __future__ import annotations
@@ -60,6 +67,7 @@ if importlib.util.find_spec("lancedb") is None:  # so `annbench list` shows the 
 
 _TABLE = "items"
 _ID_CHUNK = 20_000  # ids per `id IN (...)` predicate: keeps the SQL text bounded for huge deletes
+_REFINE_CHUNK = 64  # queries per multi-vector call when re-ranking (measured: ≈ the cheapest per query)
 _used_engine = False  # the engine's compute pool exists once any database call ran in this process
 
 
@@ -115,6 +123,10 @@ class LanceDB(Adapter):
             raise ConfigError(f"{self.name}: parameter 'num_sub_vectors' is {nsv}; must divide dim {self.dim}")
         # "cosine", not "dot", on normalised vectors: same ranking, far better PQ recall (module docstring)
         self._distance = "cosine" if self.metric is Metric.COSINE else "l2"
+
+    @classmethod
+    def load_library(cls) -> None:
+        _engine()
 
     # -- threads -------------------------------------------------------------------------------------
     def _apply_threads(self) -> None:
@@ -223,8 +235,16 @@ class LanceDB(Adapter):
         q = as_vectors(queries, self.dim, self.name)
         if len(q) == 0:
             return np.full((0, k), -1, dtype=np.int64)
+        # Re-ranking costs grow faster than the batch (module docstring): batches of _REFINE_CHUNK then.
+        step = _REFINE_CHUNK if self.search_settings["refine_factor"] else len(q)
+        rows: list[np.ndarray] = []
+        for start in range(0, len(q), step):
+            rows.extend(self._search_batch(table, q[start:start + step], k))
+        return pad_ids(rows, k)
+
+    def _search_batch(self, table: Any, q: np.ndarray, k: int) -> list[np.ndarray]:
         s = self.search_settings
-        # One call for the whole batch: a 2-D array is a multi-vector query (column query_index).
+        # One call for the batch: a 2-D array is a multi-vector query (result column query_index).
         query = table.search(q if len(q) > 1 else q[0]).distance_type(self._distance).limit(k).nprobes(s["nprobes"])
         if s["refine_factor"]:
             query = query.refine_factor(s["refine_factor"])
@@ -235,12 +255,12 @@ class LanceDB(Adapter):
         result = query.select(["id", "_distance"]).to_arrow()
         found = result["id"].to_numpy()
         if len(q) == 1:
-            return pad_ids([found], k)
+            return [found]
         owner = result["query_index"].to_numpy()
         order = np.lexsort((result["_distance"].to_numpy(), owner))
         found, owner = found[order], owner[order]
         bounds = np.searchsorted(owner, np.arange(len(q) + 1))
-        return pad_ids([found[bounds[i]:bounds[i + 1]] for i in range(len(q))], k)
+        return [found[bounds[i]:bounds[i + 1]] for i in range(len(q))]
 
     # -- bytes -------------------------------------------------------------------------------------
     def save(self, path: Path) -> int:
