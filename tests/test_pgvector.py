@@ -246,9 +246,9 @@ def test_ivfflat_probes_trade_recall_and_deletes_hold() -> None:
 def test_daily_scenario_with_vacuum_and_reindex_runs_and_plots(tmp_path: Path) -> None:
     doc = {  # modelled on configs/scenarios/ci_smoke.yaml, smaller, with only pgvector
         "name": "pg_smoke",
-        "dataset": {"name": "catalog", "params": {"seed": 0, "n": 3000, "dim": DIM, "n_queries": 100}},
+        "dataset": {"name": "catalog", "params": {"seed": 0, "n": 2000, "dim": DIM, "n_queries": 50}},
         "metric": "cosine", "k": 10, "seed": 0, "threads": 1, "timeout_s": 120,
-        "queries": {"count": 100, "deleted_products": "drop"},
+        "queries": {"count": 50, "deleted_products": "drop"},
         "timeline": {"kind": "daily", "initial_fraction": 0.8, "days": 2, "insert_fraction": 0.05,
                      "delete_fraction": 0.02, "delete_rule": "product", "update_fraction": 0.01},
         "policies": ["native", "vacuum", "reindex"],
