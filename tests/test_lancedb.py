@@ -72,7 +72,7 @@ def test_maintenance_indexes_new_rows_and_keeps_them_found(index: LanceDB, op: s
     assert index.index_stats()["unindexed_rows"] == 0, f"{op} left rows to the flat scan"
     assert index.index_stats()["indexed_rows"] == 2200
     assert before == 1.0 and _found_self(index, NEW, NEW_IDS) >= 0.98
-    assert _found_self(index, BASE[100:], IDS[100:]) >= 0.98
+    assert _found_self(index, BASE[100::4], IDS[100::4]) >= 0.98
     assert not np.isin(index.search(BASE[:100], 50), gone).any(), f"a deleted id came back after {op}"
 
 
@@ -91,7 +91,7 @@ def test_deleted_rows_never_return(index: LanceDB) -> None:
             index.maintain(step)
         for settings in ({}, {"refine_factor": 5}, {"nprobes": 200}):
             index.set_search_params(**settings)
-            assert not np.isin(index.search(BASE[::4], 100), gone).any(), f"a deleted id came back ({step})"
+            assert not np.isin(index.search(BASE[:800:4], 50), gone).any(), f"a deleted id came back ({step})"
 
 
 def test_footprint_is_the_folder_and_grows_with_inserts(index: LanceDB) -> None:
@@ -151,9 +151,9 @@ def test_hnsw_index_type_builds_and_searches() -> None:
 def test_daily_scenario_with_maintenance_policies_runs_and_plots(tmp_path: Path) -> None:
     doc = {  # modelled on configs/scenarios/ci_smoke.yaml, smaller, with only LanceDB
         "name": "lance_smoke",
-        "dataset": {"name": "catalog", "params": {"seed": 0, "n": 3000, "dim": DIM, "n_queries": 100}},
+        "dataset": {"name": "catalog", "params": {"seed": 0, "n": 2000, "dim": DIM, "n_queries": 50}},
         "metric": "cosine", "k": 10, "seed": 0, "threads": 1, "timeout_s": 120,
-        "queries": {"count": 100, "deleted_products": "drop"},
+        "queries": {"count": 50, "deleted_products": "drop"},
         "timeline": {"kind": "daily", "initial_fraction": 0.8, "days": 2, "insert_fraction": 0.05,
                      "delete_fraction": 0.02, "delete_rule": "product", "update_fraction": 0.01},
         "policies": ["native", "optimize", "reindex"],
@@ -164,7 +164,8 @@ def test_daily_scenario_with_maintenance_policies_runs_and_plots(tmp_path: Path)
     out = tmp_path / "results"
     cli = CliRunner().invoke(main, ["run", "--scenario", str(path), "--out", str(out)])
     assert cli.exit_code == 0, cli.output
-    results = {r["index"]["policy"]: r for r in (json.loads(p.read_text()) for p in (out / "lance_smoke").glob("*.json"))}
+    docs = [json.loads(p.read_text()) for p in (out / "lance_smoke").glob("*.json")]
+    results = {r["index"]["policy"]: r for r in docs}
     assert set(results) == {"native", "optimize", "reindex"}
     for policy, result in results.items():
         assert result["status"] == "ok", result.get("error")
