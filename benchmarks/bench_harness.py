@@ -29,15 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import Line, median, proc_status, repo_root
-
-
-def annbench_command() -> list[str]:
-    """The `annbench` console script of this interpreter (not a pyenv shim, which adds its own start-up)."""
-    script = Path(sys.executable).parent / "annbench"
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-c", "from annbench.cli import main; main()"]
+from common import Line, annbench_command, median, proc_status, repo_root
 
 
 class Watched:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import Line, repo_root
+from common import Line, annbench_command, repo_root
 
 
 def _perturb(doc: dict[str, Any], v: int, rng: np.random.Generator) -> dict[str, Any]:
@@ -119,8 +119,6 @@ def _per_figure(data: Path, out: Path, count: int) -> str:
 
 
 def measure(count: int, limit_s: float, want_profile: bool = False) -> list[Line]:
-    from bench_harness import annbench_command
-
     from annbench import results
 
     with tempfile.TemporaryDirectory(prefix="annbench-p6-") as tmp_s:

@@ -12,6 +12,7 @@ import io
 import os
 import pstats
 import statistics
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -126,3 +127,11 @@ def stopwatch() -> Iterator[Callable[[], float]]:
 
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+def annbench_command() -> list[str]:
+    """The `annbench` console script of this interpreter (not a pyenv shim, which adds its own start-up)."""
+    script = Path(sys.executable).parent / "annbench"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "from annbench.cli import main; main()"]
