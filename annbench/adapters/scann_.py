@@ -182,10 +182,14 @@ class Scann(Adapter):
             return np.full((len(q), k), -1, dtype=np.int64)
         pre = max(self.search_settings["reorder"], k) if self.num_leaves else -1
         # The raw pybind searcher: the wrapper would turn every index into a docid string first.
-        idx, dist = searcher.searcher.search_batched(
-            q, k, pre, self._leaves_to_search(), self.threads > 1, 256
-        )
+        if len(q) == 1:  # the one-query entry point: a timed single query pays no batch set-up
+            idx, dist = searcher.searcher.search(q[0], k, pre, self._leaves_to_search())
+            idx, dist = idx[None, :], dist[None, :]
+        else:
+            idx, dist = searcher.searcher.search_batched(q, k, pre, self._leaves_to_search(), self.threads > 1, 256)
         idx = np.asarray(idx, dtype=np.int64)
+        if idx.shape[1] == k and idx.max() < self._size and not np.isnan(dist).any():
+            return self._pos_ids[idx]  # full, valid answers: one gather, no masking
         valid = ~np.isnan(np.asarray(dist)) & (idx < self._size)
         out = np.full((len(q), k), -1, dtype=np.int64)
         cols = min(k, idx.shape[1]) if idx.ndim == 2 else 0
