@@ -503,11 +503,18 @@ def update_costs(run: dict[str, Any]) -> dict[str, dict[int, float]]:
 
 
 def fig_update_cost(runs: Sequence[dict[str, Any]], context: str) -> tuple[Any, dict[str, int]]:
-    """One panel per (index, policy) that ran; lines: seconds per day of each op, log scale, y shared."""
-    ok = [r for r in runs if r["status"] == "ok" and r["scenario"].get("timeline") == "daily"]
+    """One panel per (index name, policy) that ran; lines: seconds per day of each op, log scale, y shared.
+
+    The builds of a build grid share their name's panel (median line, min–max band), so a sweep of hundreds
+    of configurations still gives a figure a person can read (and draw in seconds).
+    """
+    daily = [r for r in runs if r["status"] == "ok" and r["scenario"].get("timeline") == "daily"]
     order = {"native": 0, "tombstone": 1, "rebuild": 2}
-    ok.sort(key=lambda r: (str(r["index"].get("label") or r["index"]["family"]),
-                           order.get(r["index"]["policy"], 9), r["index"]["policy"]))
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in daily:
+        name = str(r["index"].get("label") or r["index"]["family"]).split("[")[0]
+        groups.setdefault((name, r["index"]["policy"]), []).append(r)
+    ok = sorted(groups.items(), key=lambda g: (g[0][0], order.get(g[0][1], 9), g[0][1]))
     ncols = min(4, max(1, len(ok)))
     nrows = max(1, math.ceil(len(ok) / ncols))
     fig = _new_figure(3.4 * ncols + 1.9, 2.3 * nrows + 1.3)
@@ -518,26 +525,34 @@ def fig_update_cost(runs: Sequence[dict[str, Any]], context: str) -> tuple[Any, 
         if i >= len(ok):
             ax.set_visible(False)
             continue
-        run = ok[i]
-        costs = update_costs(run)
+        (name, policy), members = ok[i]
+        all_costs = [update_costs(r) for r in members]
         for op in ("build", "rebuild", "insert", "delete", "update", "ingest"):
-            if op not in costs:
+            per_day: dict[int, list[float]] = {}
+            for costs in all_costs:
+                for d, secs in costs.get(op, {}).items():
+                    per_day.setdefault(d, []).append(max(secs, 1e-6))
+            if not per_day:
                 continue
-            days = sorted(costs[op])
-            ys = [max(costs[op][d], 1e-6) for d in days]
+            days = sorted(per_day)
+            ys = [float(np.median(per_day[d])) for d in days]
             gid = f"cost-{i}-{op}"
             daily_op = op in ("insert", "delete", "update", "ingest")  # every day; builds and rebuilds are events
             ax.plot(days, ys, color=OP_COLOUR[op], marker="s" if op == "build" else ("o" if daily_op else "D"),
                     markersize=4 if daily_op else 6, linestyle="-" if daily_op else "none", linewidth=1.2, gid=gid)
+            if len(members) > 1 and daily_op:
+                ax.fill_between(days, [min(per_day[d]) for d in days], [max(per_day[d]) for d in days],
+                                color=OP_COLOUR[op], alpha=0.15, linewidth=0)
             points[gid] = len(days)
             used_ops.add(op)
         ax.set_yscale("log")
-        ax.set_title(f"{run['index'].get('label') or run['index']['family']} · {run['index']['policy']}")
+        grid = f" ({len(members)} builds: median, band min–max)" if len(members) > 1 else ""
+        ax.set_title(f"{name} · {policy}{grid}", fontsize=9 if grid else 11)
         ax.xaxis.get_major_locator().set_params(integer=True)
         if i % ncols == 0:
             ax.set_ylabel("seconds (log)")
         if i >= len(ok) - ncols:
-            ax.set_xlabel("runbook step" if _runbook(ok) else "day")
+            ax.set_xlabel("runbook step" if _runbook(daily) else "day")
     _plain_log(axes.flat[0].yaxis, subs=(1.0,))
     from matplotlib.lines import Line2D
 
@@ -549,9 +564,10 @@ def fig_update_cost(runs: Sequence[dict[str, Any]], context: str) -> tuple[Any, 
     fig.legend(handles, [names.get(op, op) for op in OP_COLOUR if op in used_ops],
                loc="outside right upper", frameon=False, title="operation", title_fontsize=8)
     fig.suptitle("Upkeep per day: seconds spent on each update operation", fontsize=12, fontweight="bold")
-    _footer(fig, [context, "One panel per index and policy; y shared (log) so panels compare. Rebuild points "
-                  "appear on the days the rebuild policy rebuilds, or a maintenance policy (optimize, reindex, "
-                  "vacuum) calls the database; the initial build is shown on day 0 for scale."])
+    _footer(fig, [context, "One panel per index name and policy (a build grid: median and min–max band); y "
+                  "shared (log) so panels compare. Rebuild points appear on the days the rebuild policy rebuilds, "
+                  "or a maintenance policy (optimize, reindex, vacuum) calls the database; the initial build is "
+                  "shown on day 0 for scale."])
     return fig, points
 
 
