@@ -161,11 +161,35 @@ class Dataset:
 
 
 def _blocks(arr: np.ndarray, rows: int = BLOCK_ROWS) -> Iterator[np.ndarray]:
+    """Consecutive row blocks of `arr`; a memory-mapped block's pages are dropped once the caller is done."""
     if arr.ndim == 0 or len(arr) == 0:
         yield arr
         return
     for start in range(0, len(arr), rows):
-        yield arr[start : start + rows]
+        block = arr[start : start + rows]
+        yield block
+        drop_pages(block)
+
+
+def drop_pages(view: np.ndarray) -> None:
+    """Tell the kernel this process is done with the file pages under `view` (part of a np.memmap).
+
+    Mapped file pages count in the process's RSS for as long as they stay mapped, so one pass over a
+    memory-mapped catalog would leave all of it in the harness's RSS. madvise(DONTNEED) unmaps them:
+    the data stay in the page cache and the file (written pages included: the mappings are shared), and
+    a later read faults them back in. A no-op for arrays that are not memory-mapped.
+    """
+    mm = getattr(view, "_mmap", None)
+    if mm is None or view.size == 0 or min(view.strides, default=0) < 0 or not hasattr(mm, "madvise"):
+        return
+    import mmap
+
+    start = view.__array_interface__["data"][0] - np.frombuffer(mm, dtype=np.uint8).ctypes.data
+    end = start + sum((n - 1) * s for n, s in zip(view.shape, view.strides, strict=True)) + view.itemsize
+    start = max(0, start - start % mmap.PAGESIZE)
+    end = min(len(mm), end)
+    if end > start:
+        mm.madvise(mmap.MADV_DONTNEED, start, end - start)
 
 
 # ------------------------------------------------------------------------------------------------

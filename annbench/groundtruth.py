@@ -37,6 +37,7 @@ import numpy as np
 
 from annbench.adapters.base import Metric
 from annbench.atomic import atomic_path
+from annbench.datasets import drop_pages
 
 GT_SCHEMA = 1
 """Version of the ground-truth definition; part of every cache key.
@@ -207,6 +208,8 @@ def _blocks(pool: np.ndarray, rows: np.ndarray | None, n: int, metric: Metric, b
             Xg[:, :-1] = X
             Xg[:, -1] = xn
         yield b0, X, Xg
+        # the caller is done with the block: its file pages need not stay in the RSS of a scan over the catalog
+        drop_pages(pool[b0:b1] if rows is None else pool[int(rows[b0:b1].min()) : int(rows[b0:b1].max()) + 1])
 
 
 def _scaled_queries(q: np.ndarray, metric: Metric) -> np.ndarray:

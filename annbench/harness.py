@@ -40,6 +40,7 @@ import numpy as np
 import annbench
 from annbench import adapters, results
 from annbench.adapters.base import Metric, prepare_vectors
+from annbench.datasets import drop_pages
 from annbench.errors import ConfigError
 from annbench.scenarios import RunSpec, Scenario, check_dataset_dim, op_log
 
@@ -124,7 +125,11 @@ def _materialise(ds: Any, metric: Metric, data_dir: Path) -> None:
     try:
         base = np.lib.format.open_memmap(tmp / "base.npy", mode="w+", dtype=np.float32, shape=(ds.n, ds.dim))
         for start in range(0, ds.n, BLOCK_ROWS):
-            base[start:start + BLOCK_ROWS] = prepare_vectors(ds.base[start:start + BLOCK_ROWS], metric)
+            src = ds.base[start:start + BLOCK_ROWS]
+            base[start:start + BLOCK_ROWS] = prepare_vectors(src, metric)
+            # neither file's pages stay in this process's RSS: a catalog may be as large as the machine's RAM
+            drop_pages(src)
+            drop_pages(base[start:start + BLOCK_ROWS])
         base.flush()
         del base
         np.save(tmp / "queries.npy", prepare_vectors(ds.queries, metric))
