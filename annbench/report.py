@@ -417,6 +417,19 @@ def _runbook(runs: Sequence[dict[str, Any]]) -> bool:
     return bool(runs) and all(r["scenario"].get("runbook") for r in runs)
 
 
+MAX_DAY_LINES = 12  # lines in one row of the day-by-day figure before a big grid is cut to its front
+
+
+def _day_lines(mine: list[Config]) -> list[Config]:
+    """The configurations of one index drawn day by day: all of them, or for a big build grid those on the
+    front of worst-step recall against worst-step p99 (then the highest-recall ones), at most MAX_DAY_LINES."""
+    if len(mine) <= MAX_DAY_LINES:
+        return mine
+    front = metrics.pareto_front([c.worst_recall for c in mine], [c.worst_p99_ms for c in mine])
+    keep = sorted((mine[i] for i in front), key=lambda c: -c.worst_recall)[:MAX_DAY_LINES]
+    return [c for c in mine if any(c is x for x in keep)]
+
+
 def fig_days(configs: Sequence[Config], context: str) -> tuple[Any, dict[str, int]]:
     """Rows: index names. Columns: recall@k, hit@k (with labels), p99, leaked ids, per day. Every line is one
     (build, policy, search setting): nothing is averaged, so a policy that degrades shows as a falling line."""
@@ -431,8 +444,10 @@ def fig_days(configs: Sequence[Config], context: str) -> tuple[Any, dict[str, in
     fig = _new_figure(3.3 * len(cols) + 2.6, 2.4 * len(names) + 1.4)
     axes = np.atleast_2d(fig.subplots(len(names), len(cols), squeeze=False))
     points: dict[str, int] = {}
+    hidden = 0
     for ri, name in enumerate(names):
-        mine = [c for c in daily if c.name == name]
+        mine = _day_lines([c for c in daily if c.name == name])
+        hidden += sum(c.name == name for c in daily) - len(mine)
         keys = sorted({(c.label, c.policy) for c in mine})
         for label, policy in keys:
             lines = [c for c in mine if c.label == label and c.policy == policy]
@@ -482,8 +497,10 @@ def fig_days(configs: Sequence[Config], context: str) -> tuple[Any, dict[str, in
         fig.suptitle("Day by day, per index and policy — every search setting its own line", fontsize=12,
                      fontweight="bold")
         how = "Day 0 is the initial build; each later day applies deletes, inserts and updates, then searches."
+    more = (f" {hidden} configurations of big grids are not drawn: dominated on worst-step recall and p99 "
+            "(the tables list them)." if hidden else "")
     _footer(fig, [context, f"{how} Line style and colour: policy; shade and marker: search setting. hit@{k} "
-                  "uses product labels; leaks count deleted ids returned (summed over queries)."])
+                  f"uses product labels; leaks count deleted ids returned (summed over queries).{more}"])
     return fig, points
 
 
