@@ -98,7 +98,7 @@ def test_workload_hash_ignores_the_index_grid(tmp_path: Path) -> None:
 
 
 def test_shipped_scenarios_validate() -> None:
-    for name in ("reseller_daily_updates", "catalog_size", "ci_smoke"):
+    for name in ("reseller_daily_updates", "reseller_daily_databases", "catalog_size", "ci_smoke"):
         sc = load_scenario(resolve_scenario_path(name, REPO / "configs" / "scenarios"))
         assert sc.indexes and sc.name == name
 
