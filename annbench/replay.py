@@ -39,7 +39,7 @@ def _rss() -> int:
     return int(psutil.Process().memory_info().rss)
 
 
-def _reset_peak_rss() -> bool:
+def reset_peak_rss() -> bool:
     """Reset the kernel's RSS high-water mark, so the next peak is the build's own (Linux ≥ 4.0)."""
     try:
         with open("/proc/self/clear_refs", "w") as f:
@@ -130,7 +130,7 @@ def _replay(sc: Any, spec: dict[str, Any], policy: Policy, ops: list[Op], pool: 
                 out["steps"].append(step)
                 continue
             rss_before = _rss()
-            peak_reset = op.kind == "build" and _reset_peak_rss()
+            peak_reset = op.kind == "build" and reset_peak_rss()
             t0 = time.perf_counter()
             if op.kind == "build":
                 policy.build(op.rows, op.ids)

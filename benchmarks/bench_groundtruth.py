@@ -24,7 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import Line, blas_info, median, proc_status, profile_text, reset_peak_rss
+from common import Line, blas_info, median, proc_status, profile_text
+
+from annbench.replay import reset_peak_rss
 
 
 def _gflops(n: int, q: int, d: int, seconds: float) -> float:

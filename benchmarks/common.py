@@ -91,16 +91,6 @@ def proc_status(pid: int | str = "self") -> dict[str, int]:
     return out
 
 
-def reset_peak_rss() -> bool:
-    """Reset this process's VmHWM so the next peak read is the coming work's own (Linux ≥ 4.0)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def machine() -> dict[str, Any]:
     from annbench import results
 

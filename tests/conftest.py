@@ -36,6 +36,38 @@ def small_scenario(tmp_path: Path, indexes: list[dict[str, Any]], **overrides: A
     return path
 
 
+def run_db_smoke(tmp_path: Path, name: str, dim: int, policies: list[str], index: dict[str, Any]) -> list[dict]:
+    """Run a tiny daily scenario (2,000 × dim catalog, 2 days, modelled on ci_smoke) of one database index
+    under `policies` through `annbench run` and `annbench plot`; return its result documents.
+
+    The databases' tests (test_lancedb, test_pgvector) share it."""
+    import json
+
+    from click.testing import CliRunner
+
+    from annbench.cli import main
+
+    doc = {
+        "name": name,
+        "dataset": {"name": "catalog", "params": {"seed": 0, "n": 2000, "dim": dim, "n_queries": 50}},
+        "metric": "cosine", "k": 10, "seed": 0, "threads": 1, "timeout_s": 120,
+        "queries": {"count": 50, "deleted_products": "drop"},
+        "timeline": {"kind": "daily", "initial_fraction": 0.8, "days": 2, "insert_fraction": 0.05,
+                     "delete_fraction": 0.02, "delete_rule": "product", "update_fraction": 0.01},
+        "policies": policies,
+        "indexes": [index],
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    out = tmp_path / "results"
+    cli = CliRunner().invoke(main, ["run", "--scenario", str(path), "--out", str(out)])
+    assert cli.exit_code == 0, cli.output
+    plot = CliRunner().invoke(main, ["plot", str(out)])
+    assert plot.exit_code == 0, plot.output
+    assert any((out / "report").glob("*.png")) and (out / "report" / "index.html").is_file()
+    return [json.loads(p.read_text()) for p in (out / name).glob("*.json")]
+
+
 @pytest.fixture
 def scenario_file(tmp_path: Path):
     def make(indexes: list[dict[str, Any]], **overrides: Any) -> Path:

@@ -32,6 +32,7 @@ from annbench.cli import main
 from annbench.executors import DaskExecutor
 from tests import test_bad_input as bad
 from tests.conftest import REPO
+from tests.test_reliability import _wait_for_results
 
 # Few runs: each is a fresh Python process importing numpy and faiss, seconds on a loaded 2-core machine.
 IVF = {"name": "ivf", "family": "faiss-ivf", "build": {"nlist": [8, 16]}, "search": {"nprobe": [1, 4]},
@@ -170,14 +171,6 @@ def _start(scenario: Path, out: Path, cluster: LocalCluster) -> subprocess.Popen
     return subprocess.Popen([*CLIENT, "run", "--scenario", str(scenario), "--out", str(out), "--executor", "dask",
                              "--scheduler", cluster.scheduler_address],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _wait_for_results(out: Path, count: int, proc: subprocess.Popen, limit_s: float = 120) -> None:
-    deadline = time.monotonic() + limit_s
-    while len(list((out / "small").glob("*.json"))) < count:
-        assert proc.poll() is None, "the sweep ended before it could be interrupted"
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
 
 
 def test_sigkill_of_the_client_then_rerun_loses_nothing_and_redoes_nothing(tmp_path: Path, scenario_file,

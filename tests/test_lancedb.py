@@ -9,19 +9,16 @@ and a small daily scenario under policies native / optimize / reindex through `a
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
-from click.testing import CliRunner
 
 from annbench import adapters
 from annbench.adapters.base import Metric, prepare_vectors
 from annbench.adapters.lancedb_ import LanceDB
-from annbench.cli import main
 from annbench.errors import CapabilityError
+from tests.conftest import run_db_smoke
 
 DIM = 32
 
@@ -149,22 +146,8 @@ def test_hnsw_index_type_builds_and_searches() -> None:
 
 
 def test_daily_scenario_with_maintenance_policies_runs_and_plots(tmp_path: Path) -> None:
-    doc = {  # modelled on configs/scenarios/ci_smoke.yaml, smaller, with only LanceDB
-        "name": "lance_smoke",
-        "dataset": {"name": "catalog", "params": {"seed": 0, "n": 2000, "dim": DIM, "n_queries": 50}},
-        "metric": "cosine", "k": 10, "seed": 0, "threads": 1, "timeout_s": 120,
-        "queries": {"count": 50, "deleted_products": "drop"},
-        "timeline": {"kind": "daily", "initial_fraction": 0.8, "days": 2, "insert_fraction": 0.05,
-                     "delete_fraction": 0.02, "delete_rule": "product", "update_fraction": 0.01},
-        "policies": ["native", "optimize", "reindex"],
-        "indexes": [{"name": "lancedb", "family": "lancedb", "search": {"refine_factor": [1, 5]}}],
-    }
-    path = tmp_path / "lance_smoke.yaml"
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    out = tmp_path / "results"
-    cli = CliRunner().invoke(main, ["run", "--scenario", str(path), "--out", str(out)])
-    assert cli.exit_code == 0, cli.output
-    docs = [json.loads(p.read_text()) for p in (out / "lance_smoke").glob("*.json")]
+    docs = run_db_smoke(tmp_path, "lance_smoke", DIM, ["native", "optimize", "reindex"],
+                        {"name": "lancedb", "family": "lancedb", "search": {"refine_factor": [1, 5]}})
     results = {r["index"]["policy"]: r for r in docs}
     assert set(results) == {"native", "optimize", "reindex"}
     for policy, result in results.items():
@@ -180,6 +163,3 @@ def test_daily_scenario_with_maintenance_policies_runs_and_plots(tmp_path: Path)
             # re-ranked: once indexed, a row's own PQ code (4 × 8 bits here) need not rank it first without it
             (refined,) = [x for x in s["settings"] if x["params"]["refine_factor"] == 5]
             assert refined["freshness"] >= 0.95, (policy, s["day"], refined["freshness"])
-    plot = CliRunner().invoke(main, ["plot", str(out)])
-    assert plot.exit_code == 0, plot.output
-    assert any((out / "report").glob("*.png")) and (out / "report" / "index.html").is_file()

@@ -11,7 +11,6 @@ What these tests do to the machine is in README.md ("PostgreSQL + pgvector").
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -23,13 +22,11 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
-import yaml
-from click.testing import CliRunner
 
 from annbench.adapters.base import Metric, prepare_vectors
 from annbench.adapters.pgvector_ import PgVector, sweep_orphans
-from annbench.cli import main
 from annbench.errors import CapabilityError, ConfigError
+from tests.conftest import run_db_smoke
 
 N, DIM = 2_000, 32
 _rng = np.random.default_rng(7)
@@ -244,23 +241,10 @@ def test_ivfflat_probes_trade_recall_and_deletes_hold() -> None:
 
 
 def test_daily_scenario_with_vacuum_and_reindex_runs_and_plots(tmp_path: Path) -> None:
-    doc = {  # modelled on configs/scenarios/ci_smoke.yaml, smaller, with only pgvector
-        "name": "pg_smoke",
-        "dataset": {"name": "catalog", "params": {"seed": 0, "n": 2000, "dim": DIM, "n_queries": 50}},
-        "metric": "cosine", "k": 10, "seed": 0, "threads": 1, "timeout_s": 120,
-        "queries": {"count": 50, "deleted_products": "drop"},
-        "timeline": {"kind": "daily", "initial_fraction": 0.8, "days": 2, "insert_fraction": 0.05,
-                     "delete_fraction": 0.02, "delete_rule": "product", "update_fraction": 0.01},
-        "policies": ["native", "vacuum", "reindex"],
-        "indexes": [{"name": "pgvector", "family": "pgvector", "build": {"m": 8, "ef_construction": 32},
-                     "search": {"ef_search": [10, 40]}}],
-    }
-    path = tmp_path / "pg_smoke.yaml"
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    out = tmp_path / "results"
-    cli = CliRunner().invoke(main, ["run", "--scenario", str(path), "--out", str(out)])
-    assert cli.exit_code == 0, cli.output
-    results = {r["index"]["policy"]: r for r in (json.loads(p.read_text()) for p in (out / "pg_smoke").glob("*.json"))}
+    docs = run_db_smoke(tmp_path, "pg_smoke", DIM, ["native", "vacuum", "reindex"],
+                        {"name": "pgvector", "family": "pgvector", "build": {"m": 8, "ef_construction": 32},
+                         "search": {"ef_search": [10, 40]}})
+    results = {r["index"]["policy"]: r for r in docs}
     assert set(results) == {"native", "vacuum", "reindex"}
     for policy, result in results.items():
         assert result["status"] == "ok", result.get("error")
@@ -277,6 +261,3 @@ def test_daily_scenario_with_vacuum_and_reindex_runs_and_plots(tmp_path: Path) -
             assert all(setting["leaks"] == 0 for setting in s["settings"])
         for s in searches[1:]:  # new and updated rows are found under every policy
             assert all(setting["freshness"] >= 0.95 for setting in s["settings"])
-    plot = CliRunner().invoke(main, ["plot", str(out)])
-    assert plot.exit_code == 0, plot.output
-    assert any((out / "report").glob("*.png")) and (out / "report" / "index.html").is_file()
