@@ -172,10 +172,14 @@ def _build_memory(policy: Policy, queries: np.ndarray, k: int, rss_before: int, 
     out = {"rss_baseline_bytes": rss_before, "rss_peak_bytes": peak, "rss_steady_bytes": steady,
            "index_rss_bytes": steady - rss_before, "saved_bytes": int(written), "saved_bytes_on_disk": on_disk,
            "peak_is_build_only": peak_reset}
-    external = policy.adapter.footprint()
-    if external:  # a database's files and server: memory figures add them (annbench.recommend)
-        out["external_bytes"] = {k: int(v) for k, v in external.items()}
+    out.update(_external(policy))  # a database's files and server: memory figures add them (annbench.recommend)
     return out
+
+
+def _external(policy: Policy) -> dict[str, Any]:
+    """{"external_bytes": the adapter's footprint outside this process}, or {} for an in-process library."""
+    external = policy.adapter.footprint()
+    return {"external_bytes": {key: int(v) for key, v in external.items()}} if external else {}
 
 
 def _search_step(sc: Any, metric: Metric, policy: Policy, op: Op, grid: list[dict[str, Any]], queries_all: np.ndarray,
@@ -247,9 +251,7 @@ def _search_step(sc: Any, metric: Metric, policy: Policy, op: Op, grid: list[dic
         settings.append(s)
     step = {"op": "search", "day": op.day, "count": int(len(qidx)), "live": len(policy.live.row_of),
             "seconds": float(sum(s["batch_seconds"] for s in settings)), "settings": settings}
-    external = policy.adapter.footprint()
-    if external:  # a database's files grow with the days; kept per step, outside the timed region
-        step["external_bytes"] = {key: int(v) for key, v in external.items()}
+    step.update(_external(policy))  # a database's files grow with the days: kept per step, outside the timed region
     return step
 
 
