@@ -32,7 +32,7 @@ from annbench.cli import main
 from annbench.executors import DaskExecutor
 from tests import test_bad_input as bad
 from tests.conftest import REPO
-from tests.test_reliability import _wait_for_results
+from tests.test_reliability import _docs, _wait_for_results, finished_results, rerun_loses_nothing
 
 # Few runs: each is a fresh Python process importing numpy and faiss, seconds on a loaded 2-core machine.
 IVF = {"name": "ivf", "family": "faiss-ivf", "build": {"nlist": [8, 16]}, "search": {"nprobe": [1, 4]},
@@ -84,10 +84,6 @@ def cluster() -> Iterator[LocalCluster]:
                      if conn.status == psutil.CONN_LISTEN]
         assert listening and all(addr.ip == "127.0.0.1" for _, addr in listening), listening
         yield c
-
-
-def _docs(out: Path, scenario: str = "small") -> dict[str, dict]:
-    return {p.name: results.load(p) for p in sorted((out / scenario).glob("*.json"))}
 
 
 def _invoke(*args: str) -> Any:
@@ -183,20 +179,10 @@ def test_sigkill_of_the_client_then_rerun_loses_nothing_and_redoes_nothing(tmp_p
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     _wait_gone()  # the scheduler drops a dead client's tasks; their workers kill the replays
-    finished = {p: p.read_bytes() for p in (out / "small").glob("*.json")}
+    finished = finished_results(out)
     assert 1 <= len(finished) < 4
-    assert not [p for p in (out / "small").iterdir() if not p.name.endswith(".json")]
-    assert results.load_dir(out).bad == []
-
-    rerun = subprocess.run([*CLIENT, "run", "--scenario", str(scenario), "--out", str(out), "--executor", "dask",
-                            "--scheduler", cluster.scheduler_address], cwd=REPO, capture_output=True, text=True,
-                           timeout=300)
-    assert rerun.returncode == 0, rerun.stderr
-    assert f"{len(finished)} skipped" in rerun.stdout
-    docs = _docs(out)
-    assert len(docs) == 4 and all(d["status"] == "ok" for d in docs.values())
-    for p, blob in finished.items():
-        assert p.read_bytes() == blob, f"{p.name} was redone or modified"
+    rerun_loses_nothing([*CLIENT, "run", "--scenario", str(scenario), "--out", str(out), "--executor", "dask",
+                         "--scheduler", cluster.scheduler_address], out, finished, 4)
 
 
 def test_ctrl_c_cancels_outstanding_tasks_keeps_finished_results_and_exits_130(tmp_path: Path, scenario_file,

@@ -80,18 +80,26 @@ def test_sigkill_then_rerun_loses_nothing_and_redoes_nothing(tmp_path: Path, sce
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not _alive(runs), "a run's process outlived the killed sweep"
-    finished = {p: p.read_bytes() for p in (out / "small").glob("*.json")}
+    finished = finished_results(out)
     assert 2 <= len(finished) < 6
-    # nothing half-written where a loader would read it
+    rerun_loses_nothing([sys.executable, "-m", "annbench.cli", "run", "--scenario", str(scenario), "--out",
+                         str(out)], out, finished, 6)
+
+
+def finished_results(out: Path) -> dict[Path, bytes]:
+    """The result files a killed sweep left, by content; nothing half-written where a loader would read it."""
     assert not [p for p in (out / "small").iterdir() if not p.name.endswith(".json")]
     assert results.load_dir(out).bad == []
+    return {p: p.read_bytes() for p in (out / "small").glob("*.json")}
 
-    rerun = subprocess.run([sys.executable, "-m", "annbench.cli", "run", "--scenario", str(scenario), "--out",
-                            str(out)], cwd=REPO, capture_output=True, text=True, timeout=300)
+
+def rerun_loses_nothing(cmd: list[str], out: Path, finished: dict[Path, bytes], total: int) -> None:
+    """Rerun the killed sweep: it skips the finished runs, leaving them byte-identical, and completes the rest."""
+    rerun = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert f"{len(finished)} skipped" in rerun.stdout
     docs = _docs(out)
-    assert len(docs) == 6 and all(d["status"] == "ok" for d in docs.values())
+    assert len(docs) == total and all(d["status"] == "ok" for d in docs.values())
     for p, blob in finished.items():
         assert p.read_bytes() == blob, f"{p.name} was redone or modified"
 
