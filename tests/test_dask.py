@@ -27,12 +27,17 @@ from click.testing import CliRunner
 from distributed import Client, LocalCluster
 
 import annbench
-from annbench import results
 from annbench.cli import main
 from annbench.executors import DaskExecutor
 from tests import test_bad_input as bad
 from tests.conftest import REPO
-from tests.test_reliability import _docs, _wait_for_results, finished_results, rerun_loses_nothing
+from tests.test_reliability import (
+    _docs,
+    _wait_for_results,
+    finished_results,
+    interrupt_exits_130,
+    rerun_loses_nothing,
+)
 
 # Few runs: each is a fresh Python process importing numpy and faiss, seconds on a loaded 2-core machine.
 IVF = {"name": "ivf", "family": "faiss-ivf", "build": {"nlist": [8, 16]}, "search": {"nprobe": [1, 4]},
@@ -191,12 +196,7 @@ def test_ctrl_c_cancels_outstanding_tasks_keeps_finished_results_and_exits_130(t
     out = tmp_path / "res"
     proc = _start(scenario, out, cluster)
     _wait_for_results(out, 1, proc)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
-    assert "interrupted" in err and "finished this time and are saved" in err
-    assert "Traceback" not in err
-    assert results.load_dir(out).bad == []
+    interrupt_exits_130(proc, out)
     assert "hang" not in " ".join(p.name for p in (out / "small").glob("*.json"))
     _wait_gone()  # the hanging run's replay was killed on its worker, not left to its 120 s time limit
 

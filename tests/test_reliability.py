@@ -86,6 +86,16 @@ def test_sigkill_then_rerun_loses_nothing_and_redoes_nothing(tmp_path: Path, sce
                          str(out)], out, finished, 6)
 
 
+def interrupt_exits_130(proc: subprocess.Popen, out: Path) -> None:
+    """Ctrl-C a running sweep: exit 130, one message saying what finished, no traceback, results loadable."""
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "finished this time and are saved" in err
+    assert "Traceback" not in err
+    assert results.load_dir(out).bad == []
+
+
 def finished_results(out: Path) -> dict[Path, bytes]:
     """The result files a killed sweep left, by content; nothing half-written where a loader would read it."""
     assert not [p for p in (out / "small").iterdir() if not p.name.endswith(".json")]
@@ -110,12 +120,7 @@ def test_ctrl_c_stops_cleanly_says_what_finished_and_exits_130(tmp_path: Path, s
     proc = _start(scenario, out)
     _wait_for_results(out, 1, proc)
     runs = _children(proc)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
-    assert "interrupted" in err and "finished this time and are saved" in err
-    assert "Traceback" not in err
-    assert results.load_dir(out).bad == []
+    interrupt_exits_130(proc, out)
     assert not _alive(runs)
 
 
