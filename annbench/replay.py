@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from annbench import adapters, metrics
-from annbench.adapters.base import Metric
+from annbench.adapters.base import Metric, folder_bytes
 from annbench.groundtruth import true_distances
 from annbench.policies import Policy, make_policy
 from annbench.results import json_default
@@ -58,10 +58,6 @@ def _peak_rss() -> int:
     except OSError:
         pass
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # lifetime peak; Linux reports KiB
-
-
-def _folder_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 def run(spec: dict[str, Any]) -> dict[str, Any]:
@@ -168,7 +164,7 @@ def _build_memory(policy: Policy, queries: np.ndarray, k: int, rss_before: int, 
     steady = _rss()
     with tempfile.TemporaryDirectory(prefix="annbench-save-") as tmp:
         written = policy.save(Path(tmp) / "index")
-        on_disk = _folder_bytes(Path(tmp))
+        on_disk = folder_bytes(Path(tmp))
     out = {"rss_baseline_bytes": rss_before, "rss_peak_bytes": peak, "rss_steady_bytes": steady,
            "index_rss_bytes": steady - rss_before, "saved_bytes": int(written), "saved_bytes_on_disk": on_disk,
            "peak_is_build_only": peak_reset}

@@ -278,6 +278,11 @@ class Adapter(ABC):
                            maintenance=cls.maintenance)
 
 
+def folder_bytes(path: Path) -> int:
+    """Bytes of every file below `path` (an index's saved folder, a database's directory)."""
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
 def pad_ids(rows: list[np.ndarray], k: int) -> np.ndarray:
     """Stack per-query id arrays (each ≤ k long) into a q×k int64 array padded with -1."""
     out = np.full((len(rows), k), -1, dtype=np.int64)

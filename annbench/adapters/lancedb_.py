@@ -66,7 +66,18 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from annbench.adapters.base import Adapter, Capabilities, Metric, Param, Support, as_ids, as_vectors, check_k, pad_ids
+from annbench.adapters.base import (
+    Adapter,
+    Capabilities,
+    Metric,
+    Param,
+    Support,
+    as_ids,
+    as_vectors,
+    check_k,
+    folder_bytes,
+    pad_ids,
+)
 from annbench.errors import CapabilityError, ConfigError
 
 if importlib.util.find_spec("lancedb") is None:  # so `annbench list` shows the family as unavailable
@@ -89,10 +100,6 @@ def _engine() -> ModuleType:
     import lancedb
 
     return lancedb
-
-
-def _folder_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 class LanceDB(Adapter):
@@ -276,12 +283,12 @@ class LanceDB(Adapter):
         target = Path(path)
         # The database is its folder: saving is a copy of every file it holds (all versions kept so far).
         shutil.copytree(self._folder / "db", target, dirs_exist_ok=True)
-        return _folder_bytes(target)
+        return folder_bytes(target)
 
     def footprint(self) -> dict[str, int]:
         if self._folder is None:
             return {}
-        return {"disk_bytes": _folder_bytes(self._folder)}
+        return {"disk_bytes": folder_bytes(self._folder)}
 
     def close(self) -> None:
         self._table = None

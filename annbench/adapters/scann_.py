@@ -30,15 +30,21 @@ from typing import Any
 import numpy as np
 from scann.scann_ops.py import scann_ops_pybind
 
-from annbench.adapters.base import Adapter, Capabilities, Metric, Param, Support, as_ids, as_vectors, check_k
+from annbench.adapters.base import (
+    Adapter,
+    Capabilities,
+    Metric,
+    Param,
+    Support,
+    as_ids,
+    as_vectors,
+    check_k,
+    folder_bytes,
+)
 from annbench.errors import ConfigError, DataError
 
 _MIN_LEAF_SIZE = 50  # scann's default min_partition_size; smaller leaves give empty partitions
 _MIN_AH_POINTS = 256  # below this, asymmetric hashing (16 centroids per block) is not worth training
-
-
-def _folder_size(folder: Path) -> int:
-    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
 
 
 class Scann(Adapter):
@@ -208,4 +214,4 @@ class Scann(Adapter):
         folder = Path(path)
         folder.mkdir(parents=True, exist_ok=True)
         searcher.serialize(str(folder))  # writes the assets and scann_docids.pkl
-        return _folder_size(folder)
+        return folder_bytes(folder)
