@@ -66,6 +66,7 @@ import tempfile
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,14 +125,19 @@ def _wheel_dirs() -> tuple[Path, str]:
     raise AnnbenchError(f"pgvector: no PostgreSQL binaries under {pkg}")
 
 
-def _set_pdeathsig() -> None:
-    """In the server's process, after it has switched user: SIGQUIT (immediate shutdown) when its parent dies."""
+def _pdeathsig_hook() -> Callable[[], None] | None:
+    """A preexec hook giving the server SIGQUIT (immediate shutdown) when its parent dies, or None off Linux.
+
+    libc's prctl is looked up here, before fork: loading a library in the child of a threaded process (a run
+    searching from several threads) can deadlock, as annbench.harness found for the runs themselves.
+    """
     try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGQUIT)  # PR_SET_PDEATHSIG
+        prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
     except (OSError, AttributeError):
-        pass  # not Linux: the harness's killpg, close() and the orphan sweep remain
+        return None  # not Linux: the harness's killpg, close() and the orphan sweep remain
+    return lambda: prctl(1, signal.SIGQUIT)  # PR_SET_PDEATHSIG
 
 
 def _mirror_for(user: pwd.struct_passwd, install: Path, version: str) -> Path:
@@ -308,7 +314,7 @@ class Server:
                 # Its own session: a SIGKILL sent to the run's process group (the harness's timeout) would
                 # leave its SysV segment behind; it gets SIGQUIT when the run dies instead, and shuts down.
                 self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=self.top,
-                                             start_new_session=True, preexec_fn=_set_pdeathsig, **kwargs)
+                                             start_new_session=True, preexec_fn=_pdeathsig_hook(), **kwargs)
             self.conninfo = f"host={self.data} port={_PG_PORT} user=postgres dbname=postgres"
             self._wait_ready()
             self.start_seconds = time.perf_counter() - t0
