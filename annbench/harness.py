@@ -310,8 +310,9 @@ def make_task(prep: Prepared, spec: RunSpec, max_memory_bytes: int | None = None
         "policy": spec.policy,
         "adapter_modules": [m for m in modules if not m.startswith("annbench.")],
     }
-    return {"run_id": spec.run_id, "child_spec": child_spec, "threads": sc.threads, "timeout_s": sc.timeout_s,
-            "max_memory_bytes": max_memory_bytes, "annbench_version": annbench.__version__}
+    return {"run_id": spec.run_id, "child_spec": child_spec, "threads": sc.threads,
+            "timeout_s": spec.index.timeout_s or sc.timeout_s, "max_memory_bytes": max_memory_bytes,
+            "annbench_version": annbench.__version__}
 
 
 def execute_task(task: dict[str, Any], stop: StopFlag | None = None) -> dict[str, Any]:

@@ -274,7 +274,7 @@ def write_scenario(runbook_path: Path, out_dir: Path, *, dataset: str | None = N
     """
     from annbench import adapters
     from annbench.atomic import atomic_path
-    from annbench.scenarios import check_policy, read_yaml
+    from annbench.scenarios import absolute_paths, check_policy, read_scenario_file
 
     runbook_path = Path(runbook_path)
     if not runbook_path.is_file():
@@ -283,17 +283,11 @@ def write_scenario(runbook_path: Path, out_dir: Path, *, dataset: str | None = N
     timeline: dict[str, Any] = {"kind": "runbook", "path": rb.path, "dataset": rb.key}
     stem = f"{runbook_path.stem}-{rb.key}"
     if scenario is not None:
-        raw = read_yaml(Path(scenario))
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{scenario}: top level must be a mapping")
-        raw = dict(raw)
+        # `extends` resolved, relative paths made absolute: the written scenario lives elsewhere, alone
+        raw = absolute_paths(read_scenario_file(Path(scenario)), Path(scenario).parent)
         ds = dict(raw.get("dataset") or {}) if isinstance(raw.get("dataset"), dict) else {}
         if dataset is not None:
             ds = {"path": str(Path(dataset).resolve()), **({"dim": ds["dim"]} if "dim" in ds else {})}
-        else:  # the written scenario lives elsewhere: make the original's relative paths absolute
-            for f in ("path", "queries", "labels", "query_labels"):
-                if isinstance(ds.get(f), str) and not Path(ds[f]).is_absolute():
-                    ds[f] = str((Path(scenario).parent / ds[f]).resolve())
         if ds:
             raw["dataset"] = ds
         raw["timeline"] = timeline

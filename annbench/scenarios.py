@@ -97,6 +97,51 @@ def read_yaml(path: Path) -> Any:
         raise ConfigError(f"{path}: malformed YAML: {e.__class__.__name__}: {' '.join(str(e).split())}") from None
 
 
+def read_scenario_file(path: Path) -> dict[str, Any]:
+    """A scenario file's top-level mapping, with `extends: PARENT` resolved.
+
+    A scenario that extends another takes every top-level key of its parent (and the parent's parent)
+    that it does not set itself; a key it sets replaces the parent's whole value (`indexes` too), so
+    what runs is read off two short files, never merged deeply. PARENT is a path relative to the file, or
+    a scenario name in the same folder. The parent's relative file paths (dataset files, a runbook) are
+    made absolute against the parent's folder, so they mean what they meant there.
+    """
+    chain: list[Path] = []
+    merged: dict[str, Any] = {}
+    at = Path(path)
+    while True:
+        raw = read_yaml(at)
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{at}: top level must be a mapping, got {type(raw).__name__}")
+        chain.append(at.resolve())
+        if chain[0] != chain[-1]:
+            raw = absolute_paths(raw, at.parent)
+        parent = raw.pop("extends", None)
+        merged = {**raw, **merged}
+        if parent is None:
+            return merged
+        if not isinstance(parent, str) or not parent:
+            raise ConfigError(f"{at}: extends must name a scenario file or a scenario in the same folder, "
+                              f"got {parent!r}")
+        nxt = at.parent / (parent if parent.endswith((".yaml", ".yml")) else f"{parent}.yaml")
+        if not nxt.is_file():
+            raise ConfigError(f"{at}: extends {parent!r}, but {nxt} is not a scenario file")
+        if nxt.resolve() in chain:
+            raise ConfigError(f"{at}: extends {parent!r}, which extends it back (a loop)")
+        at = nxt
+
+
+def absolute_paths(raw: dict[str, Any], base_dir: Path) -> dict[str, Any]:
+    """A copy of a scenario's top-level mapping whose relative file paths are resolved against base_dir."""
+    out = dict(raw)
+    for key, fields in (("dataset", _FILE_KEYS), ("timeline", ("path",))):
+        sec = out.get(key)
+        if isinstance(sec, dict):
+            out[key] = {k: str(_rel(v, base_dir).resolve()) if k in fields and isinstance(v, str) else v
+                        for k, v in sec.items()}
+    return out
+
+
 # --- the validated model ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class IndexConfig:
@@ -107,6 +152,7 @@ class IndexConfig:
     search: list[dict[str, Any]]
     policies: tuple[str, ...]
     label: str  # the name a user passes to --indexes
+    timeout_s: float | None = None  # this index's time limit per run; None: the scenario's
 
     def key(self) -> str:
         """A short stable name for files: family + a hash of the build params."""
@@ -256,6 +302,8 @@ class _Section:
         if not ok:
             names = "/".join(t.__name__ for t in _as_tuple(typ))
             raise self.fail(key, f"must be {names}, got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise self.fail(key, f"must be a finite number, got {value!r}")
         if choices is not None and value not in choices:
             raise self.fail(key, f"is {value!r}; allowed: {', '.join(map(str, choices))}")
         if lo is not None and value < lo:
@@ -325,7 +373,8 @@ def load_scenario(path: Path, *, scale: float = 1.0, dataset_path: str | None = 
     if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
         raise ConfigError(f"--scale must be a positive number, got {scale!r}")
     p = str(path)
-    top = _Section(read_yaml(Path(path)), "", p)
+    raw = read_scenario_file(Path(path))
+    top = _Section(raw, "", p)
     name = top.get("name", str, Path(path).stem)
     if not _NAME_RE.match(name):
         raise top.fail("name", f"{name!r} must be letters, digits, _ . - (it becomes a folder name)")
@@ -370,7 +419,6 @@ def load_scenario(path: Path, *, scale: float = 1.0, dataset_path: str | None = 
         configs = [c for c in configs if {c.label, c.family, c.label.split("[")[0]} & wanted]
     top.finish()
 
-    raw = read_yaml(Path(path))
     return Scenario(name, description, p, dataset, metric, k, n_queries, query_rule, timeline, rebuild_every,
                     threads, timeout_s, seed, warmup, keep_answers, tuple(configs), float(scale), raw,
                     concurrency=concurrency, maintain_every=maintain_every)
@@ -567,6 +615,8 @@ def _index_configs(items: list[Any], default_policies: tuple[str, ...], path: st
                              f"indexes[{i}].policies", path)
         builds = _grid(sec.get("build", (dict, list), {}), f"indexes[{i}].build", path)
         searches = _grid(sec.get("search", (dict, list), {}), f"indexes[{i}].search", path)
+        # a database answers in milliseconds where a library takes microseconds: its runs need longer
+        timeout_s = sec.get("timeout_s", float, None, lo=1.0)
         sec.finish()
         searches = [validate_params(cls.search_params, s, f"{path}: indexes[{i}] ({family})", "search")
                     for s in searches]
@@ -581,7 +631,7 @@ def _index_configs(items: list[Any], default_policies: tuple[str, ...], path: st
             full = validate_params(cls.build_params, b, f"{path}: indexes[{i}] ({family})", "build")
             # a build grid gives each build its own name, so reports and --indexes can tell them apart
             name = label if len(builds) == 1 else label + "[" + ",".join(f"{k}={v}" for k, v in b.items()) + "]"
-            configs.append(IndexConfig(family, full, searches, policies, name))
+            configs.append(IndexConfig(family, full, searches, policies, name, timeout_s))
     return configs
 
 

@@ -125,8 +125,13 @@ def test_ctrl_c_stops_cleanly_says_what_finished_and_exits_130(tmp_path: Path, s
 
 
 @pytest.mark.skipif(not hasattr(os, "killpg"), reason="POSIX process groups")
-def test_timeout_kills_the_whole_run(tmp_path: Path, scenario_file) -> None:
-    path = scenario_file([{"name": "hang", "family": "test-hang"}], timeout_s=2)
+@pytest.mark.parametrize("where", ["scenario", "index"])
+def test_timeout_kills_the_whole_run(tmp_path: Path, scenario_file, where: str) -> None:
+    # the scenario's limit, or one index's own (`indexes[i].timeout_s`, which wins over the scenario's)
+    if where == "scenario":
+        path = scenario_file([{"name": "hang", "family": "test-hang"}], timeout_s=2)
+    else:
+        path = scenario_file([{"name": "hang", "family": "test-hang", "timeout_s": 2}], timeout_s=600)
     t0 = time.monotonic()
     res = CliRunner().invoke(main, ["run", "--scenario", str(path), "--out", str(tmp_path / "res")])
     assert res.exit_code == 0, res.output

@@ -98,14 +98,65 @@ def test_workload_hash_ignores_the_index_grid(tmp_path: Path) -> None:
 
 
 def test_shipped_scenarios_validate() -> None:
-    for name in ("reseller_daily_updates", "reseller_daily_databases", "catalog_size", "ci_smoke"):
+    for name in ("reseller_daily_updates", "catalog_size", "ci_smoke"):
         sc = load_scenario(resolve_scenario_path(name, REPO / "configs" / "scenarios"))
         assert sc.indexes and sc.name == name
+    # the databases are the main job's workload with other indexes: same name, hash and results folder
+    main = load_scenario(resolve_scenario_path("reseller_daily_updates", REPO / "configs" / "scenarios"))
+    dbs = load_scenario(resolve_scenario_path("reseller_daily_databases", REPO / "configs" / "scenarios"))
+    assert dbs.name == main.name and dbs.content_hash() == main.content_hash()
+    assert {c.family for c in dbs.indexes} == {"lancedb", "pgvector"}
+    assert not {c.family for c in main.indexes} & {"lancedb", "pgvector"}
+    assert all(c.timeout_s and c.timeout_s > main.timeout_s for c in dbs.indexes)
+
+
+def test_extends_takes_every_key_but_those_it_sets(tmp_path: Path) -> None:
+    parent_dir = tmp_path / "team"
+    parent_dir.mkdir()
+    rng = np.random.default_rng(0)
+    np.save(parent_dir / "emb.npy", rng.standard_normal((400, 8)).astype(np.float32))
+    np.save(parent_dir / "emb.queries.npy", rng.standard_normal((20, 8)).astype(np.float32))
+    parent = small_scenario(parent_dir, IVF, name="team_daily",
+                            dataset={"path": "emb.npy", "queries": "emb.queries.npy"})
+    child_dir = tmp_path / "mine"
+    child_dir.mkdir()
+    child = child_dir / "more.yaml"
+    child.write_text("extends: ../team/team_daily.yaml\n"
+                     "indexes: [{family: hnswlib, search: {ef: [8, 32]}, timeout_s: 900}]\n")
+    p, c = load_scenario(parent), load_scenario(child)
+    assert c.name == "team_daily" and c.content_hash() == p.content_hash()
+    # the parent's relative dataset path still means the parent's file
+    assert Path(c.dataset["path"]).resolve() == (parent_dir / "emb.npy").resolve()
+    assert [x.family for x in c.indexes] == ["hnswlib"] and c.indexes[0].timeout_s == 900
+    assert c.timeout_s == p.timeout_s == 120 and p.indexes[0].timeout_s is None
+    # a key the child sets replaces the parent's, and a workload key changes the hash
+    child.write_text("extends: ../team/team_daily\nk: 3\nname: mine\n")
+    c = load_scenario(child)
+    assert (c.name, c.k) == ("mine", 3) and c.content_hash() != p.content_hash()
+    assert [x.family for x in c.indexes] == ["faiss-ivf", "faiss-ivf"]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("extends: nowhere\n", "extends 'nowhere', but"),
+    ("extends: [a]\n", "extends must name a scenario file"),
+    ("extends: loop\n", "which extends it back (a loop)"),
+    ("extends: list\n", "top level must be a mapping, got list"),
+])
+def test_extends_mistakes_are_one_line(tmp_path: Path, text: str, message: str) -> None:
+    (tmp_path / "loop.yaml").write_text("extends: child\n")
+    (tmp_path / "list.yaml").write_text("- a\n")
+    child = tmp_path / "child.yaml"
+    child.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_scenario(child)
+    assert message in str(e.value) and "\n" not in str(e.value)
 
 
 @pytest.mark.parametrize("mutate, message", [
     (lambda d: d.update(bogus=1), "bogus is not a known key"),
     (lambda d: d.update(k="ten"), "k must be int"),
+    (lambda d: d.update(timeout_s=float("nan")), "timeout_s must be a finite number, got nan"),
+    (lambda d: d["indexes"][0].update(timeout_s=0.5), "indexes[0].timeout_s is 0.5; must be ≥ 1"),
     (lambda d: d.update(k=0), "k is 0; must be ≥ 1"),
     (lambda d: d.update(metric="hamming"), "unknown metric 'hamming'"),
     (lambda d: d["indexes"][0].update(family="nope"), "unknown index family 'nope'"),
