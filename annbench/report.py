@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import html
+import json
 import math
 import sys
 import textwrap
@@ -854,6 +855,60 @@ def ingest_table(runs: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[s
     return head, rows
 
 
+def _per_day(run: dict[str, Any], params: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """One setting's figures at each search step of a run: {day: setting record}."""
+    return {int(st.get("day") or 0): s for st in run["steps"] if st["op"] == "search"
+            for s in st.get("settings", []) if s.get("params") == params}
+
+
+def _external_total(run: dict[str, Any]) -> int | None:
+    """Bytes a database holds outside the process at the last search step (files, server), if it reports any."""
+    last = [st for st in run["steps"] if st["op"] == "search" and st.get("external_bytes")]
+    return int(sum(last[-1]["external_bytes"].values())) if last else None
+
+
+def upkeep_table(runs: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Each upkeep policy (tombstone, rebuild, a database's optimize / reindex / vacuum) against native writes
+    on the same build and setting: what its calls cost and what they changed, as native → policy.
+
+    The native run is the "before": the same days and writes with no upkeep call at all.
+    """
+    ok = [r for r in runs if r["status"] == "ok" and r["scenario"].get("timeline") == "daily"]
+
+    def build_key(r: dict[str, Any]) -> tuple[str, str, Any]:
+        ix = r["index"]
+        return str(ix.get("label") or ix["family"]), json.dumps(ix.get("build_params"), sort_keys=True), ix.get("size")
+
+    native = {build_key(r): r for r in ok if r["index"]["policy"] == "native"}
+    head = ["index", "setting", "policy", "upkeep calls", "s per call (median)", "recall last day",
+            "worst-day recall", "p50 ms last day", "external bytes last day"]
+    rows = []
+    for run in sorted(ok, key=lambda r: (build_key(r)[0], build_key(r)[1], r["index"]["policy"])):
+        base = native.get(build_key(run))
+        if run["index"]["policy"] == "native" or base is None:
+            continue
+        calls = [float(st["seconds"]) for st in run["steps"] if st["op"] in ("maintain", "rebuild")]
+        ext = (_external_total(base), _external_total(run))
+        for params in run["index"].get("search_grid") or [{}]:
+            mine, theirs = _per_day(run, params), _per_day(base, params)
+            if not mine or not theirs:
+                continue
+            last = max(mine)
+
+            def pair(a: float | None, b: float | None, spec: str) -> str:
+                return f"{_fmt(a, spec)} → {_fmt(b, spec)}"
+
+            rows.append([build_key(run)[0], params_text(params), run["index"]["policy"], str(len(calls)),
+                         _fmt(float(np.median(calls)), ".3g") if calls else "—",
+                         pair(theirs.get(last, {}).get("recall"), mine[last]["recall"], ".4f"),
+                         pair(min(s["recall"] for s in theirs.values()), min(s["recall"] for s in mine.values()),
+                              ".4f"),
+                         pair(theirs.get(last, {}).get("latency_ms", {}).get("p50"),
+                              mine[last]["latency_ms"]["p50"], ".3g"),
+                         " → ".join("—" if b is None else fmt_bytes(b) for b in ext) if any(ext) else "—"])
+    return head, rows
+
+
 # --- the whole report -----------------------------------------------------------------------------------
 def _scenario_key(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
@@ -960,6 +1015,10 @@ def _scenario_report(name: str, runs: list[dict[str, Any]], all_configs: list[Co
                  "Latency under ingestion vs at rest, ingest rate vs target, recall on snapshots.",
                  fig_ingest(runs, ctx_all))
         tables.append(("Search while updating (one row per ingest day)", *ingest_table(runs)))
+    if timeline == "daily":
+        head, rows = upkeep_table(runs)
+        if rows:
+            tables.append(("Upkeep against native writes on the same build (native → policy)", head, rows))
     return ScenarioReport(name, timeline, str(newest["scenario"].get("description") or ""), ctx_all, figs,
                           configs, notes + sanity_notes(configs), tables)
 

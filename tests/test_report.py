@@ -229,6 +229,29 @@ def test_index_html_has_recommendation_figures_and_tables(built):
     assert "Failed and timed-out runs" in text and "Configurations (13)" in text
 
 
+def test_upkeep_table_sets_each_policy_beside_native_on_the_same_build(built):
+    _res, out, _output = built
+    runs = results.load_dir(RESULTS / "ci_smoke").runs
+    head, rows = report.upkeep_table(runs)
+    col = {h: i for i, h in enumerate(head)}
+    by = {(r["index"]["label"], r["index"]["policy"]): r for r in runs}
+    expected = [(label, p) for (label, pol) in by for p in by[(label, pol)]["index"]["search_grid"]
+                if pol != "native" and (label, "native") in by]
+    assert len(rows) == len(expected) > 0
+    for row in rows:
+        native, policy = by[(row[col["index"]], "native")], by[(row[col["index"]], row[col["policy"]])]
+        last = [[s for s in st["settings"] if recommend.params_text(s["params"]) == row[col["setting"]]][0]
+                for run in (native, policy) for st in run["steps"] if st["op"] == "search"]
+        n = len(last) // 2
+        before, after = (float(x) for x in row[col["recall last day"]].split(" → "))
+        assert (before, after) == (round(last[n - 1]["recall"], 4), round(last[-1]["recall"], 4))
+        worst = [float(x) for x in row[col["worst-day recall"]].split(" → ")]
+        assert worst == [round(min(s["recall"] for s in last[:n]), 4), round(min(s["recall"] for s in last[n:]), 4)]
+        calls = [st for st in policy["steps"] if st["op"] in ("maintain", "rebuild")]
+        assert row[col["upkeep calls"]] == str(len(calls))
+    assert "Upkeep against native writes on the same build" in (out / "index.html").read_text()
+
+
 def test_failed_runs_are_listed_with_their_errors(tmp_path):
     out = tmp_path / "r"
     rep = report.plot(FIXTURES / "recommend", out, Constraints(min_recall=0.9), only=["pareto-p99"],
