@@ -38,8 +38,8 @@ from typing import Any, Protocol
 import numpy as np
 
 import annbench
-from annbench import adapters, results
-from annbench.adapters.base import Metric, prepare_vectors
+from annbench import adapters, results, tempdirs
+from annbench.adapters.base import SHARED_TMP_ENV, Metric, prepare_vectors, shared_tmp
 from annbench.datasets import drop_pages
 from annbench.errors import ConfigError
 from annbench.scenarios import RunSpec, Scenario, check_dataset_dim, op_log
@@ -345,16 +345,26 @@ def failed_record(error: str) -> dict[str, Any]:
             "libraries": {}, "status": "failed", "error": error, "payload": None}
 
 
+_WORK_PREFIX = "annbench-run-"
+
+
 def _replay(task: dict[str, Any], stop: StopFlag | None) -> tuple[str, str | None, dict[str, Any] | None]:
     status, error, payload = "ok", None, None
-    with tempfile.TemporaryDirectory(prefix="annbench-run-") as work:
-        work_dir = Path(work)
+    # work folders of SIGKILLed sweeps; an unmarked one may be a running older annbench's: left alone
+    tempdirs.sweep(_WORK_PREFIX, unmarked=False)
+    work_dir = tempdirs.make(_WORK_PREFIX)
+    try:
         out_path = work_dir / "payload.json"
         spec_path = work_dir / "spec.json"
         spec_path.write_text(json.dumps({**task["child_spec"], "out_path": str(out_path)}))
         log_path = work_dir / "log.txt"
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        # The run's own TMPDIR lies inside its work folder and goes with it, even when the run is killed
+        # (a LanceDB directory, saved indexes); caches meant to outlive a run use the shared one.
+        (work_dir / "tmp").mkdir()
+        env[SHARED_TMP_ENV] = str(shared_tmp())
+        env["TMPDIR"] = str(work_dir / "tmp")
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             env[var] = str(task["threads"])
         prctl = _prctl()  # resolved here: the child, forked from a possibly threaded process, must not dlopen
@@ -374,6 +384,8 @@ def _replay(task: dict[str, Any], stop: StopFlag | None) -> tuple[str, str | Non
                 status, error = "failed", "the run exited without writing its measurements"
             else:
                 payload = json.loads(out_path.read_text())
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
     return status, error, payload
 
 

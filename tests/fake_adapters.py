@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -111,6 +112,10 @@ class Hanging(_Exact):
     name = "test-hang"
 
     def build(self, vectors: np.ndarray, ids: np.ndarray) -> None:
+        # a temp folder, as a database adapter makes one; the test reads where from the mark file
+        folder = tempfile.mkdtemp(prefix="annbench-test-hang-")
+        if os.environ.get("ANNBENCH_TEST_HANG_MARK"):
+            Path(os.environ["ANNBENCH_TEST_HANG_MARK"]).write_text(folder)
         while True:
             time.sleep(1)
 

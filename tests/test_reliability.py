@@ -71,19 +71,25 @@ def _alive(procs: list[psutil.Process]) -> list[psutil.Process]:
     return [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
 
 
-def test_sigkill_then_rerun_loses_nothing_and_redoes_nothing(tmp_path: Path, scenario_file) -> None:
+def test_sigkill_then_rerun_loses_nothing_and_redoes_nothing(tmp_path: Path, scenario_file, monkeypatch) -> None:
     scenario = scenario_file(IVF_GRID)
     out = tmp_path / "res"
+    tmp = tmp_path / "tmp"  # the sweeps' temp folder, watched for what the killed one leaves
+    tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp))
     proc = _start(scenario, out)
     _wait_for_results(out, 2, proc)
     runs = _children(proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not _alive(runs), "a run's process outlived the killed sweep"
+    left = list(tmp.glob("annbench-run-*"))  # the killed run's work folder, with its private TMPDIR
+    assert len(left) == 1 and (left[0] / "tmp").is_dir()
     finished = finished_results(out)
     assert 2 <= len(finished) < 6
     rerun_loses_nothing([sys.executable, "-m", "annbench.cli", "run", "--scenario", str(scenario), "--out",
                          str(out)], out, finished, 6)
+    assert not list(tmp.glob("annbench-run-*")), "the rerun did not sweep the killed sweep's work folder"
 
 
 def interrupt_exits_130(proc: subprocess.Popen, out: Path) -> None:
@@ -126,8 +132,10 @@ def test_ctrl_c_stops_cleanly_says_what_finished_and_exits_130(tmp_path: Path, s
 
 @pytest.mark.skipif(not hasattr(os, "killpg"), reason="POSIX process groups")
 @pytest.mark.parametrize("where", ["scenario", "index"])
-def test_timeout_kills_the_whole_run(tmp_path: Path, scenario_file, where: str) -> None:
+def test_timeout_kills_the_whole_run(tmp_path: Path, scenario_file, where: str, monkeypatch) -> None:
     # the scenario's limit, or one index's own (`indexes[i].timeout_s`, which wins over the scenario's)
+    mark = tmp_path / "hang-folder"
+    monkeypatch.setenv("ANNBENCH_TEST_HANG_MARK", str(mark))
     if where == "scenario":
         path = scenario_file([{"name": "hang", "family": "test-hang"}], timeout_s=2)
     else:
@@ -138,3 +146,5 @@ def test_timeout_kills_the_whole_run(tmp_path: Path, scenario_file, where: str) 
     assert time.monotonic() - t0 < 60
     (doc,) = _docs(tmp_path / "res").values()
     assert doc["status"] == "timeout" and "time limit of 2 s" in doc["error"]
+    # what the killed run left in its temp folder (a database's files) went with the run's private TMPDIR
+    assert mark.read_text().startswith("/") and not Path(mark.read_text()).exists()

@@ -13,6 +13,8 @@ needs positions.
 from __future__ import annotations
 
 import enum
+import os
+import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -281,6 +283,18 @@ class Adapter(ABC):
 def folder_bytes(path: Path) -> int:
     """Bytes of every file below `path` (an index's saved folder, a database's directory)."""
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+SHARED_TMP_ENV = "ANNBENCH_SHARED_TMP"
+
+
+def shared_tmp() -> Path:
+    """The machine's temp folder, shared by every run, for caches that outlive one run.
+
+    A run's own TMPDIR is private and deleted with the run, even a killed one (the harness sets it, and
+    names the shared folder in ANNBENCH_SHARED_TMP); outside the harness both are the same folder.
+    """
+    return Path(os.environ.get(SHARED_TMP_ENV) or tempfile.gettempdir())
 
 
 def pad_ids(rows: list[np.ndarray], k: int) -> np.ndarray:

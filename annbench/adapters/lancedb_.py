@@ -1,7 +1,8 @@
 """LanceDB adapter: a real embedded vector database (Rust engine, Lance files on disk) behind the contract.
 
 Owns one database directory per adapter (a fresh temp folder under TMPDIR, removed by `close`, or by a
-finaliser if the adapter is dropped unclosed), the table schema (`id` int64, `vector` float32[dim]), the
+finaliser if the adapter is dropped unclosed; in a harness run TMPDIR is the run's private folder, which
+the harness removes even when it kills the run), the table schema (`id` int64, `vector` float32[dim]), the
 index configuration, the predicate deletes, the upserts, the maintenance calls (`optimize`, `reindex`)
 and the on-disk footprint. Facts measured here with lancedb 0.40.0 (2-core x86_64, loaded machine):
 

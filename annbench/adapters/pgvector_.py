@@ -77,7 +77,19 @@ import psutil
 import psycopg
 from pgvector.psycopg import register_vector
 
-from annbench.adapters.base import Adapter, Capabilities, Metric, Param, Support, as_ids, as_vectors, check_k, pad_ids
+from annbench import tempdirs
+from annbench.adapters.base import (
+    Adapter,
+    Capabilities,
+    Metric,
+    Param,
+    Support,
+    as_ids,
+    as_vectors,
+    check_k,
+    pad_ids,
+    shared_tmp,
+)
 from annbench.errors import AnnbenchError, ConfigError, DataError
 
 TABLE_PREFIX = "items_"  # one table per adapter: items_<n>, its vector index items_<n>_embedding
@@ -89,7 +101,6 @@ _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4
 _COPY_TRAILER = (-1).to_bytes(2, "big", signed=True)
 _COPY_CHUNK = 20_000  # rows per COPY buffer: bounded memory, few round trips
 _PREFIX = "annbench-pg-"
-_OWNER = "annbench.owner"  # "<pid> <process create time>" of the process that owns a data folder
 # Server settings. Durability off (not what is measured); enough maintenance memory that an HNSW build
 # stays in memory (pgvector's on-disk build is far slower); one cheap JIT-free plan per query.
 _SERVER_SETTINGS = {
@@ -175,7 +186,7 @@ def _mirror_for(user: pwd.struct_passwd, install: Path, version: str) -> Path:
 def _cache_dir(version: str) -> Path:
     """Where the binaries' mirror (root) and the initdb template live, one per version and user."""
     euid = os.geteuid()
-    top = Path(tempfile.gettempdir()) / (f"annbench-pgsql-{version}" if euid == 0 else
+    top = shared_tmp() / (f"annbench-pgsql-{version}" if euid == 0 else
                                          f"annbench-pgsql-{version}-uid{euid}")
     top.mkdir(mode=0o755 if euid == 0 else 0o700, exist_ok=True)
     return top
@@ -224,14 +235,6 @@ def _link_or_copy(src: str, dst: str) -> None:
         shutil.copy2(src, dst)
 
 
-def _owner_alive(text: str) -> bool:
-    try:
-        pid, created = text.split()
-        return abs(psutil.Process(int(pid)).create_time() - float(created)) < 1.0
-    except (ValueError, psutil.Error):
-        return False
-
-
 def _kill_postmaster(data: Path) -> None:
     """Kill the postmaster recorded in `data`/postmaster.pid if it is still a postgres process on `data`."""
     try:
@@ -250,25 +253,8 @@ def _kill_postmaster(data: Path) -> None:
 
 
 def sweep_orphans(tmp: Path | None = None) -> list[Path]:
-    """Remove data folders whose owning process is gone (a run SIGKILLed on timeout), killing their server.
-
-    A folder without an owner file yet is left alone for a minute: its owner may be writing it.
-    """
-    removed = []
-    for top in Path(tmp or tempfile.gettempdir()).glob(f"{_PREFIX}*"):
-        try:
-            owner = (top / _OWNER).read_text()
-        except OSError:
-            with contextlib.suppress(OSError):
-                if time.time() - top.stat().st_mtime < 60:
-                    continue
-            owner = ""
-        if owner and _owner_alive(owner):
-            continue
-        _kill_postmaster(top / "data")
-        shutil.rmtree(top, ignore_errors=True)
-        removed.append(top)
-    return removed
+    """Remove data folders whose owning process is gone (a run SIGKILLed on timeout), killing their server."""
+    return tempdirs.sweep(_PREFIX, tmp or shared_tmp(), lambda top: _kill_postmaster(top / "data"))
 
 
 class Server:
@@ -277,9 +263,9 @@ class Server:
     def __init__(self) -> None:
         sweep_orphans()
         install, version = _wheel_dirs()
-        self.top = Path(tempfile.mkdtemp(prefix=_PREFIX))
-        me = psutil.Process()
-        (self.top / _OWNER).write_text(f"{me.pid} {me.create_time()}")
+        # in the shared temp folder: `nobody` cannot enter a run's private TMPDIR (mode 0700, root's);
+        # a killed run's folder is removed by sweep_orphans at the next start
+        self.top = tempdirs.make(_PREFIX, shared_tmp())
         self.data = self.top / "data"
         self.proc: subprocess.Popen | None = None
         self.user: pwd.struct_passwd | None = None
