@@ -79,6 +79,14 @@ SAFETY: dict[str, Safety] = {
     # policy's buffer, which is the policy's own state).
     "annoy": Safety(True, False, "annoy: get_nns_by_vector only reads the built forest; the index never changes "
                     "after build (the rebuild policy's buffer is guarded instead)."),
+    # A server, not a library: the adapter gives every client thread its own connection (a session), and
+    # each statement reads one MVCC snapshot, so searches overlap each other and the writes (each write
+    # one committed statement or transaction). Checked here: recall snapshots taken while unlocked writes
+    # go on return no deleted row (tests/test_concurrency.py).
+    "pgvector": Safety(True, True, "PostgreSQL: one connection per client thread; every statement reads a "
+                       "consistent MVCC snapshot, so searches run beside each other and beside writes "
+                       "(each write a committed statement or transaction)."),
+    # lancedb: not in the table. Its Python docs say nothing of threads; unmeasured, so one lock.
 }
 UNKNOWN = Safety(False, False, "not in annbench.concurrency.SAFETY: every search and every write takes one lock.")
 

@@ -829,8 +829,9 @@ def fig_ingest(runs: Sequence[dict[str, Any]], context: str) -> tuple[Any, dict[
                  "client threads search", fontsize=12, fontweight="bold")
     _footer(fig, [context, "One point per ingest day (recall: per snapshot). At rest: the same client threads and "
                   "setting right after the day's writes. A library unsafe for concurrent reads and writes is "
-                  "guarded by a lock (every built-in one is): searches wait for a write batch, which shows in the "
-                  "p99. Snapshot recall is scored against the exact neighbours over the live set at that moment."])
+                  "guarded by a lock (every library here; pgvector, a server, is not): searches wait for a write "
+                  "batch, which shows in the p99 (the table's 'writes' column says which). Snapshot recall is "
+                  "scored against the exact neighbours over the live set at that moment."])
     return fig, points
 
 

@@ -114,6 +114,9 @@ def test_safety_rules() -> None:
         s = concurrency.safety_of(family, "native")
         assert s.concurrent_search and not s.concurrent_write, family  # no built-in library allows read+write
         assert s.source
+    pg = concurrency.safety_of("pgvector", "vacuum")
+    assert pg.concurrent_search and pg.concurrent_write  # a database server: MVCC, a connection per thread
+    assert not concurrency.safety_of("lancedb", "native").concurrent_search  # undocumented: one lock
     unknown = concurrency.safety_of("someone-elses-index", "native")
     assert not unknown.concurrent_search and not unknown.concurrent_write
 
@@ -180,7 +183,9 @@ def swu(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
           "policies": ["rebuild"]},
          # unknown to annbench.concurrency.SAFETY: every search and write takes one lock. Its search
          # iterates a dict its add changes, so without the lock it would fail.
-         {"name": "fake", "family": "test-exact"}],
+         {"name": "fake", "family": "test-exact"},
+         # a database: its writes run beside the searches, with no lock at all
+         {"name": "pg", "family": "pgvector", "build": {"m": 8, "ef_construction": 40}, "search": {"ef_search": 40}}],
         timeline={"kind": "daily", "initial_fraction": 0.7, "days": 3, "insert_fraction": 0.05,
                   "delete_fraction": 0.04, "delete_rule": "random", "update_fraction": 0.03,
                   "concurrent_updates": {"rate": RATE, "threads": 2, "snapshots": 2, "at_rest_seconds": 0.1,
@@ -200,7 +205,7 @@ def _docs(out: Path) -> dict[str, dict]:
 def test_search_while_updating_runs_for_hnswlib_faiss_ivf_and_scann(swu) -> None:
     path, out = swu
     docs = _docs(out)
-    assert set(docs) == {"exact", "ivf", "hnsw", "scann", "annoy", "fake"}
+    assert set(docs) == {"exact", "ivf", "hnsw", "scann", "annoy", "fake", "pg"}
     from annbench.datasets import open_dataset
 
     ds = open_dataset("catalog", seed=3, n=3000, dim=16, n_queries=60)
@@ -227,7 +232,11 @@ def test_search_while_updating_runs_for_hnswlib_faiss_ivf_and_scann(swu) -> None
                 assert 0 < sn["applied"] < st["count"]
                 assert [s["params"] for s in sn["settings"]] == doc["index"]["search_grid"]
                 assert all(0.0 <= s["recall"] <= 1.0 for s in sn["settings"])
-            assert st["guard"]["writes"].startswith("exclusive")
+            if name == "pg":  # no lock: nobody waited, and no snapshot saw a deleted row
+                assert st["guard"]["writes"] == "beside searches" and st["lock_wait_seconds"] == 0
+                assert all(s["leaks"] == 0 and s["recall"] > 0.8 for sn in st["snapshots"] for s in sn["settings"])
+            else:
+                assert st["guard"]["writes"].startswith("exclusive")
         for st in (s for s in doc["steps"] if s["op"] == "search"):
             assert min(s["recall"] for s in st["settings"]) > 0.3, (name, st["day"])
     # exact search is exact on every snapshot, and the live set after concurrent writes is the op log's
@@ -239,6 +248,7 @@ def test_search_while_updating_runs_for_hnswlib_faiss_ivf_and_scann(swu) -> None
                 assert all(s["recall"] == 1.0 for s in st["settings"]), (name, st["day"])
     assert docs["fake"]["steps"][2]["guard"]["searches"].startswith("one at a time")
     assert docs["hnsw"]["steps"][2]["guard"]["searches"] == "concurrent"
+    assert docs["pg"]["steps"][2]["guard"]["searches"] == "concurrent"
 
 
 def test_concurrency_levels_are_recorded_at_the_chosen_search_steps(swu) -> None:
@@ -265,11 +275,11 @@ def test_the_report_plots_qps_against_p99_per_level_and_search_while_updating(sw
     rep = report.plot(out, tmp_path / "report", only=["concurrency", "ingest"], write_index=True)
     assert {f.key for f in rep.figures} == {"small-concurrency", "small-ingest"}
     configs, _ = recommend.configurations(results.load_dir(out).runs)
-    assert len(configs) == 9  # exact 1 + ivf 2 + hnsw 2 + scann 2 + annoy 1 + fake 1
+    assert len(configs) == 10  # exact 1 + ivf 2 + hnsw 2 + scann 2 + annoy 1 + fake 1 + pg 1
     pts = _svg_points(tmp_path / "report" / "small-concurrency.svg", r"conc-\d+-\d+")
     assert len(pts) == len(configs) and set(pts.values()) == {len(LEVELS)}, pts  # one line per index setting
     ing = _svg_points(tmp_path / "report" / "small-ingest.svg", r"ingest\d-.*")
-    n_runs, n_days = 6, len(INGEST_DAYS)
+    n_runs, n_days = 7, len(INGEST_DAYS)
     assert sum(v for k, v in ing.items() if k.startswith("ingest0-")) == 2 * n_runs * n_days  # rest + under
     assert sum(v for k, v in ing.items() if k.startswith("ingest1-")) == n_runs * n_days  # achieved rate
     assert sum(v for k, v in ing.items() if k.startswith("ingest2-snap")) == 2 * n_runs * n_days  # 2 snapshots

@@ -622,8 +622,9 @@ class PgVector(Adapter):
             return np.full((0, k), -1, dtype=np.int64)
         if self.threads == 1 or len(q) < 2 * self.threads:
             return pad_ids(self._search_chunk(q, k), k)
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="annbench-pg")
+        with self._lock:  # client threads may search at once (annbench.concurrency.SAFETY)
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="annbench-pg")
         parts = np.array_split(np.arange(len(q)), self.threads)
         rows: list[np.ndarray] = []
         for part in self._pool.map(lambda p: self._search_chunk(q[p], k), parts):
