@@ -848,9 +848,9 @@ def ingest_table(runs: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[s
             rows.append([_run_name(run), str(st["day"]), f"{st['count']:,}", f"{st['target_rate']:,.0f}",
                          _fmt(st.get("achieved_rate"), ",.0f"), _fmt(st["seconds"], ".3g"),
                          _fmt(st.get("lock_wait_seconds"), ".3g"), str(st["search_threads"]),
-                         f"{_fmt(rest['latency_ms']['p50'], '.3g')} → {_fmt(under['latency_ms']['p50'], '.3g')}",
-                         f"{_fmt(rest['latency_ms']['p99'], '.3g')} → {_fmt(under['latency_ms']['p99'], '.3g')}",
-                         f"{_fmt(rest['qps'], ',.0f')} → {_fmt(under['qps'], ',.0f')}", _fmt(r, ".4f"),
+                         _pair(rest["latency_ms"]["p50"], under["latency_ms"]["p50"], ".3g"),
+                         _pair(rest["latency_ms"]["p99"], under["latency_ms"]["p99"], ".3g"),
+                         _pair(rest["qps"], under["qps"], ",.0f"), _fmt(r, ".4f"),
                          _fmt(min(snaps), ".4f") if snaps else "—", params_text(st["params"]),
                          str((st.get("guard") or {}).get("writes", "—"))])
     return head, rows
@@ -866,6 +866,10 @@ def _external_total(run: dict[str, Any]) -> int | None:
     """Bytes a database holds outside the process at the last search step (files, server), if it reports any."""
     last = [st for st in run["steps"] if st["op"] == "search" and st.get("external_bytes")]
     return int(sum(last[-1]["external_bytes"].values())) if last else None
+
+
+def _pair(before: float | None, after: float | None, spec: str) -> str:
+    return f"{_fmt(before, spec)} → {_fmt(after, spec)}"
 
 
 def upkeep_table(runs: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
@@ -895,16 +899,12 @@ def upkeep_table(runs: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[s
             if not mine or not theirs:
                 continue
             last = max(mine)
-
-            def pair(a: float | None, b: float | None, spec: str) -> str:
-                return f"{_fmt(a, spec)} → {_fmt(b, spec)}"
-
             rows.append([build_key(run)[0], params_text(params), run["index"]["policy"], str(len(calls)),
                          _fmt(float(np.median(calls)), ".3g") if calls else "—",
-                         pair(theirs.get(last, {}).get("recall"), mine[last]["recall"], ".4f"),
-                         pair(min(s["recall"] for s in theirs.values()), min(s["recall"] for s in mine.values()),
+                         _pair(theirs.get(last, {}).get("recall"), mine[last]["recall"], ".4f"),
+                         _pair(min(s["recall"] for s in theirs.values()), min(s["recall"] for s in mine.values()),
                               ".4f"),
-                         pair(theirs.get(last, {}).get("latency_ms", {}).get("p50"),
+                         _pair(theirs.get(last, {}).get("latency_ms", {}).get("p50"),
                               mine[last]["latency_ms"]["p50"], ".3g"),
                          " → ".join("—" if b is None else fmt_bytes(b) for b in ext) if any(ext) else "—"])
     return head, rows
