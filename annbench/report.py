@@ -30,11 +30,13 @@ import argparse
 import html
 import json
 import math
+import os
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -173,6 +175,42 @@ def _save(fig: Any, out_dir: Path, key: str) -> tuple[Path, Path]:
     fig.savefig(png, dpi=DPI)
     fig.savefig(svg)
     return png, svg
+
+
+Drawing = Callable[[], tuple[Any, dict[str, int]]]  # makes one figure: (matplotlib Figure, SVG gid → points)
+_PENDING: list[tuple[str, Drawing]] = []  # the drawings of draw_all, read by its forked workers
+
+
+def _draw_one(i: int, out_dir: Path) -> dict[str, int]:
+    key, draw = _PENDING[i]
+    fig, points = draw()
+    _save(fig, out_dir, key)
+    return points
+
+
+def draw_all(jobs: list[tuple[str, Drawing]], out_dir: Path) -> list[dict[str, int]]:
+    """Draw and save every (key, drawing) as out_dir/key.png and .svg; return each one's plotted points.
+
+    Drawing and saving (the layout runs once per format) is nearly all of a report's time, and each figure
+    is independent: with more than one core the figures are made by forked workers, which inherit the
+    results already in memory instead of being sent them.
+    """
+    global _PENDING
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    # lancedb's runtime thread re-starts itself in every forked child and warns on stderr: a process that
+    # loaded it (never `annbench plot`; a test session may) draws one figure after another
+    serial = cores < 2 or len(jobs) < 2 or "fork" not in mp.get_all_start_methods() or "lancedb" in sys.modules
+    _PENDING = list(jobs)
+    try:
+        if serial:
+            return [_draw_one(i, out_dir) for i in range(len(jobs))]
+        with ProcessPoolExecutor(min(cores, len(jobs)), mp_context=mp.get_context("fork")) as pool:
+            return list(pool.map(_draw_one, range(len(jobs)), [out_dir] * len(jobs)))
+    finally:
+        _PENDING = []
 
 
 def _logit_axis(ax: Any, xs: Sequence[float]) -> None:
@@ -977,10 +1015,10 @@ def _scenario_report(name: str, runs: list[dict[str, Any]], all_configs: list[Co
                      "the catalog-size figure covers every size.")
     ctx_all = context_line(runs)
 
-    def emit(kind: str, title: str, caption: str, made: tuple[Any, dict[str, int]]) -> None:
-        fig, pts = made
-        png, svg = _save(fig, out_dir, f"{key}-{kind}")
-        figs.append(FigureInfo(f"{key}-{kind}", title, caption, png, svg, pts))
+    jobs: list[tuple[str, str, str, Drawing]] = []
+
+    def emit(kind: str, title: str, caption: str, draw: Drawing) -> None:
+        jobs.append((f"{key}-{kind}", title, caption, draw))  # drawn and saved together below
 
     if pareto:
         for cost, title, cap in (
@@ -988,38 +1026,42 @@ def _scenario_report(name: str, runs: list[dict[str, Any]], all_configs: list[Co
                 ("p50", "Recall vs p50 latency", "Single-query median latency against recall."),
                 ("qps", "Recall vs batch QPS", "All queries in one call: throughput against recall.")):
             if _want(only, f"pareto-{cost}"):
-                emit(f"recall-{cost}", title, cap, fig_pareto(pareto, cost, pctx, winner, cons))
+                emit(f"recall-{cost}", title, cap, partial(fig_pareto, pareto, cost, pctx, winner, cons))
         if _want(only, "memory"):
             emit("recall-memory", "Recall vs memory", "Index memory and peak RSS against recall.",
-                 fig_memory(pareto, pctx))
+                 partial(fig_memory, pareto, pctx))
         if any(c.worst_hit is not None for c in pareto) and _want(only, "labels"):
-            emit("labels", "Label metrics", "hit@k and P@k beside recall@k.", fig_labels(pareto, pctx))
+            emit("labels", "Label metrics", "hit@k and P@k beside recall@k.", partial(fig_labels, pareto, pctx))
     if len(sizes) > 1 and _want(only, "catalog"):
         emit("catalog-size", "Catalog size", f"Cost at recall ≥ {cons.min_recall:g} against catalog size.",
-             fig_catalog(configs, ctx_all, cons.min_recall))
+             partial(fig_catalog, configs, ctx_all, cons.min_recall))
     if timeline == "daily" and configs:
         if _want(only, "days"):
-            emit("days", "Day by day", "Recall, hit@k, p99 and leaks per day.", fig_days(configs, ctx_all))
+            emit("days", "Day by day", "Recall, hit@k, p99 and leaks per day.", partial(fig_days, configs, ctx_all))
         if _want(only, "upkeep"):
-            emit("upkeep", "Upkeep per day", "Seconds per update operation per day.", fig_update_cost(runs, ctx_all))
+            emit("upkeep", "Upkeep per day", "Seconds per update operation per day.",
+                 partial(fig_update_cost, runs, ctx_all))
     tables = []
     if any(c.concurrency_levels for c in pareto):
         if _want(only, "concurrency"):
             emit("concurrency", "Throughput under concurrency",
                  "QPS against p99 at each number of client threads, per index and setting.",
-                 fig_concurrency(pareto, pctx))
+                 partial(fig_concurrency, pareto, pctx))
         tables.append(("Throughput under concurrency (worst step per level)", *concurrency_table(pareto)))
         notes += scaling_notes(pareto)
     if _ingest_runs(runs):
         if _want(only, "ingest"):
             emit("ingest", "Search while updating",
                  "Latency under ingestion vs at rest, ingest rate vs target, recall on snapshots.",
-                 fig_ingest(runs, ctx_all))
+                 partial(fig_ingest, runs, ctx_all))
         tables.append(("Search while updating (one row per ingest day)", *ingest_table(runs)))
     if timeline == "daily":
         head, rows = upkeep_table(runs)
         if rows:
             tables.append(("Upkeep against native writes on the same build (native → policy)", head, rows))
+    for (fkey, title, caption, _draw), pts in zip(jobs, draw_all([(k, d) for k, _t, _c, d in jobs], out_dir),
+                                                   strict=True):
+        figs.append(FigureInfo(fkey, title, caption, out_dir / f"{fkey}.png", out_dir / f"{fkey}.svg", pts))
     return ScenarioReport(name, timeline, str(newest["scenario"].get("description") or ""), ctx_all, figs,
                           configs, notes + sanity_notes(configs), tables)
 

@@ -9,6 +9,7 @@ import hashlib
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
@@ -250,6 +251,23 @@ def test_upkeep_table_sets_each_policy_beside_native_on_the_same_build(built):
         calls = [st for st in policy["steps"] if st["op"] in ("maintain", "rebuild")]
         assert row[col["upkeep calls"]] == str(len(calls))
     assert "Upkeep against native writes on the same build" in (out / "index.html").read_text()
+
+
+def test_figures_drawn_by_forked_workers_equal_those_drawn_one_by_one(tmp_path, monkeypatch):
+    # `annbench plot` in its own process draws in parallel (forked workers); here, in-process, one by one
+    monkeypatch.setattr(report.os, "sched_getaffinity", lambda _pid: {0})
+    serial = tmp_path / "serial"
+    assert CliRunner().invoke(main, ["plot", str(RESULTS), "--out", str(serial)]).exit_code == 0
+    forked = tmp_path / "forked"
+    proc = subprocess.run([sys.executable, "-m", "annbench.cli", "plot", str(RESULTS), "--out", str(forked)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and not proc.stderr, proc.stderr
+    pngs = sorted(p.name for p in serial.glob("*.png"))
+    assert pngs == sorted(p.name for p in forked.glob("*.png")) and len(pngs) == len(EXPECTED)
+    for name in pngs:
+        assert np.array_equal(imread(serial / name), imread(forked / name)), name
+        svg = name.replace(".png", ".svg")
+        assert _svg_points(serial / svg, r".+") == _svg_points(forked / svg, r".+"), svg
 
 
 def test_failed_runs_are_listed_with_their_errors(tmp_path):
