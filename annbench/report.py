@@ -178,6 +178,7 @@ def _save(fig: Any, out_dir: Path, key: str) -> tuple[Path, Path]:
 
 
 Drawing = Callable[[], tuple[Any, dict[str, int]]]  # makes one figure: (matplotlib Figure, SVG gid → points)
+FIGURE_WORKERS: int | None = None  # processes drawing figures; None: one per core (1: in this process)
 _PENDING: list[tuple[str, Drawing]] = []  # the drawings of draw_all, read by its forked workers
 
 
@@ -199,7 +200,8 @@ def draw_all(jobs: list[tuple[str, Drawing]], out_dir: Path) -> list[dict[str, i
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = FIGURE_WORKERS or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                               else (os.cpu_count() or 1))
     # lancedb's runtime thread re-starts itself in every forked child and warns on stderr: a process that
     # loaded it (never `annbench plot`; a test session may) draws one figure after another
     serial = cores < 2 or len(jobs) < 2 or "fork" not in mp.get_all_start_methods() or "lancedb" in sys.modules

@@ -66,7 +66,8 @@ def synthesise(out: Path, count: int, seed: int = 0) -> int:
 
 def _per_figure(data: Path, out: Path, count: int) -> str:
     """Run the report in this process with each figure's drawing (`report.fig_*`) and saving (`report._save`)
-    timed, by patching the module's functions for this one call; a table of seconds per figure."""
+    timed, by patching the module's functions for this one call; a table of seconds per figure. Figures are
+    drawn one after another here (`report.FIGURE_WORKERS = 1`), so each one's seconds are its own."""
     import contextlib
     import io
     import warnings
@@ -98,7 +99,9 @@ def _per_figure(data: Path, out: Path, count: int) -> str:
             pending.clear()
 
     t0 = time.perf_counter()
+    workers = report.FIGURE_WORKERS
     try:
+        report.FIGURE_WORKERS = 1
         for name, fn in originals.items():
             setattr(report, name, drawn(fn))
         report._save = saved
@@ -109,6 +112,7 @@ def _per_figure(data: Path, out: Path, count: int) -> str:
         for name, fn in originals.items():
             setattr(report, name, fn)
         report._save = save
+        report.FIGURE_WORKERS = workers
     total = time.perf_counter() - t0
     figs = sum(r[1] + r[2] for r in rows)
     lines = [f"  {key:<36} draw {d:6.1f} s  save {s_:6.1f} s   {axes:4d} axes, {size} in"

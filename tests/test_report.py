@@ -255,7 +255,7 @@ def test_upkeep_table_sets_each_policy_beside_native_on_the_same_build(built):
 
 def test_figures_drawn_by_forked_workers_equal_those_drawn_one_by_one(tmp_path, monkeypatch):
     # `annbench plot` in its own process draws in parallel (forked workers); here, in-process, one by one
-    monkeypatch.setattr(report.os, "sched_getaffinity", lambda _pid: {0})
+    monkeypatch.setattr(report, "FIGURE_WORKERS", 1)
     serial = tmp_path / "serial"
     assert CliRunner().invoke(main, ["plot", str(RESULTS), "--out", str(serial)]).exit_code == 0
     forked = tmp_path / "forked"
