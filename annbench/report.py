@@ -604,7 +604,8 @@ def fig_update_cost(runs: Sequence[dict[str, Any]], context: str) -> tuple[Any, 
             points[gid] = len(days)
             used_ops.add(op)
         ax.set_yscale("log")
-        grid = f" ({len(members)} builds: median, band min–max)" if len(members) > 1 else ""
+        # a grid's note on a line of its own: beside the name it ran into the next panel's title
+        grid = f"\n{len(members)} builds: median, band min–max" if len(members) > 1 else ""
         ax.set_title(f"{name} · {policy}{grid}", fontsize=9 if grid else 11)
         ax.xaxis.get_major_locator().set_params(integer=True)
         if i % ncols == 0:
