@@ -459,6 +459,7 @@ def _runbook(runs: Sequence[dict[str, Any]]) -> bool:
 
 
 MAX_DAY_LINES = 12  # lines in one row of the day-by-day figure before a big grid is cut to its front
+MAX_BUILD_ROWS = 3  # an index name with at most this many builds gets one day-by-day row per build
 
 
 def _day_lines(mine: list[Config]) -> list[Config]:
@@ -475,7 +476,17 @@ def fig_days(configs: Sequence[Config], context: str) -> tuple[Any, dict[str, in
     """Rows: index names. Columns: recall@k, hit@k (with labels), p99, leaked ids, per day. Every line is one
     (build, policy, search setting): nothing is averaged, so a policy that degrades shows as a falling line."""
     daily = [c for c in configs if c.workload.timeline == "daily"]
-    names = sorted({c.name for c in daily})
+    # one row per index name; a name with a few builds (lancedb's IVF_PQ and IVF_HNSW_SQ) gets a row per
+    # build, whose lines would otherwise share the policy's colours and be told apart only by the legend
+    rows: list[tuple[str, list[Config]]] = []
+    for name in sorted({c.name for c in daily}):
+        mine = [c for c in daily if c.name == name]
+        labels = sorted({c.label for c in mine})
+        if 1 < len(labels) <= MAX_BUILD_ROWS:
+            rows += [(label, [c for c in mine if c.label == label]) for label in labels]
+        else:
+            rows.append((name, mine))
+    names = [r[0] for r in rows]
     has_hit = any(c.worst_hit is not None for c in daily)
     k = daily[0].k
     cols = [("recall", f"recall@{k}", False)]
@@ -486,9 +497,9 @@ def fig_days(configs: Sequence[Config], context: str) -> tuple[Any, dict[str, in
     axes = np.atleast_2d(fig.subplots(len(names), len(cols), squeeze=False))
     points: dict[str, int] = {}
     hidden = 0
-    for ri, name in enumerate(names):
-        mine = _day_lines([c for c in daily if c.name == name])
-        hidden += sum(c.name == name for c in daily) - len(mine)
+    for ri, (name, row) in enumerate(rows):
+        mine = _day_lines(row)
+        hidden += len(row) - len(mine)
         keys = sorted({(c.label, c.policy) for c in mine})
         for label, policy in keys:
             lines = [c for c in mine if c.label == label and c.policy == policy]
@@ -523,7 +534,9 @@ def fig_days(configs: Sequence[Config], context: str) -> tuple[Any, dict[str, in
                 ax.yaxis.get_major_locator().set_params(integer=True)
                 if top == 0:
                     ax.text(0.5, 0.55, "no leaks", transform=ax.transAxes, ha="center", color="#777777")
-        axes[ri, 0].set_ylabel(name, fontsize=10, fontweight="bold")
+        # a build's label, "lancedb[index_type=IVF_PQ,max_iterations=10]", one parameter a line
+        title = name.replace("[", "\n").replace(",", "\n").rstrip("]")
+        axes[ri, 0].set_ylabel(title, fontsize=10 if "\n" not in title else 8, fontweight="bold")
         handles, labels = axes[ri, 0].get_legend_handles_labels()
         axes[ri, -1].legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False,
                             fontsize=7, handlelength=2.5)

@@ -5,6 +5,7 @@ files of the results schema.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import re
 import shutil
@@ -167,6 +168,22 @@ def test_day_by_day_draws_every_setting_and_policy_as_its_own_line(built):
     runs = {c.run_id for c in cs}
     assert sum(1 for k in upkeep if k.endswith("-insert")) == len(runs)
     assert sum(1 for k in upkeep if k.endswith("-rebuild")) == 1  # only annoy runs under the rebuild policy
+
+
+def test_day_by_day_gives_each_build_of_a_small_grid_its_own_row():
+    runs = []
+    for r in results.load_dir(RESULTS / "ci_smoke").runs:  # hnswlib becomes a grid of two builds
+        for m in ((8, 16) if r["index"]["label"] == "hnswlib" else (None,)):
+            r = copy.deepcopy(r)
+            if m is not None:
+                r["index"]["label"], r["run_id"] = f"hnswlib[M={m}]", f"{r['run_id']}-{m}"
+                r["index"]["build_params"] = {**r["index"]["build_params"], "M": m}
+            runs.append(r)
+    configs, _ = recommend.configurations(runs)
+    fig, pts = report.fig_days(configs, "context")
+    rows = [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel() and ax.get_subplotspec().colspan.start == 0]
+    assert rows == ["annoy", "exact", "faiss-hnsw", "hnswlib\nM=16", "hnswlib\nM=8", "ivf-flat", "scann"]
+    assert len(pts) == 4 * len(configs)  # every (build, policy, setting) is still drawn, once
 
 
 def test_catalog_size_figure_marks_where_an_index_stops_reaching_the_target(built):
