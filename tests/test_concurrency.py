@@ -116,7 +116,8 @@ def test_safety_rules() -> None:
         assert s.source
     pg = concurrency.safety_of("pgvector", "vacuum")
     assert pg.concurrent_search and pg.concurrent_write  # a database server: MVCC, a connection per thread
-    assert not concurrency.safety_of("lancedb", "native").concurrent_search  # undocumented: one lock
+    ldb = concurrency.safety_of("lancedb", "optimize")  # searches checked here (tests/test_lancedb.py)
+    assert ldb.concurrent_search and not ldb.concurrent_write
     unknown = concurrency.safety_of("someone-elses-index", "native")
     assert not unknown.concurrent_search and not unknown.concurrent_write
 

@@ -9,6 +9,7 @@ and a small daily scenario under policies native / optimize / reindex through `a
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -126,6 +127,23 @@ def test_close_removes_the_folder_and_is_idempotent() -> None:
     index.build(prepare_vectors(BASE[:500], Metric.COSINE), IDS[:500])
     assert index._folder is not None and index._folder != folder
     index.close()
+
+
+def test_concurrent_searches_answer_as_one_thread_does(index: LanceDB) -> None:
+    # what annbench.concurrency.SAFETY["lancedb"] rests on: two client threads sending single queries
+    queries = _data(300, 3)
+    alone = np.vstack([index.search(q[None], 10) for q in queries])
+    got: list[np.ndarray | None] = [None, None]
+
+    def client(j: int) -> None:
+        got[j] = np.vstack([index.search(q[None], 10) for q in queries])
+
+    threads = [threading.Thread(target=client, args=(j,)) for j in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(g is not None and np.array_equal(g, alone) for g in got)
 
 
 def test_hnsw_index_type_builds_and_searches() -> None:
