@@ -473,8 +473,9 @@ def _day_lines(mine: list[Config]) -> list[Config]:
 
 
 def fig_days(configs: Sequence[Config], context: str) -> tuple[Any, dict[str, int]]:
-    """Rows: index names. Columns: recall@k, hit@k (with labels), p99, leaked ids, per day. Every line is one
-    (build, policy, search setting): nothing is averaged, so a policy that degrades shows as a falling line."""
+    """Rows: index names (builds, for a name with a few). Columns: recall@k, hit@k (with labels), p99, leaked
+    ids, per day. Every line is one (build, policy, search setting): nothing is averaged, so a policy that
+    degrades shows as a falling line."""
     daily = [c for c in configs if c.workload.timeline == "daily"]
     # one row per index name; a name with a few builds (lancedb's IVF_PQ and IVF_HNSW_SQ) gets a row per
     # build, whose lines would otherwise share the policy's colours and be told apart only by the legend
