@@ -36,9 +36,12 @@ def small_scenario(tmp_path: Path, indexes: list[dict[str, Any]], **overrides: A
     return path
 
 
-def run_db_smoke(tmp_path: Path, name: str, dim: int, policies: list[str], index: dict[str, Any]) -> list[dict]:
+def run_db_smoke(tmp_path: Path, name: str, dim: int, policies: list[str],
+                 index: dict[str, Any]) -> dict[str, dict]:
     """Run a tiny daily scenario (2,000 × dim catalog, 2 days, modelled on ci_smoke) of one database index
-    under `policies` through `annbench run` and `annbench plot`; return its result documents.
+    under `policies` through `annbench run` and `annbench plot`; check that every run finished and that
+    each maintenance policy called its upkeep on days 1 and 2 (native never); return the result documents
+    by policy.
 
     The databases' tests (test_lancedb, test_pgvector) share it."""
     import json
@@ -65,7 +68,13 @@ def run_db_smoke(tmp_path: Path, name: str, dim: int, policies: list[str], index
     plot = CliRunner().invoke(main, ["plot", str(out)])
     assert plot.exit_code == 0, plot.output
     assert any((out / "report").glob("*.png")) and (out / "report" / "index.html").is_file()
-    return [json.loads(p.read_text()) for p in (out / name).glob("*.json")]
+    docs = {d["index"]["policy"]: d for d in (json.loads(p.read_text()) for p in (out / name).glob("*.json"))}
+    assert set(docs) == set(policies)
+    for policy, doc in docs.items():
+        assert doc["status"] == "ok", doc.get("error")
+        actions = [(s["day"], s.get("action")) for s in doc["steps"] if s["op"] == "maintain"]
+        assert actions == ([] if policy == "native" else [(1, policy), (2, policy)])
+    return docs
 
 
 @pytest.fixture
