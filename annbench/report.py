@@ -911,12 +911,6 @@ def ingest_table(runs: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[s
     return head, rows
 
 
-def _per_day(run: dict[str, Any], params: dict[str, Any]) -> dict[int, dict[str, Any]]:
-    """One setting's figures at each search step of a run: {day: setting record}."""
-    return {int(st.get("day") or 0): s for st in run["steps"] if st["op"] == "search"
-            for s in st.get("settings", []) if s.get("params") == params}
-
-
 def _external_total(run: dict[str, Any]) -> int | None:
     """Bytes a database holds outside the process at the last search step (files, server), if it reports any."""
     last = [st for st in run["steps"] if st["op"] == "search" and st.get("external_bytes")]
@@ -927,41 +921,38 @@ def _pair(before: float | None, after: float | None, spec: str) -> str:
     return f"{_fmt(before, spec)} → {_fmt(after, spec)}"
 
 
-def upkeep_table(runs: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+def upkeep_table(configs: Sequence[Config]) -> tuple[list[str], list[list[str]]]:
     """Each upkeep policy (tombstone, rebuild, a database's optimize / reindex / vacuum) against native writes
     on the same build and setting: what its calls cost and what they changed, as native → policy.
 
     The native run is the "before": the same days and writes with no upkeep call at all.
     """
-    ok = [r for r in runs if r["status"] == "ok" and r["scenario"].get("timeline") == "daily"]
+    daily = [c for c in configs if c.workload.timeline == "daily"]
 
-    def build_key(r: dict[str, Any]) -> tuple[str, str, Any]:
-        ix = r["index"]
-        return str(ix.get("label") or ix["family"]), json.dumps(ix.get("build_params"), sort_keys=True), ix.get("size")
+    def build(c: Config) -> str:
+        return json.dumps(c.build_params, sort_keys=True)
 
-    native = {build_key(r): r for r in ok if r["index"]["policy"] == "native"}
+    def same(c: Config) -> tuple[Any, ...]:  # the same workload, build and setting, whatever the policy
+        return c.workload, c.label, build(c), json.dumps(c.search_params, sort_keys=True)
+
+    native = {same(c): c for c in daily if c.policy == "native"}
     head = ["index", "setting", "policy", "upkeep calls", "s per call (median)", "recall last day",
             "worst-day recall", "p50 ms last day", "external bytes last day"]
     rows = []
-    for run in sorted(ok, key=lambda r: (build_key(r)[0], build_key(r)[1], r["index"]["policy"])):
-        base = native.get(build_key(run))
-        if run["index"]["policy"] == "native" or base is None:
+    for c in sorted(daily, key=lambda c: (c.label, build(c), c.policy)):  # stable: settings keep grid order
+        base = native.get(same(c))
+        if c.policy == "native" or base is None:
             continue
-        calls = [float(st["seconds"]) for st in run["steps"] if st["op"] in ("maintain", "rebuild")]
-        ext = (_external_total(base), _external_total(run))
-        for params in run["index"].get("search_grid") or [{}]:
-            mine, theirs = _per_day(run, params), _per_day(base, params)
-            if not mine or not theirs:
-                continue
-            last = max(mine)
-            rows.append([build_key(run)[0], params_text(params), run["index"]["policy"], str(len(calls)),
-                         _fmt(float(np.median(calls)), ".3g") if calls else "—",
-                         _pair(theirs.get(last, {}).get("recall"), mine[last]["recall"], ".4f"),
-                         _pair(min(s["recall"] for s in theirs.values()), min(s["recall"] for s in mine.values()),
-                              ".4f"),
-                         _pair(theirs.get(last, {}).get("latency_ms", {}).get("p50"),
-                              mine[last]["latency_ms"]["p50"], ".3g"),
-                         " → ".join("—" if b is None else fmt_bytes(b) for b in ext) if any(ext) else "—"])
+        calls = [float(st["seconds"]) for st in c.run["steps"] if st["op"] in ("maintain", "rebuild")]
+        ext = (_external_total(base.run), _external_total(c.run))
+        last = c.steps[-1]
+        before = next((s for s in base.steps if s.day == last.day), None)
+        rows.append([c.label, c.search_text(), c.policy, str(len(calls)),
+                     _fmt(float(np.median(calls)), ".3g") if calls else "—",
+                     _pair(before.recall if before else None, last.recall, ".4f"),
+                     _pair(base.worst_recall, c.worst_recall, ".4f"),
+                     _pair(before.p50_ms if before else None, last.p50_ms, ".3g"),
+                     " → ".join("—" if b is None else fmt_bytes(b) for b in ext) if any(ext) else "—"])
     return head, rows
 
 
@@ -1073,7 +1064,7 @@ def _scenario_report(name: str, runs: list[dict[str, Any]], all_configs: list[Co
                  partial(fig_ingest, runs, ctx_all))
         tables.append(("Search while updating (one row per ingest day)", *ingest_table(runs)))
     if timeline == "daily":
-        head, rows = upkeep_table(runs)
+        head, rows = upkeep_table(configs)
         if rows:
             tables.append(("Upkeep against native writes on the same build (native → policy)", head, rows))
     for (fkey, title, caption, _draw), pts in zip(jobs, draw_all([(k, d) for k, _t, _c, d in jobs], out_dir),

@@ -250,7 +250,7 @@ def test_index_html_has_recommendation_figures_and_tables(built):
 def test_upkeep_table_sets_each_policy_beside_native_on_the_same_build(built):
     _res, out, _output = built
     runs = results.load_dir(RESULTS / "ci_smoke").runs
-    head, rows = report.upkeep_table(runs)
+    head, rows = report.upkeep_table(recommend.configurations(runs)[0])
     col = {h: i for i, h in enumerate(head)}
     by = {(r["index"]["label"], r["index"]["policy"]): r for r in runs}
     expected = [(label, p) for (label, pol) in by for p in by[(label, pol)]["index"]["search_grid"]
