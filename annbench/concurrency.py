@@ -14,10 +14,12 @@ Owns what happens inside a run's process when a scenario asks for concurrency (`
   and recall on snapshots: at evenly spaced points the writer pauses between batches with no search in
   flight, every search setting is searched and scored against the exact ground truth over the live set
   of that moment, then writing resumes. Pauses are excluded from the rate and from the latencies.
-- `SAFETY`: per index family, which calls may run at the same time, as the library documents it or as
-  measured here, and `Guard`, the lock a policy takes when a library is not safe for concurrent
-  reads and writes. Annbench never uses a library in a way it does not support; the lock's cost (a
-  search waiting for a write batch) is inside the timed search, so it shows in the latency figures.
+- `Guard`: the lock a policy takes when its library is not safe for concurrent reads and writes. Which
+  calls may overlap is declared by each adapter class as `concurrency` (an
+  `annbench.adapters.base.Safety`, with the library's documentation or the check run here as its
+  source); `safety_of` reads it. Annbench never uses a library in a way it does not support; the
+  lock's cost (a search waiting for a write batch) is inside the timed search, so it shows in the
+  latency figures.
 
 Which libraries release the GIL is measured, not assumed: `python -m annbench.concurrency` prints per
 family how far a pure-Python thread gets while the library searches (`gil_share`), QPS at 1 and 2
@@ -36,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from annbench import metrics
-from annbench.adapters.base import Metric
+from annbench.adapters.base import Adapter, Metric, Safety, declared_safety
 from annbench.groundtruth import exact_knn, true_distances
 from annbench.policies import Policy
 from annbench.scenarios import Concurrency, ConcurrentUpdates, Op
@@ -47,59 +49,21 @@ _CONTROL_BUF = bytes(1 << 18)  # hashlib releases the GIL for inputs this large
 
 
 # --- what each library allows -----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Safety:
-    """Which calls of one index family may overlap in time."""
-
-    concurrent_search: bool  # searches may run at the same time as each other
-    concurrent_write: bool  # a write (add, delete, update) may run while searches run
-    source: str  # what the library documents, or what was measured here
+# Every adapter class declares its own `concurrency` (annbench/adapters/*.py). An adapter that declares
+# none (a plugin written before the declaration existed) fails the conformance suite; run anyway, it is
+# locked as if nothing may overlap.
+UNKNOWN = Safety(False, False, "the adapter declares no `concurrency` (annbench.adapters.base.Safety): every "
+                 "search and every write takes one lock.")
 
 
-_FAISS = ("faiss wiki, 'Threads and asynchronous calls': CPU indexes are thread-safe for concurrent searches and "
-          "other calls that do not change the index; calls that change it need mutual exclusion. The SWIG "
-          "wrappers release the GIL.")
-SAFETY: dict[str, Safety] = {
-    "faiss-flat": Safety(True, False, _FAISS),
-    "faiss-ivf": Safety(True, False, _FAISS + " (add_with_ids/remove_ids resize the inverted lists a search scans)"),
-    "faiss-hnsw": Safety(True, False, _FAISS + " The adapter's tombstone set, read by every search, is Python state "
-                         "that a delete changes."),
-    # The hnswlib README (0.8.0) says add_items is 'thread-safe with other add_items calls, but not with
-    # knn_query', knn_query 'thread-safe with other knn_query calls, but not with add_items', and resize_index
-    # 'not thread safe with add_items and knn_query'; mark_deleted is not documented as safe beside knn_query.
-    "hnswlib": Safety(True, False, "hnswlib README (0.8.0): knn_query is safe with other knn_query calls but not "
-                      "with add_items (inserts and updates); resize_index with neither; mark_deleted undocumented."),
-    # Not documented. Checked here (scann 1.4.2): 2 threads each sending the same 10k single queries twice
-    # to a 20k × 64 tree-AH index got every answer identical to a one-thread run, no crash (hnswlib,
-    # faiss-ivf and annoy passed the same check). upsert/delete beside a search: not verified, so unsafe.
-    "scann": Safety(True, False, "not documented; concurrent searches checked here (2 threads × 20k single "
-                    "queries, answers identical to one thread); upsert and delete beside a search not verified, "
-                    "so treated as unsafe."),
-    # The forest is immutable once built; annoy never changes after build (writes go to the rebuild
-    # policy's buffer, which is the policy's own state).
-    "annoy": Safety(True, False, "annoy: get_nns_by_vector only reads the built forest; the index never changes "
-                    "after build (the rebuild policy's buffer is guarded instead)."),
-    # A server, not a library: the adapter gives every client thread its own connection (a session), and
-    # each statement reads one MVCC snapshot, so searches overlap each other and the writes (each write
-    # one committed statement or transaction). Checked here: recall snapshots taken while unlocked writes
-    # go on return no deleted row (tests/test_concurrency.py).
-    "pgvector": Safety(True, True, "PostgreSQL: one connection per client thread; every statement reads a "
-                       "consistent MVCC snapshot, so searches run beside each other and beside writes "
-                       "(each write a committed statement or transaction)."),
-    # Not documented. Checked here (lancedb 0.40): 2 threads each sending the same 2,000 single queries to
-    # a 20k × 64 IVF_PQ and an IVF_HNSW_SQ table (refine_factor 5) got every answer identical to one
-    # thread, 1.8× and 1.4× the one-thread QPS (tests/test_lancedb.py repeats the check, smaller).
-    "lancedb": Safety(True, False, "not documented; concurrent searches checked here (2 threads × 2,000 single "
-                      "queries, answers identical to one thread); writes beside a search not verified, so "
-                      "treated as unsafe."),
-}
-UNKNOWN = Safety(False, False, "not in annbench.concurrency.SAFETY: every search and every write takes one lock.")
+def safety_of(adapter: type[Adapter] | Adapter | None, policy: str) -> Safety:
+    """The rule a guarded policy follows: the adapter class's declaration (UNKNOWN when it has none).
 
-
-def safety_of(family: str, policy: str) -> Safety:
-    """The rule a guarded policy follows. The rebuild policy swaps its buffer's ids and vectors as two
-    separate arrays, which a search must never see half-swapped: its writes are always exclusive."""
-    s = SAFETY.get(family, UNKNOWN)
+    The rebuild policy swaps its buffer's ids and vectors as two separate arrays, which a search must
+    never see half-swapped: its writes are always exclusive, whatever the library allows.
+    """
+    cls = adapter if adapter is None or isinstance(adapter, type) else type(adapter)
+    s = (declared_safety(cls) if cls is not None else None) or UNKNOWN
     if policy == "rebuild" and s.concurrent_write:
         return Safety(s.concurrent_search, False, s.source + " Rebuild policy: its buffer is swapped under the lock.")
     return s
@@ -155,12 +119,12 @@ class RWLock:
 
 
 class Guard:
-    """A policy used by several threads at once, with the locking its library needs (see `SAFETY`)."""
+    """A policy used by several threads at once, with the locking its adapter declares (`safety_of`)."""
 
-    def __init__(self, policy: Policy, family: str) -> None:
+    def __init__(self, policy: Policy) -> None:
         self.policy = policy
-        self.family = family
-        self.safety = safety_of(family, policy.name)
+        self.family = policy.adapter.name if policy.adapter is not None else ""
+        self.safety = safety_of(policy.adapter, policy.name)
         self.lock = RWLock()
 
     def describe(self) -> dict[str, Any]:
@@ -188,9 +152,8 @@ class Guard:
 
 
 def _unguarded(policy: Policy) -> Callable[[np.ndarray, int], np.ndarray]:
-    """At rest (no writer) searches need a lock only for a family not known to allow concurrent searches."""
-    family = policy.adapter.name if policy.adapter is not None else ""
-    if SAFETY.get(family, UNKNOWN).concurrent_search:
+    """At rest (no writer) searches need a lock only for an adapter not declaring concurrent searches safe."""
+    if safety_of(policy.adapter, policy.name).concurrent_search:
         return policy.search
     lock = threading.Lock()
 
@@ -461,8 +424,7 @@ def ingest_day(policy: Policy, day_ops: list[Op], search_op: Op, grid: list[dict
     The clients search with the index's last search setting (usually its highest-effort one) and the day's
     search step's queries. The same load is then measured at rest for `spec.at_rest_seconds`.
     """
-    family = policy.adapter.name
-    guard = Guard(policy, family)
+    guard = Guard(policy)
     load_params = grid[-1]
     qidx = search_op.queries
     queries = np.ascontiguousarray(queries_all[qidx])

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from annbench.adapters import register
-from annbench.adapters.base import Adapter, Capabilities, Param, Support
+from annbench.adapters.base import Adapter, Capabilities, Param, Safety, Support
 
 NATIVE = Capabilities(Support.NATIVE, Support.NATIVE, Support.NATIVE)
 
@@ -26,6 +26,9 @@ class _Exact(Adapter):
 
     name = "test-exact"
     capabilities = NATIVE
+    # Its search iterates a dict its add changes, and nothing here is thread-safe: every call is exclusive.
+    concurrency = Safety(False, False, "test adapter: plain Python dicts, nothing is safe to overlap; every search "
+                         "and every write takes one lock.")
     search_params = (Param("unused", int, 0, "accepted so grids have a setting"),)
 
     def build(self, vectors: np.ndarray, ids: np.ndarray) -> None:

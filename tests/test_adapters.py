@@ -9,6 +9,7 @@ save and threads. The trap tests at the end fail if a library trap the adapters 
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import numpy as np
 import pytest
 
 from annbench import adapters
-from annbench.adapters.base import Adapter, Metric, Support, prepare_vectors
+from annbench.adapters.base import Adapter, Metric, Safety, Support, declared_safety, prepare_vectors
 from annbench.errors import AnnbenchError, CapabilityError, ConfigError
 
 N, DIM, N_CENTRES, SEED = 2_000, 32, 40, 20240611
@@ -132,6 +133,41 @@ def test_registry_names_match_classes() -> None:
         for p in (*cls.build_params, *cls.search_params):
             assert p.help, f"{name}: parameter {p.name} has no help"
             assert p.coerce(p.default, name) == p.default
+
+
+def check_declares_concurrency(cls: type[Adapter]) -> None:
+    """The conformance rule: an adapter class declares which calls may overlap (`concurrency`, a Safety),
+    in itself or a base below `Adapter`, with the source of the claim."""
+    safety = declared_safety(cls)
+    assert isinstance(safety, Safety), (
+        f"{cls.__name__} ({getattr(cls, 'name', '?')}) declares no `concurrency = Safety(...)`: say whether "
+        "searches may overlap each other and writes, and on what authority (annbench/adapters/base.py)")
+    assert safety.source.strip(), f"{cls.__name__}: its Safety gives no source"
+
+
+def test_every_registered_adapter_declares_its_concurrency() -> None:
+    for name in adapters.names():
+        check_declares_concurrency(adapters.get(name))
+
+
+def test_an_adapter_without_a_concurrency_declaration_fails_the_check() -> None:
+    from tests.fake_adapters import _Exact
+
+    class Undeclared(Adapter):  # a plugin written without the declaration
+        name = "test-undeclared"
+        capabilities = _Exact.capabilities
+        build = _Exact.build
+        search = _Exact.search
+        save = _Exact.save
+
+    with pytest.raises(AssertionError, match="declares no `concurrency"):
+        check_declares_concurrency(Undeclared)
+    assert not hasattr(Adapter, "concurrency"), "the base class must give no default"
+
+    class Inherits(_Exact):  # a base other than Adapter declares it: that counts
+        name = "test-inherits"
+
+    check_declares_concurrency(Inherits)
 
 
 # -- 1. recall at default parameters ---------------------------------------------------------------
@@ -655,3 +691,110 @@ def test_trap_usearch_first_does_not_crash_faiss() -> None:
             "ix.build(np.random.default_rng(0).random((500, 8), dtype=np.float32), np.arange(500)); print('ok')")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-500:]
+
+
+# -- concurrent searches, where an adapter declares them safe on the strength of a check run here --------------
+@pytest.mark.parametrize("name", ["usearch", "voyager"])
+def test_concurrent_searches_answer_as_one_thread_does(name: str) -> None:
+    # what Usearch.concurrency and Voyager.concurrency rest on (measured there at 20k × 64, 5,000 queries):
+    # two client threads sending the same single queries get exactly the one-thread answers
+    (family,) = [f for f in FAMILIES if f.key == name]
+    index = _shared(family, Metric.COSINE)
+    assert type(index).concurrency.concurrent_search
+    queries = np.vstack([_DATA[Metric.COSINE]["queries"], _DATA[Metric.COSINE]["extra"]])  # 300 queries
+    alone = np.vstack([index.search(q[None], 10) for q in queries])
+    got: list[np.ndarray | None] = [None, None]
+    start = threading.Barrier(2)
+
+    def client(j: int) -> None:
+        start.wait()
+        got[j] = np.vstack([index.search(q[None], 10) for q in queries])
+
+    threads = [threading.Thread(target=client, args=(j,)) for j in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(g is not None and np.array_equal(g, alone) for g in got)
+
+
+def test_usearch_search_sets_nothing_on_the_index() -> None:
+    # a search only reads: the depth is pushed by set_search_params, so client threads never write
+    index = adapters.get("usearch")(Metric.L2, DIM)
+    index.build(_DATA[Metric.L2]["base"][:500], _DATA[Metric.L2]["ids"][:500])
+    index.set_search_params(ef=7)
+    assert index.index.expansion_search == 7
+    found = index.search(_DATA[Metric.L2]["queries"], 50)  # k above ef: usearch widens to k by itself
+    assert index.index.expansion_search == 7 and (found >= 0).all()
+
+
+# -- build parameters as used ------------------------------------------------------------------------------
+# Build parameters whose 0 is a size rule the adapter resolves at build (at the families' defaults here).
+SIZE_RULES = {"faiss-ivf": ("nlist",), "scann": ("num_leaves",), "hnswlib": ("capacity",),
+              "lancedb": ("num_partitions", "num_sub_vectors")}
+
+
+@family_param
+def test_resolved_params_are_what_the_build_used(family: Family) -> None:
+    index = _fresh(family, Metric.L2)
+    before = index.resolved_params()
+    assert set(before) == set(index.params)
+    for key in SIZE_RULES.get(family.name, ()):
+        assert index.params[key] == 0 and isinstance(before[key], int) and before[key] > 0, (key, before)
+    assert index.resolved_params() == before  # deterministic
+    if type(index).capabilities.add is not Support.UNSUPPORTED:
+        index.add(_DATA[Metric.L2]["extra"], _DATA[Metric.L2]["extra_ids"])
+        assert index.resolved_params() == before, "resolved_params reports the build, not later growth"
+    if hasattr(index, "close"):
+        index.close()
+
+
+def test_faiss_ivf_nlist_rule_resolves_to_the_number_used() -> None:
+    rng = np.random.default_rng(3)
+    cls = adapters.get("faiss-ivf")
+    # 4·√10,000 = 400, capped at n/39 = 256 so every list has enough training points
+    index = cls(Metric.L2, 8)
+    index.build(rng.random((10_000, 8), dtype=np.float32), np.arange(10_000))
+    assert index.resolved_params()["nlist"] == index.index.nlist == min(400, 10_000 // 39) == 256
+    # where the cap does not bind the rule itself shows: 4·√40,000 = 800
+    index = cls(Metric.L2, 8)
+    index.build(rng.random((40_000, 8), dtype=np.float32), np.arange(40_000))
+    assert index.resolved_params()["nlist"] == index.index.nlist == 800
+    assert cls(Metric.L2, 8).resolved_params()["nlist"] == 0  # before build: as given
+
+
+def test_hnswlib_capacity_rule_reports_the_build_not_the_growth() -> None:
+    index = adapters.get("hnswlib")(Metric.L2, DIM)
+    index.build(_DATA[Metric.L2]["base"][:300], _DATA[Metric.L2]["ids"][:300])
+    index.add(_DATA[Metric.L2]["extra"], _DATA[Metric.L2]["extra_ids"])  # grows max_elements past 300
+    assert index.index.get_max_elements() > 300 and index.resolved_params()["capacity"] == 300
+
+
+# -- the library's own size ---------------------------------------------------------------------------------
+@family_param
+def test_library_bytes_is_labelled_or_none(family: Family) -> None:
+    got = _shared(family, Metric.L2).library_bytes()
+    if got is None:
+        return
+    assert set(got) == {"bytes", "what"} and isinstance(got["bytes"], int) and got["bytes"] > 0
+    assert isinstance(got["what"], str) and got["what"].strip()
+
+
+def test_faiss_library_bytes_at_20k() -> None:
+    n, d = 20_000, 64
+    x = np.random.default_rng(4).random((n, d), dtype=np.float32)
+    ids = np.arange(n, dtype=np.int64) * 3
+    flat = adapters.get("faiss-flat")(Metric.L2, d)
+    flat.build(x, ids)
+    # the vectors, plus IndexIDMap2's two id tables (id_map: 8 bytes an id; rev_map: 16 bytes of payload)
+    assert flat.library_bytes()["bytes"] == n * d * 4 + n * 8 + n * 16
+    for metric in (Metric.L2, Metric.COSINE):
+        ivf = adapters.get("faiss-ivf")(metric, d, encoding="PQ16", nlist=100)
+        ivf.build(prepare_vectors(x, metric), ids)
+        got = ivf.library_bytes()
+        codes = n * (16 + 8) + 100 * d * 4 + 16 * 256 * (d // 16) * 4  # lists + centroids + codebooks
+        table = 100 * 16 * 256 * 4  # faiss's precomputed L2 term, nlist·M·ksub floats
+        if metric is Metric.L2:
+            assert got["bytes"] == codes + table and "precomputed" in got["what"]
+        else:  # inner product has no such table
+            assert got["bytes"] == codes and "precomputed" not in got["what"]

@@ -110,16 +110,30 @@ def test_a_writer_waits_for_readers_and_stops_new_ones() -> None:
 
 
 def test_safety_rules() -> None:
-    for family in ("hnswlib", "faiss-ivf", "faiss-flat", "faiss-hnsw", "scann", "annoy"):
-        s = concurrency.safety_of(family, "native")
+    from annbench import adapters
+    from annbench.adapters.base import Adapter
+
+    for family in ("hnswlib", "faiss-ivf", "faiss-flat", "faiss-hnsw", "scann", "annoy", "usearch", "voyager"):
+        s = concurrency.safety_of(adapters.get(family), "native")
         assert s.concurrent_search and not s.concurrent_write, family  # no built-in library allows read+write
         assert s.source
-    pg = concurrency.safety_of("pgvector", "vacuum")
+    pg_cls = adapters.get("pgvector")
+    pg = concurrency.safety_of(pg_cls, "vacuum")
     assert pg.concurrent_search and pg.concurrent_write  # a database server: MVCC, a connection per thread
-    ldb = concurrency.safety_of("lancedb", "optimize")  # searches checked here (tests/test_lancedb.py)
+    assert pg is pg_cls.concurrency
+    rebuilt = concurrency.safety_of(pg_cls, "rebuild")  # the rebuild policy's buffer swap is always exclusive
+    assert rebuilt.concurrent_search and not rebuilt.concurrent_write
+    ldb = concurrency.safety_of(adapters.get("lancedb"), "optimize")  # searches checked (tests/test_lancedb.py)
     assert ldb.concurrent_search and not ldb.concurrent_write
-    unknown = concurrency.safety_of("someone-elses-index", "native")
-    assert not unknown.concurrent_search and not unknown.concurrent_write
+    # an instance reads its class's declaration
+    assert concurrency.safety_of(adapters.get("annoy")("l2", 4), "rebuild") is adapters.get("annoy").concurrency
+
+    class Undeclared(Adapter):  # someone else's adapter, written without the declaration
+        name = "someone-elses-index"
+
+    for unknown in (concurrency.safety_of(Undeclared, "native"), concurrency.safety_of(None, "native")):
+        assert unknown is concurrency.UNKNOWN
+        assert not unknown.concurrent_search and not unknown.concurrent_write
 
 
 # --- GIL and scaling -------------------------------------------------------------------------------------------
@@ -182,7 +196,7 @@ def swu(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
          {"name": "scann", "family": "scann", "build": {"num_leaves": 16}, "search": {"leaves_to_search": [2, 8]}},
          {"name": "annoy", "family": "annoy", "build": {"n_trees": 8}, "search": {"search_k": [200]},
           "policies": ["rebuild"]},
-         # unknown to annbench.concurrency.SAFETY: every search and write takes one lock. Its search
+         # declares nothing safe to overlap: every search and write takes one lock. Its search
          # iterates a dict its add changes, so without the lock it would fail.
          {"name": "fake", "family": "test-exact"},
          # a database: its writes run beside the searches, with no lock at all

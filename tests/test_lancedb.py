@@ -130,7 +130,7 @@ def test_close_removes_the_folder_and_is_idempotent() -> None:
 
 
 def test_concurrent_searches_answer_as_one_thread_does(index: LanceDB) -> None:
-    # what annbench.concurrency.SAFETY["lancedb"] rests on: two client threads sending single queries
+    # what LanceDB.concurrency (annbench/adapters/lancedb_.py) rests on: two client threads sending single queries
     queries = _data(300, 3)
     alone = np.vstack([index.search(q[None], 10) for q in queries])
     got: list[np.ndarray | None] = [None, None]

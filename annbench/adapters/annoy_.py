@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from annoy import AnnoyIndex
 
-from annbench.adapters.base import STATIC, Adapter, Metric, Param, as_ids, as_vectors, check_k, pad_ids
+from annbench.adapters.base import STATIC, Adapter, Metric, Param, Safety, as_ids, as_vectors, check_k, pad_ids
 from annbench.errors import ConfigError
 
 
@@ -34,6 +34,10 @@ class Annoy(Adapter):
 
     name = "annoy"
     capabilities = STATIC
+    # The forest is immutable once built; annoy never changes after build (writes go to the rebuild
+    # policy's buffer, which is the policy's own state).
+    concurrency = Safety(True, False, "annoy: get_nns_by_vector only reads the built forest; the index never changes "
+                         "after build (the rebuild policy's buffer is guarded instead).")
     build_params = (
         Param("n_trees", int, 50, "trees in the forest: more = better recall, bigger index", min=1),
         Param("seed", int, 42, "seed of the tree splits", min=0),

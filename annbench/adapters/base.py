@@ -64,6 +64,34 @@ class Capabilities:
 
 STATIC = Capabilities(Support.UNSUPPORTED, Support.UNSUPPORTED, Support.UNSUPPORTED)
 
+
+@dataclass(frozen=True)
+class Safety:
+    """Which calls of one adapter's index may overlap in time, and on what authority.
+
+    Every adapter class declares one as `concurrency`, beside `capabilities`; `annbench.concurrency`
+    locks accordingly. Annbench never uses a library in a way it does not support, so a claim here
+    rests on the library's documentation or on a check run here, and `source` says which.
+    """
+
+    concurrent_search: bool  # searches may run at the same time as each other
+    concurrent_write: bool  # a write (add, delete, update) may run while searches run
+    source: str  # what the library documents, or what was measured here (version, sizes, result)
+
+
+def declared_safety(cls: type) -> Safety | None:
+    """The `concurrency` an adapter class declares in itself or a base below `Adapter`; None when none does.
+
+    `Adapter` itself gives no default on purpose: a guess would silently decide how a library is locked.
+    """
+    for klass in cls.__mro__:
+        if klass is Adapter or klass is object:
+            break
+        value = vars(klass).get("concurrency")
+        if isinstance(value, Safety):
+            return value
+    return None
+
 _TYPES: dict[type, str] = {int: "int", float: "float", str: "str", bool: "bool"}
 
 
@@ -186,6 +214,9 @@ class Adapter(ABC):
 
     name: ClassVar[str]
     capabilities: ClassVar[Capabilities]
+    # Which calls may overlap (see `Safety`). Declared by every subclass, never defaulted here: the
+    # conformance suite fails an adapter without one, and at run time it is locked as if nothing may.
+    concurrency: ClassVar[Safety]
     build_params: ClassVar[tuple[Param, ...]] = ()
     search_params: ClassVar[tuple[Param, ...]] = ()
     # The library's own upkeep calls, by name (a database's "optimize", "reindex", "vacuum"). Each is also
@@ -241,6 +272,21 @@ class Adapter(ABC):
     def maintain(self, op: str) -> None:
         """Run the library's upkeep call `op` (one of `maintenance`)."""
         raise CapabilityError(f"{self.name} has no maintenance call {op!r}")
+
+    def resolved_params(self) -> dict[str, Any]:
+        """The build parameters as the library used them in the last `build` (a size rule such as
+        `nlist: 0` replaced by the number it gave). Same keys as `params`; recorded at build, so later
+        adds do not change it. Adapters whose parameters hold such rules override this."""
+        return dict(self.params)
+
+    def library_bytes(self) -> dict[str, Any] | None:
+        """The library's own count of the index's bytes, as `{"bytes": int, "what": how it is counted}`.
+
+        None when the library offers nothing cheap and exact. Shown beside the measured memory as "the
+        library's own figure": it never replaces the measurement (allocator overhead, caches and the
+        adapter's own tables are outside it, and `what` says what is inside).
+        """
+        return None
 
     def footprint(self) -> dict[str, int]:
         """Bytes the index holds outside this process's RSS, by kind (a database's files, its server's RSS).

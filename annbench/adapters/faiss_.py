@@ -30,7 +30,17 @@ from typing import Any
 import faiss
 import numpy as np
 
-from annbench.adapters.base import Adapter, Capabilities, Metric, Param, Support, as_ids, as_vectors, check_k
+from annbench.adapters.base import (
+    Adapter,
+    Capabilities,
+    Metric,
+    Param,
+    Safety,
+    Support,
+    as_ids,
+    as_vectors,
+    check_k,
+)
 from annbench.errors import ConfigError
 
 # faiss's own rule of thumb (Clustering.min_points_per_centroid) for a well-trained centroid.
@@ -38,6 +48,16 @@ _POINTS_PER_LIST = 39
 # faiss subsamples k-means input above this many points per centroid anyway; sampling first saves copying.
 _SAMPLE_PER_LIST = 256
 _ENCODING = re.compile(r"^(Flat|PQ(?P<m>[1-9]\d*)(x(?P<nbits>[1-9]\d*))?|SQ(4|6|8|fp16))$")
+
+
+_FAISS = ("faiss wiki, 'Threads and asynchronous calls': CPU indexes are thread-safe for concurrent searches and "
+          "other calls that do not change the index; calls that change it need mutual exclusion. The SWIG "
+          "wrappers release the GIL.")
+
+
+def _flat_bytes(index: faiss.Index) -> int:
+    """Bytes of a flat (or any `IndexFlatCodes`) index's code array: ntotal · code_size."""
+    return int(faiss.downcast_index(index).codes.size())
 
 
 def _selector(ids: np.ndarray) -> faiss.IDSelectorBatch:
@@ -115,6 +135,7 @@ class FaissFlat(_FaissIdIndex):
 
     name = "faiss-flat"
     capabilities = Capabilities(add=Support.NATIVE, delete=Support.NATIVE, update=Support.NATIVE)
+    concurrency = Safety(True, False, _FAISS)
 
     def __init__(self, metric: Metric | str, dim: int, threads: int = 1, **build_params: Any) -> None:
         self.index: faiss.Index | None = None
@@ -129,12 +150,23 @@ class FaissFlat(_FaissIdIndex):
         self._flat = flat
         self.index.add_with_ids(x, ids)
 
+    def library_bytes(self) -> dict[str, Any] | None:
+        if self.index is None:
+            return None
+        n = int(self.index.ntotal)
+        # IndexIDMap2 keeps the ids twice: id_map (a vector of int64) and rev_map (an unordered_map
+        # id → position, 16 bytes of payload per entry; its buckets and nodes are not counted).
+        return {"bytes": _flat_bytes(self._flat) + n * 8 + n * 16,
+                "what": "faiss: flat codes (ntotal·d·4) + IndexIDMap2 id_map (ntotal·8) + rev_map payload "
+                        "(ntotal·16; hash-table overhead not counted)"}
+
 
 class FaissIVF(_FaissIdIndex):
     """Inverted file index (`IVF{nlist},{encoding}`), ids stored in the lists; never wrapped in an IDMap."""
 
     name = "faiss-ivf"
     capabilities = Capabilities(add=Support.NATIVE, delete=Support.NATIVE, update=Support.NATIVE)
+    concurrency = Safety(True, False, _FAISS + " (add_with_ids/remove_ids resize the inverted lists a search scans)")
     build_params = (
         Param("nlist", int, 0, "number of inverted lists; 0 = 4·sqrt(n) at build, capped at n/39", min=0),
         Param("encoding", str, "Flat", "vector codec in the lists: Flat, PQ{m}, PQ{m}x{nbits}, SQ4/6/8/fp16"),
@@ -214,12 +246,45 @@ class FaissIVF(_FaissIdIndex):
         if self.index is not None:
             self.index.nprobe = min(self.search_settings["nprobe"], self.index.nlist)
 
+    def resolved_params(self) -> dict[str, Any]:
+        # nlist: 0 is a size rule; the build recorded the number it gave (self.nlist, fixed until the next build)
+        return {**self.params, "nlist": self.nlist} if self.index is not None else dict(self.params)
+
+    def library_bytes(self) -> dict[str, Any] | None:
+        index = self.index
+        if index is None:
+            return None
+        invlists = index.invlists
+        # Each stored vector costs its code plus its int64 id in the inverted lists (ArrayInvertedLists).
+        entries = sum(invlists.list_size(i) for i in range(index.nlist))
+        listed = entries * (index.code_size + 8)
+        centroids = _flat_bytes(index.quantizer)  # nlist · d · 4
+        parts = [f"inverted lists Σ list_size·(code_size {index.code_size} + 8-byte id)",
+                 "coarse centroids nlist·d·4"]
+        extra = 0
+        if hasattr(index, "pq"):
+            pq = index.pq
+            extra += pq.M * pq.ksub * pq.dsub * 4  # the product quantizer's codebooks
+            parts.append("PQ codebooks M·ksub·dsub·4")
+            table = index.precomputed_table.size() * 4
+            if table:
+                # faiss precomputes, per list, the query-independent term of the L2 distance (nlist·M·ksub
+                # floats) when use_precomputed_table is on, as it is by default for IVF-PQ under L2.
+                extra += table
+                parts.append(f"precomputed L2 table nlist·M·ksub·4 = {table} bytes")
+        elif hasattr(index, "sq"):
+            extra += index.sq.trained.size() * 4  # the scalar quantizer's ranges
+            parts.append("SQ ranges")
+        return {"bytes": int(listed + centroids + extra), "what": "faiss: " + " + ".join(parts)}
+
 
 class FaissHNSW(_FaissBase):
     """IndexHNSWFlat; deletes and updates are tombstones filtered at search (faiss HNSW cannot remove)."""
 
     name = "faiss-hnsw"
     capabilities = Capabilities(add=Support.NATIVE, delete=Support.TOMBSTONE, update=Support.TOMBSTONE)
+    concurrency = Safety(True, False, _FAISS + " The adapter's tombstone set, read by every search, is Python state "
+                         "that a delete changes.")
     build_params = (
         Param("M", int, 32, "graph neighbours per node (layer 0 has 2·M)", min=2, max=512),
         Param("efConstruction", int, 40, "candidate list size while inserting", min=1),
@@ -306,6 +371,15 @@ class FaissHNSW(_FaissBase):
         found = pos >= 0
         out[found] = self._pos_ids[pos[found]]
         return out
+
+    def library_bytes(self) -> dict[str, Any] | None:
+        if self.index is None:
+            return None
+        hnsw = self.index.hnsw
+        graph = hnsw.neighbors.size() * 4 + hnsw.levels.size() * 4 + hnsw.offsets.size() * 8
+        return {"bytes": int(_flat_bytes(self.index.storage) + graph),
+                "what": "faiss: flat storage ntotal·d·4 + HNSW neighbors·4 + levels·4 + offsets·8 "
+                        "(tombstoned vectors included; the adapter's id table not counted)"}
 
     def save(self, path: Path) -> int:
         self._require_built()

@@ -25,7 +25,18 @@ from typing import Any
 import hnswlib
 import numpy as np
 
-from annbench.adapters.base import Adapter, Capabilities, Metric, Param, Support, as_ids, as_vectors, check_k, pad_ids
+from annbench.adapters.base import (
+    Adapter,
+    Capabilities,
+    Metric,
+    Param,
+    Safety,
+    Support,
+    as_ids,
+    as_vectors,
+    check_k,
+    pad_ids,
+)
 from annbench.errors import ConfigError
 
 _GROWTH = 1.5  # resize factor; hnswlib reallocates the whole level-0 block on resize_index
@@ -36,6 +47,11 @@ class Hnswlib(Adapter):
 
     name = "hnswlib"
     capabilities = Capabilities(add=Support.NATIVE, delete=Support.TOMBSTONE, update=Support.NATIVE)
+    # The hnswlib README (0.8.0) says add_items is 'thread-safe with other add_items calls, but not with
+    # knn_query', knn_query 'thread-safe with other knn_query calls, but not with add_items', and resize_index
+    # 'not thread safe with add_items and knn_query'; mark_deleted is not documented as safe beside knn_query.
+    concurrency = Safety(True, False, "hnswlib README (0.8.0): knn_query is safe with other knn_query calls but not "
+                         "with add_items (inserts and updates); resize_index with neither; mark_deleted undocumented.")
     build_params = (
         Param("M", int, 16, "graph neighbours per node (layer 0 has 2·M)", min=2, max=512),
         Param("ef_construction", int, 200, "candidate list size while inserting", min=1),
@@ -64,8 +80,9 @@ class Hnswlib(Adapter):
         # Cosine arrives L2-normalised, so inner product ('ip' = 1 - dot) ranks like cosine.
         space = "ip" if self.metric is Metric.COSINE else "l2"
         index = hnswlib.Index(space=space, dim=self.dim)
+        self._capacity = max(1, self.params["capacity"] or len(x))  # what the build used; resizes come later
         index.init_index(
-            max_elements=max(1, self.params["capacity"] or len(x)),
+            max_elements=self._capacity,
             M=self.params["M"],
             ef_construction=self.params["ef_construction"],
             random_seed=self.params["seed"],
@@ -145,6 +162,24 @@ class Hnswlib(Adapter):
             else:
                 lo, best = mid, labels[0].astype(np.int64)
         return best
+
+    def resolved_params(self) -> dict[str, Any]:
+        # capacity: 0 means "the build size"; report the max_elements the build gave, not later resizes
+        return {**self.params, "capacity": self._capacity} if self.index is not None else dict(self.params)
+
+    def library_bytes(self) -> dict[str, Any] | None:
+        index = self.index
+        if index is None:
+            return None
+        # hnswalg.h (0.8.0): every slot up to max_elements holds, in one level-0 block, its link list
+        # (maxM0 = 2·M ids of 4 bytes + a 4-byte count), its float32 vector and its 8-byte label;
+        # index_file_size() counts that block for the current elements plus every upper-layer link list.
+        per_slot = (2 * index.M) * 4 + 4 + self.dim * 4 + 8
+        unused = (index.get_max_elements() - index.get_current_count()) * per_slot
+        return {"bytes": int(index.index_file_size() + unused),
+                "what": "hnswlib index_file_size() (level-0 block of the elements, upper-layer links, header) + "
+                        "unused level-0 slots up to max_elements × ((2M)·4+4 + d·4 + 8); locks, label map and "
+                        "visited lists not counted"}
 
     def save(self, path: Path) -> int:
         index = self._require_built()

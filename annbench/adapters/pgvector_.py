@@ -86,6 +86,7 @@ from annbench.adapters.base import (
     Capabilities,
     Metric,
     Param,
+    Safety,
     Support,
     as_ids,
     as_vectors,
@@ -400,6 +401,13 @@ class PgVector(Adapter):
     # index entries) until VACUUM or REINDEX; searches skip it, the files keep it.
     capabilities = Capabilities(add=Support.NATIVE, delete=Support.TOMBSTONE, update=Support.TOMBSTONE)
     maintenance = ("vacuum", "reindex")
+    # A server, not a library: the adapter gives every client thread its own connection (a session), and
+    # each statement reads one MVCC snapshot, so searches overlap each other and the writes (each write
+    # one committed statement or transaction). Checked here: recall snapshots taken while unlocked writes
+    # go on return no deleted row (tests/test_concurrency.py).
+    concurrency = Safety(True, True, "PostgreSQL: one connection per client thread; every statement reads a "
+                         "consistent MVCC snapshot, so searches run beside each other and beside writes "
+                         "(each write a committed statement or transaction).")
     build_params = (
         Param("index", str, "hnsw", "index type", choices=("hnsw", "ivfflat")),
         Param("m", int, 16, "hnsw: graph neighbours per node", min=2, max=100),
@@ -424,6 +432,7 @@ class PgVector(Adapter):
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._built = False
+        self._built_lists = 0  # ivfflat lists the build used
         self._finalizer: weakref.finalize | None = None
         super().__init__(metric, dim, threads, **build_params)
         # pgvector's own limits, refused here rather than as a SQL error after the load
@@ -518,14 +527,25 @@ class PgVector(Adapter):
         conn.execute(self._index_sql(len(ids)))
         conn.execute(f"ANALYZE {self.table}")
         self._built = True
+        self._built_lists = self._lists(len(ids))
+
+    def _lists(self, n: int) -> int:
+        """ivfflat lists for `n` rows: the given number, or pgvector's suggested rows/1000 (√rows above 1M)."""
+        return self.params["lists"] or max(1, n // 1000 if n <= 1_000_000 else int(np.sqrt(n)))
+
+    def resolved_params(self) -> dict[str, Any]:
+        # lists: 0 is a size rule, resolved only where it is used (an ivfflat index); a later reindex may
+        # choose again from the live rows, but this reports the build.
+        if not self._built or self.params["index"] != "ivfflat":
+            return dict(self.params)
+        return {**self.params, "lists": self._built_lists}
 
     def _index_sql(self, n: int) -> str:
         p = self.params
         if p["index"] == "hnsw":
             with_ = f"m = {p['m']}, ef_construction = {p['ef_construction']}"
         else:
-            lists = p["lists"] or max(1, n // 1000 if n <= 1_000_000 else int(np.sqrt(n)))
-            with_ = f"lists = {lists}"
+            with_ = f"lists = {self._lists(n)}"
         return (f"CREATE INDEX {self.index_name} ON {self.table} USING {p['index']} (embedding {self._ops}) "
                 f"WITH ({with_})")
 
@@ -625,7 +645,7 @@ class PgVector(Adapter):
             return np.full((0, k), -1, dtype=np.int64)
         if self.threads == 1 or len(q) < 2 * self.threads:
             return pad_ids(self._search_chunk(q, k), k)
-        with self._lock:  # client threads may search at once (annbench.concurrency.SAFETY)
+        with self._lock:  # client threads may search at once (PgVector.concurrency)
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="annbench-pg")
         parts = np.array_split(np.arange(len(q)), self.threads)

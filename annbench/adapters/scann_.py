@@ -35,6 +35,7 @@ from annbench.adapters.base import (
     Capabilities,
     Metric,
     Param,
+    Safety,
     Support,
     as_ids,
     as_vectors,
@@ -52,6 +53,12 @@ class Scann(Adapter):
 
     name = "scann"
     capabilities = Capabilities(add=Support.NATIVE, delete=Support.NATIVE, update=Support.NATIVE)
+    # Not documented. Checked here (scann 1.4.2): 2 threads each sending the same 10k single queries twice
+    # to a 20k × 64 tree-AH index got every answer identical to a one-thread run, no crash (hnswlib,
+    # faiss-ivf and annoy passed the same check). upsert/delete beside a search: not verified, so unsafe.
+    concurrency = Safety(True, False, "not documented; concurrent searches checked here (2 threads × 20k single "
+                         "queries, answers identical to one thread); upsert and delete beside a search not "
+                         "verified, so treated as unsafe.")
     build_params = (
         Param("num_leaves", int, 0, "partitions; 0 = sqrt(n) at build, capped at n/50", min=0),
         Param("dims_per_block", int, 2, "dimensions per asymmetric-hashing block (fewer = finer)", min=1),
@@ -67,6 +74,7 @@ class Scann(Adapter):
     def __init__(self, metric: Metric | str, dim: int, threads: int = 1, **build_params: Any) -> None:
         self.searcher: Any = None
         self.num_leaves = 0  # the value actually used, known after build (0 = brute force)
+        self._sample = 0  # training sample the build used (min(training_sample, n))
         self._pos_ids = np.empty(0, dtype=np.int64)  # scann datapoint index → id
         self._size = 0
         super().__init__(metric, dim, threads, **build_params)
@@ -98,6 +106,7 @@ class Scann(Adapter):
         builder = scann_ops_pybind.builder(x, 10, "dot_product" if cosine else "squared_l2")
         builder.set_n_training_threads(self.threads)
         sample = min(self.params["training_sample"], len(x))
+        self._sample = sample
         if len(x) >= _MIN_AH_POINTS:
             self.num_leaves = self._choose_leaves(len(x))
             builder = builder.tree(
@@ -205,6 +214,13 @@ class Scann(Adapter):
         cols = min(k, idx.shape[1]) if idx.ndim == 2 else 0
         out[:, :cols] = np.where(valid[:, :cols], self._pos_ids[np.where(valid, idx, 0)][:, :cols], -1)
         return out
+
+    def resolved_params(self) -> dict[str, Any]:
+        # num_leaves: 0 is a size rule (√n, capped at n/50); after build 0 means the index is scored by brute
+        # force (too few points for a tree). training_sample is capped at the build size.
+        if self.searcher is None:
+            return dict(self.params)
+        return {**self.params, "num_leaves": self.num_leaves, "training_sample": self._sample}
 
     def docids(self) -> np.ndarray:
         """Ids in scann's datapoint order, as the adapter believes them to be (for consistency checks)."""

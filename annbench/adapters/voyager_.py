@@ -24,7 +24,18 @@ from typing import Any
 import numpy as np
 import voyager
 
-from annbench.adapters.base import Adapter, Capabilities, Metric, Param, Support, as_ids, as_vectors, check_k, pad_ids
+from annbench.adapters.base import (
+    Adapter,
+    Capabilities,
+    Metric,
+    Param,
+    Safety,
+    Support,
+    as_ids,
+    as_vectors,
+    check_k,
+    pad_ids,
+)
 from annbench.errors import ConfigError
 
 _STORAGE = {"float32": voyager.StorageDataType.Float32, "float8": voyager.StorageDataType.Float8,
@@ -36,6 +47,18 @@ class Voyager(Adapter):
 
     name = "voyager"
     capabilities = Capabilities(add=Support.NATIVE, delete=Support.TOMBSTONE, update=Support.NATIVE)
+    # Searches: voyager's v2.0.6 release notes (spotify/voyager#61, a shared lock around searchKnn): "Makes
+    # query thread-safe with addItems and addItems thread-safe when adding to the same index from multiple
+    # external threads". The search depth goes with each call (query_ef), so a search sets nothing on the
+    # index. Checked here (voyager 2.2.3; tests/test_adapters.py repeats it, smaller): 2 threads each
+    # sending the same 5,000 single queries to a 20k × 64 index got every answer identical to one thread,
+    # no crash. query keeps the GIL (gil_share 0.15), so client threads take turns rather than scale.
+    # Writes: add_items beside query is documented, mark_deleted (delete) is not, and one flag covers
+    # every write, so writes stay exclusive.
+    concurrency = Safety(True, False, "voyager v2.0.6 release notes (#61): 'Makes query thread-safe with addItems'; "
+                         "checked here (voyager 2.2.3): 2 threads × the same 5,000 single queries on a 20k × 64 "
+                         "index, answers identical to one thread, no crash (query holds the GIL: no scaling). "
+                         "mark_deleted beside query undocumented, so writes are treated as unsafe.")
     build_params = (
         Param("M", int, 12, "graph neighbours per node (layer 0 has 2·M)", min=2, max=512),
         Param("ef_construction", int, 200, "candidate list size while inserting", min=1),
