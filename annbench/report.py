@@ -7,7 +7,9 @@ writes to them: every derived figure (Pareto fronts, worst steps, the recommenda
 Figures, per scenario (each states the dataset, its size, k, the machine and the threads):
 - recall vs single-query p50 and p99 latency, and vs batch QPS: one Pareto front per index name and
   policy, dominated points fainter, recall on a logit axis;
-- recall vs memory (index memory = steady RSS − RSS before build, and the run's peak RSS);
+- recall vs memory (index memory = what the index holds in the run's process: anonymous memory after the
+  build − just before, annbench.memory; an older result file's RSS delta; the library's own count of its
+  size beside it, where it reports one), and the run's peak RSS;
 - catalog size curves (static scenarios with several sizes): latency, memory and build time at a recall
   target, with the sizes where an index stops reaching it marked;
 - day by day (daily scenarios): recall@k, hit@k, p99 and leaked ids, every (policy, setting) its own line;
@@ -22,6 +24,13 @@ Figures, per scenario (each states the dataset, its size, k, the machine and the
 
 For a daily scenario each point of a recall-vs-cost figure is a setting's *worst* search step (lowest
 recall, highest latency, lowest QPS over the days): the same rule `recommend` applies.
+
+Timings are medians over rounds with 95 % intervals (annbench.timing). A configuration with a search step
+whose timings were noisy (rounds that disagree, or a timed thread without its core) is ringed in amber in
+every recall-vs-cost figure (SVG group "noisy-<group>"), as is each noisy day's p99 in the day-by-day figure
+("noisy-days-<row>-<n>"), and the figure's footer says how many and what noisy means. The p99 figure draws
+the worst step's 95 % interval as an error bar on the points of each front and of the recommendation's tie
+set ("ci-<group>"); the tie set's other members carry a small hollow star ("tied").
 """
 
 from __future__ import annotations
@@ -42,7 +51,7 @@ from typing import Any
 
 import numpy as np
 
-from annbench import metrics
+from annbench import memory, metrics, timing
 from annbench.errors import ConfigError
 from annbench.recommend import (
     Config,
@@ -246,6 +255,29 @@ def _clip_note(configs: Sequence[Config]) -> str:
             if clipped else "Recall axis is logit.")
 
 
+NOISY_COLOUR = "#e69f00"  # amber: a warning, apart from the tab10 and policy colours of the data
+
+
+def _noisy_note(n: int, total: int, what: str) -> str:
+    """The footer's note on noisy points ("" when none): how many, what noisy means, what to do.
+
+    `what` completes "NOISY: n of total …, ringed in amber, …", e.g. "configurations … had a search step
+    with noisy timings".
+    """
+    if not n:
+        return ""
+    return (f"NOISY: {n} of {total} {what.format(ringed='ringed in amber')} — a step is noisy when its timing "
+            f"rounds disagree by more than {timing.ROUND_SPREAD:.0%} (slowest round's p50 or batch QPS against the "
+            f"fastest's) or the timed thread did not have its core (CPU ÷ wall < {timing.MIN_CPU_SHARE:g}), "
+            "annbench.timing. Those figures are uncertain: rerun on a quiet machine.")
+
+
+def _ring(ax: Any, xs: Sequence[float], ys: Sequence[float], gid: str, label: str | None, size: float = 14) -> None:
+    """The noisy mark: a hollow amber ring around each point (x already on the axis' scale)."""
+    ax.plot(xs, ys, linestyle="none", marker="o", markersize=size, markerfacecolor="none",
+            markeredgecolor=NOISY_COLOUR, markeredgewidth=2.0, label=label, gid=gid, zorder=4)
+
+
 def _group(configs: Sequence[Config]) -> dict[tuple[str, str], list[Config]]:
     out: dict[tuple[str, str], list[Config]] = {}
     for c in configs:
@@ -286,10 +318,14 @@ def _plot_group(ax: Any, xs: np.ndarray, ys: np.ndarray, front: np.ndarray, poli
 
 # --- recall vs cost (Pareto) --------------------------------------------------------------------------
 def fig_pareto(configs: Sequence[Config], cost: str, context: str, winner: Config | None = None,
-               cons: Constraints | None = None) -> tuple[Any, dict[str, int]]:
+               cons: Constraints | None = None, ties: Sequence[Config] = ()) -> tuple[Any, dict[str, int]]:
     """Recall (x, logit) vs a cost (y, log): one Pareto front per (index, policy); dominated points fainter.
 
     cost: "p50" | "p99" (worst-step single-query latency, lower is better) or "qps" (batch, higher is better).
+    A configuration with a noisy search step is ringed in amber ("noisy-<group>"). On the p99 figure the
+    points of each front and of the tie set `ties` (the recommendation's: the winner and every configuration
+    within its noise) carry the worst step's 95 % interval as an error bar ("ci-<group>"): on every point
+    the bars of a big grid would hide the points; dominated points are not candidates anyway.
     """
     value: Callable[[Config], float] = {
         "p50": lambda c: c.worst_p50_ms, "p99": lambda c: c.worst_p99_ms, "qps": lambda c: c.worst_qps}[cost]
@@ -301,6 +337,10 @@ def fig_pareto(configs: Sequence[Config], cost: str, context: str, winner: Confi
     colours = _colours([c.name for c in configs])
     multi = _policy_count(configs) > 1
     points: dict[str, int] = {}
+    noisy = bars = 0
+    # recommend() reads its own Configs: the tie set is matched by run and setting, not by identity
+    tie_keys = {_config_key(c) for c in ties}
+    win_key = _config_key(winner) if winner is not None else None
     for gi, ((name, policy), group) in enumerate(_group(configs).items()):
         xs = np.array([c.worst_recall for c in group])
         ys = np.array([value(c) for c in group])
@@ -308,6 +348,14 @@ def fig_pareto(configs: Sequence[Config], cost: str, context: str, winner: Confi
         front = metrics.pareto_front(xs, ys if cost != "qps" else 1.0 / ys)
         _plot_group(ax, xs, ys, front, policy, colours[name], _group_label(name, policy, multi), linewidth=1.4,
                     gid=f"{{}}-{gi}", points=points, label_dominated=True)
+        if cost == "p99":
+            on = set(front.tolist()) | {i for i, c in enumerate(group) if _config_key(c) in tie_keys}
+            bars += _p99_bars(ax, [group[i] for i in sorted(on)], colours[name], f"ci-{gi}")
+        rung = [i for i, c in enumerate(group) if c.noisy_steps]
+        if rung:
+            _ring(ax, _clip_recall(xs[rung]), ys[rung], f"noisy-{gi}", None if noisy else "noisy timings")
+            points[f"noisy-{gi}"] = len(rung)
+            noisy += len(rung)
     ax.set_yscale("log")
     _plain_log(ax.yaxis)
     _logit_axis(ax, [c.worst_recall for c in configs])
@@ -323,34 +371,129 @@ def fig_pareto(configs: Sequence[Config], cost: str, context: str, winner: Confi
         ax.plot(_clip_recall([winner.worst_recall]), [value(winner)], marker="*", markersize=18,
                 markerfacecolor="none", markeredgecolor="#d62728", markeredgewidth=1.6, linestyle="none",
                 label="recommended", gid="recommended")
+    tied = [c for c in configs if _config_key(c) in tie_keys and _config_key(c) != win_key]
+    if tied:
+        ax.plot(_clip_recall([c.worst_recall for c in tied]), [value(c) for c in tied], marker="*",
+                markersize=11, markerfacecolor="none", markeredgecolor="#d62728", markeredgewidth=1.0,
+                linestyle="none", label="tied with it within noise", gid="tied")
     what = {"p50": "p50 latency", "p99": "p99 latency", "qps": "batch QPS"}[cost]
     # over the axes, not the figure: a figure-wide title runs into the legend on the right
     ax.set_title(f"Recall@{k} vs {what} — Pareto front per index" + (" and policy" if multi else ""),
                  fontsize=12, fontweight="bold")
-    fig.legend(loc="outside right upper", frameon=False, title="index · policy" if multi else "index",
-               title_fontsize=8)
-    _footer(fig, [context, _worst_note(configs) + " Faint points are dominated (another setting of the same "
-                  "index is at least as good on both axes). " + _clip_note(configs)])
+    handles, labels = ax.get_legend_handles_labels()
+    marks = ("recommended", "tied with it within noise", "noisy timings")  # after the indexes, not among them
+    order = sorted(range(len(labels)), key=lambda i: marks.index(labels[i]) + 1 if labels[i] in marks else 0)
+    fig.legend([handles[i] for i in order], [labels[i] for i in order], loc="outside right upper", frameon=False,
+               title="index · policy" if multi else "index", title_fontsize=8)
+    lines = [context, _worst_note(configs) + " Faint points are dominated (another setting of the same "
+             "index is at least as good on both axes). " + _clip_note(configs)]
+    if bars:
+        lines.append(f"Error bars: the 95 % interval of the worst step's p99 (bootstrap over {_rounds_text(configs)} "
+                     "and queries, annbench.timing), on each front's points and the recommendation's tie set.")
+    if tied:
+        lines.append(f"Small stars: {len(tied)} configuration(s) tied with the recommended one within noise — their "
+                     "intervals on the ranking figure (a typical step's p99 unless another objective is minimised) "
+                     "overlap its; the recommendation picked among them by the secondary criteria.")
+    if noisy:
+        lines.append(_noisy_note(noisy, len(configs), "configurations, {ringed}, had a search step with noisy "
+                                 "timings (a daily scenario's point is the worst step; the ring marks any noisy step)"))
+    _footer(fig, lines)
     return fig, points
+
+
+def _config_key(c: Config) -> tuple[str, str]:
+    return c.run_id, json.dumps(c.search_params, sort_keys=True)
+
+
+def _rounds_text(configs: Sequence[Config]) -> str:
+    rounds = sorted({s.rounds for c in configs for s in c.steps})
+    return ("rounds" if not rounds else f"{rounds[0]} rounds" if len(rounds) == 1
+            else f"{rounds[0]}–{rounds[-1]} rounds")
+
+
+def _p99_bars(ax: Any, configs: Sequence[Config], colour: Any, gid: str) -> int:
+    """Vertical error bars: each configuration's worst step's p99 95 % interval; how many were drawn (a file
+    measured before rounds existed has no interval: no bar)."""
+    xs, ys, lo, hi = [], [], [], []
+    for c in configs:
+        y = c.worst_p99_ms
+        a, b = c.worst_p99_step.p99_ci
+        if all(math.isfinite(v) for v in (y, a, b)) and b > a:
+            xs.append(c.worst_recall)
+            ys.append(y)
+            lo.append(max(y - a, 0.0))
+            hi.append(max(b - y, 0.0))
+    if not xs:
+        return 0
+    eb = ax.errorbar(_clip_recall(xs), ys, yerr=[lo, hi], fmt="none", ecolor=colour, elinewidth=1.0, capsize=2.5,
+                     alpha=0.75, zorder=2)
+    for art in eb.lines[2]:
+        art.set_gid(gid)
+    for art, end in zip(eb.lines[1], ("lo", "hi"), strict=True):  # the caps: one marker per bar and end
+        art.set_gid(f"{gid}-{end}")
+    return len(xs)
 
 
 def _is_daily(configs: Sequence[Config]) -> bool:
     return any(c.workload.timeline == "daily" for c in configs)
 
 
+OLD_MEMORY = "older result files: RSS after build − before, which counts the dataset's file pages"
+
+
+def _own_memory(c: Config) -> bool:
+    """Whether `c.index_bytes` is the index's own memory (annbench.memory), not an older file's RSS delta."""
+    return (c.run.get("memory") or {}).get("index_bytes") is not None
+
+
+def library_bytes(c: Config) -> tuple[float, str] | None:
+    """(bytes, what is counted) of the library's own count of its index's size, when the run recorded one."""
+    lib = (c.run.get("memory") or {}).get("library_bytes")
+    if isinstance(lib, dict) and isinstance(lib.get("bytes"), (int, float)):
+        return float(lib["bytes"]), str(lib.get("what") or "")
+    return None
+
+
+def memory_measure(configs: Sequence[Config]) -> tuple[str, list[str]]:
+    """(y label, footer sentences): what the figures' index memory is, for these configurations' files."""
+    own = [c for c in configs if _own_memory(c)]
+    old = len(configs) - len(own)
+    hows = sorted({str((c.run.get("memory") or {}).get("index_bytes_how") or memory.HOW) for c in own})
+    ext = " plus a database's files and server outside the process"
+    if own and not old:
+        label = "index memory (MiB, log):\nheld by the index in the run's process"
+        lines = [f"Index memory is what the index holds in the run's process (annbench.memory): "
+                 f"{'; '.join(hows)};{ext}."]
+    elif old and not own:
+        label = "index memory (MiB, log):\nRSS after build − before (older files)"
+        lines = [f"Index memory here comes from {OLD_MEMORY} (and the interpreter's own growth), so indexes of "
+                 f"very different sizes can look alike;{ext}. Newer runs measure the index's own memory "
+                 "(annbench.memory)."]
+    else:
+        label = "index memory (MiB, log):\ntwo measures, see below"
+        lines = [f"Index memory of {len(own)} configuration(s) is what the index holds in the run's process "
+                 f"(annbench.memory): {'; '.join(hows)}. The other {old} come from {OLD_MEMORY}, so they read high "
+                 f"and are not comparable with the first;{ext}."]
+    if any("pq" in (c.label + " " + c.build_text()).lower() for c in configs):
+        lines.append("faiss IVF-PQ under L2 includes its precomputed distance table (nlist·m·256·4 bytes): "
+                     "real serving memory, counted in both the measurement and the library's own count.")
+    return label, lines
+
+
 def fig_memory(configs: Sequence[Config], context: str) -> tuple[Any, dict[str, int]]:
-    """Recall vs index memory (steady RSS − RSS before build) and vs the run's peak RSS."""
+    """Recall vs index memory (what the index holds in the run's process, annbench.memory; an older file's
+    RSS delta) with the library's own count of its size as a dash ("lib-<group>"), and vs the run's peak RSS."""
     k = configs[0].k if configs else "k"
     fig = _new_figure(12, 5.0)
     axes = fig.subplots(1, 2)
     colours = _colours([c.name for c in configs])
     multi = _policy_count(configs) > 1
     points: dict[str, int] = {}
-    floor = 2**20 / 10  # 0.1 MiB: RSS deltas of tiny indexes can be ≤ 0 (page reuse); drawn at this floor
+    floor = 2**20 / 10  # 0.1 MiB: memory deltas of tiny indexes can be ≤ 0 (page reuse); drawn at this floor
     floored = 0
+    mem_label, mem_lines = memory_measure(configs)
     for ai, (ax, attr, ylabel) in enumerate(zip(
-            axes, ("index_bytes", "peak_bytes"),
-            ("index memory: steady RSS − RSS before build (MiB, log)", "peak RSS of the run's process (MiB, log)"),
+            axes, ("index_bytes", "peak_bytes"), (mem_label, "peak RSS of the run's process (MiB, log)"),
             strict=True)):
         for gi, ((name, policy), group) in enumerate(_group(configs).items()):
             xs = np.array([c.worst_recall for c in group])
@@ -361,6 +504,13 @@ def fig_memory(configs: Sequence[Config], context: str) -> tuple[Any, dict[str, 
             label = _group_label(name, policy, multi) if ai == 0 else None
             _plot_group(ax, xs, ys, front, policy, colours[name], label, linewidth=1.3, gid=f"mem{ai}-{{}}-{gi}",
                         points=points, label_dominated=False)
+            lib = [(c.worst_recall, library_bytes(c)) for c in group]
+            lib = [(x, b[0]) for x, b in lib if b is not None]
+            if ai == 0 and lib:
+                ax.plot(_clip_recall([x for x, _ in lib]), [max(b, floor) / 2**20 for _, b in lib], linestyle="none",
+                        marker="_", markersize=14, markeredgewidth=2.2, color=colours[name], gid=f"lib-{gi}",
+                        zorder=3)
+                points[f"lib-{gi}"] = len(lib)
         ax.set_yscale("log")
         _plain_log(ax.yaxis)
         _logit_axis(ax, [c.worst_recall for c in configs])
@@ -368,12 +518,23 @@ def fig_memory(configs: Sequence[Config], context: str) -> tuple[Any, dict[str, 
         ax.set_ylabel(ylabel)
     base = [c.baseline_bytes for c in configs if math.isfinite(c.baseline_bytes)]
     fig.suptitle(f"Recall@{k} vs memory", fontsize=12, fontweight="bold")
-    fig.legend(loc="outside right upper", frameon=False, title="index · policy" if multi else "index",
-               title_fontsize=8)
+    handles, labels = axes[0].get_legend_handles_labels()
+    has_lib = any(key.startswith("lib-") for key in points)
+    if has_lib:
+        from matplotlib.lines import Line2D
+
+        handles.append(Line2D([], [], color="#444444", marker="_", markersize=14, markeredgewidth=2.2,
+                              linestyle="none"))
+        labels.append("the library's own\ncount of its size")
+    fig.legend(handles, labels, loc="outside right upper", frameon=False,
+               title="index · policy" if multi else "index", title_fontsize=8)
     extra = f" RSS before build (Python, libraries, data): median {fmt_bytes(float(np.median(base)))}." if base else ""
     if floored:
         extra += " Index memory ≤ 0.1 MiB is drawn at 0.1 MiB."
-    _footer(fig, [context, _worst_note(configs) + " Memory is measured once, after the build." + extra
+    if has_lib:
+        extra += (" A dash beside a point is the library's own count of its index's size (e.g. faiss's list sizes), "
+                  "which leaves out allocator overhead and the adapter's tables.")
+    _footer(fig, [context, *mem_lines, _worst_note(configs) + " Memory is measured once, after the build." + extra
                   + " Saved bytes are in the table."])
     return fig, points
 
@@ -475,7 +636,8 @@ def _day_lines(mine: list[Config]) -> list[Config]:
 def fig_days(configs: Sequence[Config], context: str) -> tuple[Any, dict[str, int]]:
     """Rows: index names (builds, for a name with a few). Columns: recall@k, hit@k (with labels), p99, leaked
     ids, per day. Every line is one (build, policy, search setting): nothing is averaged, so a policy that
-    degrades shows as a falling line."""
+    degrades shows as a falling line. A day whose timings were noisy has its p99 point ringed in amber
+    ("noisy-days-<row>-<n>")."""
     daily = [c for c in configs if c.workload.timeline == "daily"]
     # one row per index name; a name with a few builds (lancedb's IVF_PQ and IVF_HNSW_SQ) gets a row per
     # build, whose lines would otherwise share the policy's colours and be told apart only by the legend
@@ -497,7 +659,7 @@ def fig_days(configs: Sequence[Config], context: str) -> tuple[Any, dict[str, in
     fig = _new_figure(3.3 * len(cols) + 2.6, 2.4 * len(names) + 1.4)
     axes = np.atleast_2d(fig.subplots(len(names), len(cols), squeeze=False))
     points: dict[str, int] = {}
-    hidden = 0
+    hidden = noisy = drawn_p99 = 0
     for ri, (name, row) in enumerate(rows):
         mine = _day_lines(row)
         hidden += len(row) - len(mine)
@@ -518,6 +680,15 @@ def fig_days(configs: Sequence[Config], context: str) -> tuple[Any, dict[str, in
                                       marker=SETTING_MARKERS[li % len(SETTING_MARKERS)], markersize=4,
                                       linewidth=1.2, label=legend if ci == 0 else None, gid=gid)
                     points[gid] = len(ys)
+                    if attr == "p99_ms":
+                        drawn_p99 += len(ys)
+                        rung = [s for s in c.steps if s.noise]
+                        if rung:
+                            ngid = f"noisy-days-{ri}-{len(points)}"
+                            _ring(axes[ri, ci], [s.day for s in rung], [s.p99_ms for s in rung], ngid,
+                                  None, size=12)
+                            points[ngid] = len(rung)
+                            noisy += len(rung)
         for ci, (_attr, title, log) in enumerate(cols):
             ax = axes[ri, ci]
             if log:
@@ -554,8 +725,11 @@ def fig_days(configs: Sequence[Config], context: str) -> tuple[Any, dict[str, in
         how = "Day 0 is the initial build; each later day applies deletes, inserts and updates, then searches."
     more = (f" {hidden} configurations of big grids are not drawn: dominated on worst-step recall and p99 "
             "(the tables list them)." if hidden else "")
-    _footer(fig, [context, f"{how} Line style and colour: policy; shade and marker: search setting. hit@{k} "
-                  f"uses product labels; leaks count deleted ids returned (summed over queries).{more}"])
+    lines = [context, f"{how} Line style and colour: policy; shade and marker: search setting. hit@{k} "
+             f"uses product labels; leaks count deleted ids returned (summed over queries).{more}"]
+    if noisy:
+        lines.append(_noisy_note(noisy, drawn_p99, "p99 points, {ringed}, are days whose timings were noisy"))
+    _footer(fig, lines)
     return fig, points
 
 
@@ -977,6 +1151,7 @@ def plot(results_dir: Path, out_dir: Path | None = None, cons: Constraints | Non
     out_dir.mkdir(parents=True, exist_ok=True)
     recs, rec_notes = recommend(loaded.runs, cons)
     winners = {r.workload: r.winner for r in recs}
+    ties = {r.workload: r.ties for r in recs}
     all_configs, failures = configurations(loaded.runs)
     scenario_reports = []
     with matplotlib.rc_context(_RC):
@@ -985,7 +1160,8 @@ def plot(results_dir: Path, out_dir: Path | None = None, cons: Constraints | Non
             by_scen.setdefault(r["scenario"]["name"], []).append(r)
         # daily scenarios first: the question the toolkit exists for
         for name in sorted(by_scen, key=lambda n: (by_scen[n][0]["scenario"].get("timeline") != "daily", n)):
-            scenario_reports.append(_scenario_report(name, by_scen[name], all_configs, winners, cons, out_dir, only))
+            scenario_reports.append(_scenario_report(name, by_scen[name], all_configs, winners, cons, out_dir, only,
+                                                     ties))
     rep = Report(out_dir, out_dir / "index.html", scenario_reports, recs, rec_notes, failures, loaded.bad)
     if write_index if write_index is not None else only is None:
         write_html(rep, results_dir, cons)
@@ -998,7 +1174,7 @@ def _want(only: Sequence[str] | None, kind: str) -> bool:
 
 def _scenario_report(name: str, runs: list[dict[str, Any]], all_configs: list[Config],
                      winners: dict[Any, Config | None], cons: Constraints, out_dir: Path,
-                     only: Sequence[str] | None) -> ScenarioReport:
+                     only: Sequence[str] | None, ties: dict[Any, list[Config]] | None = None) -> ScenarioReport:
     # the newest workload of this scenario name (a rerun at another --scale overwrites most, not always all)
     newest = max(runs, key=lambda r: r.get("started_at") or "")
     kept = [r for r in runs if r["scenario"]["hash"] == newest["scenario"]["hash"]]
@@ -1018,6 +1194,9 @@ def _scenario_report(name: str, runs: list[dict[str, Any]], all_configs: list[Co
     prun = [r for r in runs if not sizes or r["index"].get("size") == sizes[-1]]
     pctx = context_line(prun)
     winner = next((w for wl, w in winners.items() if w is not None and pareto and wl == pareto[0].workload), None)
+    tie_set = (ties or {}).get(pareto[0].workload, []) if pareto else []
+    if len(tie_set) < 2:
+        tie_set = []  # a winner alone is no tie
     if len(sizes) > 1:
         notes.append(f"Recall-vs-cost figures are at the largest size (n={sizes[-1]:,}); "
                      "the catalog-size figure covers every size.")
@@ -1034,9 +1213,10 @@ def _scenario_report(name: str, runs: list[dict[str, Any]], all_configs: list[Co
                 ("p50", "Recall vs p50 latency", "Single-query median latency against recall."),
                 ("qps", "Recall vs batch QPS", "All queries in one call: throughput against recall.")):
             if _want(only, f"pareto-{cost}"):
-                emit(f"recall-{cost}", title, cap, partial(fig_pareto, pareto, cost, pctx, winner, cons))
+                emit(f"recall-{cost}", title, cap, partial(fig_pareto, pareto, cost, pctx, winner, cons, tie_set))
         if _want(only, "memory"):
-            emit("recall-memory", "Recall vs memory", "Index memory and peak RSS against recall.",
+            emit("recall-memory", "Recall vs memory", "Index memory (what the index holds in the run's process, "
+                 "with the library's own count where it gives one) and peak RSS against recall.",
                  partial(fig_memory, pareto, pctx))
         if any(c.worst_hit is not None for c in pareto) and _want(only, "labels"):
             emit("labels", "Label metrics", "hit@k and P@k beside recall@k.", partial(fig_labels, pareto, pctx))
@@ -1089,6 +1269,13 @@ def sanity_notes(configs: Sequence[Config]) -> list[str]:
                              f"{', n=' + format(c.workload.size, ',') if c.workload.size else ''}): batch QPS "
                              f"{s.qps:,.0f} is less than half the single-query rate 1/p50 = {1000 / s.p50_ms:,.0f}/s.")
                 break
+    noisy = [c for c in configs if c.noisy_steps]
+    if noisy:
+        c = noisy[0]
+        notes.append(f"{len(noisy)} of {len(configs)} configurations had search steps with noisy timings (e.g. "
+                     f"{c.short()}, {'day' if c.workload.timeline == 'daily' else 'step'} {c.noisy_steps[0].day}: "
+                     f"{c.noisy_steps[0].noise[0]}): ringed in the figures, marked in the table; their latency and "
+                     "QPS are uncertain — rerun on a quiet machine.")
     for c in configs:
         few = min((s.queries for s in c.steps), default=0)
         if 0 < few < 100:
@@ -1120,6 +1307,8 @@ table{border-collapse:collapse;font-size:12.5px;width:100%}
 th,td{padding:4px 8px;border-bottom:1px solid #eee;text-align:left;white-space:nowrap}
 td.num{text-align:right;font-variant-numeric:tabular-nums} th{background:#f3f4f6;position:sticky;top:0}
 td.wrap{white-space:normal;max-width:520px;min-width:230px} tr.win td{background:#e9f7ef}
+tr.tie td{background:#fff8e1} .noisy{color:#8a5a00;font-weight:600;font-size:13px;margin-top:4px}
+.ties{font-size:12.5px;color:#333;margin-top:4px} .ties li{margin:1px 0}
 details{margin:6px 0} summary{cursor:pointer;color:#0969da}
 .notes li{font-size:13px;color:#6a4a00} .bad{color:#a40e26}
 nav a{margin-right:14px}
@@ -1131,13 +1320,14 @@ def _esc(x: Any) -> str:
 
 
 def _html_table(head: list[str], rows: list[list[str]], numeric: set[int] | None = None,
-                highlight: int | None = None, wrap: set[int] | None = None) -> str:
-    numeric, wrap = numeric or set(), wrap or set()
+                highlight: int | None = None, wrap: set[int] | None = None, marked: set[int] | None = None) -> str:
+    """A table; row `highlight` is the winner's (green), rows in `marked` its ties within noise (amber)."""
+    numeric, wrap, marked = numeric or set(), wrap or set(), marked or set()
     out = ["<div class='tablewrap'><table><thead><tr>"]
     out += [f"<th>{_esc(h)}</th>" for h in head]
     out.append("</tr></thead><tbody>")
     for i, row in enumerate(rows):
-        out.append("<tr class='win'>" if i == highlight else "<tr>")
+        out.append("<tr class='win'>" if i == highlight else ("<tr class='tie'>" if i in marked else "<tr>"))
         for j, cell in enumerate(row):
             cls = "num" if j in numeric else ("wrap" if j in wrap else "")
             out.append(f"<td class='{cls}'>{_esc(cell)}</td>" if cls else f"<td>{_esc(cell)}</td>")
@@ -1150,25 +1340,67 @@ def _fmt(x: float | None, spec: str = ".3f") -> str:
     return "—" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
 
 
+def _p99_ci_text(c: Config) -> str:
+    """The worst step's p99 with its 95 % interval ("1.2 [1.1–1.4]"); the figure alone without an interval."""
+    lo, hi = c.worst_p99_step.p99_ci
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo == hi:
+        return _fmt(c.worst_p99_ms, ".3g")
+    return f"{_fmt(c.worst_p99_ms, '.3g')} [{lo:.3g}–{hi:.3g}]"
+
+
+def noise_mark(c: Config) -> str:
+    """"noisy (2/5 steps)" for a configuration with noisy search steps, else "—"."""
+    return f"noisy ({len(c.noisy_steps)}/{len(c.steps)} steps)" if c.noisy_steps else "—"
+
+
 def config_table(configs: Sequence[Config]) -> tuple[list[str], list[list[str]]]:
-    """Every configuration with its worst-step figures, memory (with saved bytes) and build time."""
+    """Every configuration with its worst-step figures (the p99 with its 95 % interval, a noisy mark), memory
+    (the index's own, the library's own count beside it, the last day's for a daily scenario, saved bytes)
+    and build time. Build parameters as the library used them (`Config.build_text`)."""
     k = configs[0].k if configs else "k"
     multi_size = len({c.workload.size for c in configs}) > 1
     daily = _is_daily(configs)
     head = (["size"] if multi_size else []) + [
         "index", "build", "search", "policy", f"recall@{k}" + (" worst" if daily else ""),
-        *(["recall mean"] if daily else []), f"hit@{k}", f"P@{k}", "p50 ms", "p99 ms", "QPS", "index mem",
+        *(["recall mean"] if daily else []), f"hit@{k}", f"P@{k}", "p50 ms", "p99 ms [95 %]", "QPS", "noise",
+        "index mem", "library's count", *(["index mem last day"] if daily else []),
         "steady RSS", "peak RSS", "saved", "build s", *(["leaks", "upkeep s"] if daily else [])]
     rows = []
     for c in sorted(configs, key=lambda c: (c.workload.size or 0, c.name, c.label, c.policy, c.worst_recall)):
         upkeep = sum(v for op, d in update_costs(c.run).items() if op != "build" for v in d.values())
+        lib = library_bytes(c)
+        last = (c.run.get("memory") or {}).get("index_bytes_last_day")
         rows.append(([f"{c.workload.size:,}"] if multi_size else []) + [
             c.label, c.build_text(), c.search_text(), c.policy, f"{c.worst_recall:.4f}",
             *([f"{c.mean_recall:.4f}"] if daily else []), _fmt(c.worst_hit), _fmt(c.worst_p_at_k),
-            _fmt(c.worst_p50_ms, ".3g"), _fmt(c.worst_p99_ms, ".3g"), _fmt(c.worst_qps, ",.0f"),
-            fmt_bytes(c.index_bytes), fmt_bytes(c.steady_bytes), fmt_bytes(c.peak_bytes), fmt_bytes(c.saved_bytes),
+            _fmt(c.worst_p50_ms, ".3g"), _p99_ci_text(c), _fmt(c.worst_qps, ",.0f"), noise_mark(c),
+            fmt_bytes(c.index_bytes) + ("" if _own_memory(c) else " (RSS Δ)"),
+            fmt_bytes(lib[0]) if lib else "—",
+            *([fmt_bytes(float(last)) if isinstance(last, (int, float)) else "—"] if daily else []),
+            fmt_bytes(c.steady_bytes), fmt_bytes(c.peak_bytes), fmt_bytes(c.saved_bytes),
             _fmt(c.build_seconds, ".3g"), *([str(c.total_leaks), _fmt(upkeep, ".3g")] if daily else [])])
     return head, rows
+
+
+def config_table_notes(configs: Sequence[Config]) -> list[str]:
+    """What the configurations table's memory and timing columns count, for the lines under it."""
+    _label, lines = memory_measure(configs)
+    out = [" ".join(lines)]
+    if not all(_own_memory(c) for c in configs):
+        out.append("\"(RSS Δ)\" marks index memory from an older result file: RSS after build − before.")
+    whats: dict[str, set[str]] = {}
+    for c in configs:
+        lib = library_bytes(c)
+        if lib is not None:
+            whats.setdefault(c.family, set()).add(lib[1])
+    if whats:
+        out.append("library's count: the library's own count of its index's size, beside the measurement — "
+                   + "; ".join(f"{fam}: {' / '.join(sorted(w))}" for fam, w in sorted(whats.items())) + ".")
+    out.append(f"p99 ms: the worst step's p99 (each step's a median over {_rounds_text(configs)}) with its 95 % "
+               "interval where the file has one; noise: the configuration's search steps whose timings were noisy "
+               f"(rounds disagree by > {timing.ROUND_SPREAD:.0%}, or the timed thread had < "
+               f"{timing.MIN_CPU_SHARE:g} of its core) — rerun those on a quiet machine.")
+    return out
 
 
 def _rec_html(rep: Report, cons: Constraints) -> str:
@@ -1191,7 +1423,7 @@ def _rec_html(rep: Report, cons: Constraints) -> str:
                  f"<div class='ctx'>{_esc(rec.context)}</div>")
         if w is not None:
             build = f"<div class='ctx'>build: {_esc(w.build_text())}</div>" if w.build_params else ""
-            what = f"<span class='winner'>{_esc(w.short())}</span>{build}"
+            what = f"<span class='winner'>{_esc(w.short())}</span>{build}" + _ties_html(rec)
         else:
             what = "<span class='nowinner'>nothing feasible</span>"
         out.append(f"<tr class='{'ok' if w else 'fail'}'><td>{where}</td><td>{what}</td>"
@@ -1202,14 +1434,36 @@ def _rec_html(rep: Report, cons: Constraints) -> str:
     for rec in recs:
         head, rows = _ranked(rec)
         rhead, rrows = rejected_rows(rec)
-        out.append(f"<details><summary>{_esc(rec.workload.title())}: ranked table ({len(rows)} feasible) and "
+        tied = len(rec.ties) > 1
+        # open when there is a tie to read or a noisy figure to doubt
+        out.append(f"<details{' open' if tied or rec.noisy else ''}><summary>{_esc(rec.workload.title())}: ranked "
+                   f"table ({len(rows)} feasible{f', {len(rec.ties)} tied within noise' if tied else ''}) and "
                    f"rejections ({len(rrows)}, with the first constraint each fails)</summary>")
         if rows:
-            out.append(_html_table(head, rows, numeric={0, 5, 6, 7, 8, 9}, highlight=0))
+            numeric = {i for i, h in enumerate(head) if h not in ("index", "build", "search", "policy", "noise")}
+            out.append(_html_table(head, rows, numeric=numeric, highlight=0,
+                                   marked=set(range(1, len(rec.ties))) if tied else None))
         if rrows:
             out.append(_html_table(rhead, rrows, wrap={4}))
         out.append("</details>")
     out.append("</section>")
+    return "".join(out)
+
+
+def _ties_html(rec: Recommendation) -> str:
+    """Under the winner: the tie set it was picked from (when there is one) and the NOISY warning."""
+    out = []
+    if len(rec.ties) > 1:
+        out.append(f"<div class='ties'>tied within noise — {len(rec.ties)} configurations whose intervals overlap "
+                   "the best figure; the recommended one was picked by the secondary criteria:<ul>"
+                   + "".join(f"<li>{_esc(c.short())}{' (recommended)' if i == 0 else ''}</li>"
+                             for i, c in enumerate(rec.ties)) + "</ul></div>")
+    if rec.noisy:
+        which = "; ".join(f"{c.short()}: {len(c.noisy_steps)} of {len(c.steps)} steps" for c in rec.noisy)
+        whose = (f"{len(rec.noisy)} of the {len(rec.ties)} tied configurations" if len(rec.ties) > 1
+                 else "the recommended configuration")
+        out.append(f"<div class='noisy'>NOISY: {_esc(whose)} had search steps with disturbed timings ({_esc(which)}); "
+                   "rerun on a quiet machine before trusting the latency ranking.</div>")
     return "".join(out)
 
 
@@ -1251,9 +1505,11 @@ def write_html(rep: Report, results_dir: Path, cons: Constraints) -> Path:
                          + "".join(f"<li>{_esc(n)}</li>" for n in s.notes) + "</ul>")
         head, rows = config_table(s.configs)
         if rows:
-            numeric = {i for i, h in enumerate(head) if h not in ("size", "index", "build", "search", "policy")}
+            numeric = {i for i, h in enumerate(head) if h not in ("size", "index", "build", "search", "policy",
+                                                                  "noise")}
             wrap = {head.index("build")}
-            parts.append(f"<h3>Configurations ({len(rows)})</h3>" + _html_table(head, rows, numeric=numeric, wrap=wrap))
+            parts.append(f"<h3>Configurations ({len(rows)})</h3>" + _html_table(head, rows, numeric=numeric, wrap=wrap)
+                         + "".join(f"<p class='muted'>{_esc(n)}</p>" for n in config_table_notes(s.configs)))
         for title, thead, trows in s.tables:
             parts.append(f"<h3>{_esc(title)}</h3>" + _html_table(thead, trows))
     parts.append("<h2 id='failures'>Failed and timed-out runs</h2>")
@@ -1299,9 +1555,10 @@ def thumbnail(results_dir: Path, out_png: Path, width_px: int = 900, cons: Const
     wl = mine[0].workload
     recs, _ = recommend([r for r in runs if r["scenario"]["name"] == scen], cons)
     winner = next((r.winner for r in recs if r.workload == wl), None)
+    ties = next((r.ties for r in recs if r.workload == wl and len(r.ties) > 1), [])
     ctx = context_line([r for r in runs if r["scenario"]["name"] == scen and (r["index"].get("size") or 0) == largest])
     with matplotlib.rc_context(_RC):
-        fig, _pts = fig_pareto(mine, "p99", ctx, winner, cons)
+        fig, _pts = fig_pareto(mine, "p99", ctx, winner, cons, ties)
         out_png.parent.mkdir(parents=True, exist_ok=True)
         # rendered at the target width (not downscaled): crisp text at any size
         fig.savefig(out_png, dpi=width_px / fig.get_figwidth())

@@ -6,7 +6,9 @@ files of the results schema.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
+import html
 import re
 import shutil
 import subprocess
@@ -329,3 +331,173 @@ def test_index_html_renders_in_headless_chromium(built):
     assert len(page.imgs) == len(EXPECTED) and all((out / s).exists() for s in page.imgs)
     assert "Recommended" in dom or "recommended" in dom
     assert "Recommendation" in dom and "recall@10 ≥ 0.9 on every search step" in dom
+
+
+# --- noisy timings, intervals and what memory counts (issue 14) ------------------------------------------
+NOISE = {"noisy": True, "reasons": ["rounds disagree: p50 0.1–0.2 ms (+100%)"], "p50_round_spread": 1.0,
+         "qps_round_spread": 0.0, "min_cpu_share": 0.97, "thresholds": {"round_spread": 0.25, "min_cpu_share": 0.85}}
+
+
+def _measured_like_now(runs: list[dict], noisy_label: str | None = None, noisy_days: set[int] | None = None,
+                       spread: float = 0.1) -> list[dict]:
+    """The fixture runs as a run writes them now: every timed setting with rounds, 95 % intervals (±`spread`)
+    and a noise verdict — noisy for every setting of the runs of index `noisy_label` (on `noisy_days`, or on
+    every day) — and the index's own memory with the library's count beside it."""
+    out = []
+    for r in copy.deepcopy(runs):
+        for st in r["steps"]:
+            if st["op"] != "search":
+                continue
+            for s in st["settings"]:
+                lat = s["latency_ms"]
+                s["latency_ms_ci95"] = {q: [lat[q] * (1 - spread), lat[q] * (1 + spread)]
+                                        for q in ("p50", "p95", "p99", "mean") if q in lat}
+                s["qps_ci95"] = [s["qps"] * (1 - spread), s["qps"] * (1 + spread)]
+                s["rounds"] = 3
+                hit = r["index"]["label"] == noisy_label and (noisy_days is None or st.get("day") in noisy_days)
+                s["noise"] = copy.deepcopy(NOISE) if hit else {"noisy": False, "reasons": []}
+        mem = r.get("memory") or {}
+        if r["status"] == "ok":
+            r["memory"] = {**mem, "index_bytes": 3 * 2**20, "index_bytes_how": report.memory.HOW,
+                           "library_bytes": {"bytes": 2 * 2**20, "what": "test: codes + ids"},
+                           "index_bytes_last_day": 4 * 2**20}
+        out.append(r)
+    return out
+
+
+def _footer_text(fig) -> str:
+    """The figure's own texts (title, footer) as one line: the footer is wrapped to the figure's width."""
+    return " ".join(" ".join(t.get_text() for t in fig.texts).split())
+
+
+def _saved_svg_points(fig, tmp_path: Path, pattern: str) -> dict[str, int]:
+    svg = tmp_path / "figure.svg"
+    fig.savefig(svg)
+    return _svg_points(svg, pattern)
+
+
+def test_pareto_figures_ring_the_noisy_configurations_and_say_why(tmp_path):
+    runs = results.load_dir(RESULTS / "ci_smoke").runs
+    quiet, _ = recommend.configurations(_measured_like_now(runs))
+    noisy, _ = recommend.configurations(_measured_like_now(runs, noisy_label="hnswlib"))
+    n_noisy = sum(1 for c in noisy if c.noisy_steps)
+    assert n_noisy == sum(1 for c in noisy if c.label == "hnswlib") > 0
+    for cost in ("p99", "p50", "qps"):
+        fig, pts = report.fig_pareto(noisy, cost, "ctx")
+        rings = _saved_svg_points(fig, tmp_path, r"noisy-\d+")
+        # one ringed group per hnswlib policy
+        assert sum(rings.values()) == n_noisy and len(rings) == len({c.policy for c in noisy if c.noisy_steps})
+        assert {k: v for k, v in pts.items() if k.startswith("noisy-")} == rings
+        foot = _footer_text(fig)
+        assert f"NOISY: {n_noisy} of {len(noisy)} configurations" in foot and "rerun on a quiet machine" in foot
+        assert f"{report.timing.ROUND_SPREAD:.0%}" in foot and f"{report.timing.MIN_CPU_SHARE:g}" in foot
+        # every point is still drawn once: the ring is a mark, not a point of its own
+        assert sum(v for k, v in pts.items() if re.fullmatch(r"(front|dominated)-\d+", k)) == len(noisy)
+        fig, pts = report.fig_pareto(quiet, cost, "ctx")
+        assert not _saved_svg_points(fig, tmp_path, r"noisy-.*") and not any(k.startswith("noisy") for k in pts)
+        assert "NOISY" not in _footer_text(fig)
+
+
+def test_p99_figure_draws_the_worst_steps_interval_on_the_fronts(tmp_path):
+    runs = results.load_dir(RESULTS / "ci_smoke").runs
+    cs, _ = recommend.configurations(_measured_like_now(runs))
+    fig, pts = report.fig_pareto(cs, "p99", "ctx")
+    bars = _saved_svg_points(fig, tmp_path, r"ci-\d+-(lo|hi)")  # a cap at each end of a bar
+    fronts = sum(v for k, v in pts.items() if k.startswith("front-"))
+    assert sum(v for k, v in bars.items() if k.endswith("-hi")) == sum(v for k, v in bars.items()
+                                                                        if k.endswith("-lo")) == fronts
+    assert "95 % interval of the worst step's p99" in _footer_text(fig)
+    fig, _ = report.fig_pareto(cs, "p50", "ctx")  # only where the p99 is drawn
+    assert not _saved_svg_points(fig, tmp_path, r"ci-.*")
+    old, _ = recommend.configurations(runs)  # a file without rounds has no interval: no bar, no claim
+    fig, _ = report.fig_pareto(old, "p99", "ctx")
+    assert not _saved_svg_points(fig, tmp_path, r"ci-.*") and "95 %" not in _footer_text(fig)
+
+
+def test_day_by_day_rings_the_noisy_days_p99(tmp_path):
+    runs = results.load_dir(RESULTS / "ci_smoke").runs
+    cs, _ = recommend.configurations(_measured_like_now(runs, noisy_label="annoy", noisy_days={1, 3}))
+    annoy = [c for c in cs if c.label == "annoy"]
+    fig, pts = report.fig_days(cs, "ctx")
+    rings = _saved_svg_points(fig, tmp_path, r"noisy-days-\d+-\d+")
+    assert len(rings) == len(annoy) and set(rings.values()) == {2}  # days 1 and 3 of every annoy line
+    assert sum(v for k, v in pts.items() if k.startswith("noisy-days")) == 2 * len(annoy)
+    p99_points = sum(len(c.steps) for c in cs)
+    assert f"NOISY: {2 * len(annoy)} of {p99_points} p99 points" in _footer_text(fig)
+    fig, pts = report.fig_days(recommend.configurations(_measured_like_now(runs))[0], "ctx")
+    assert not any(k.startswith("noisy") for k in pts) and "NOISY" not in _footer_text(fig)
+
+
+def test_memory_figure_says_what_index_memory_counts(tmp_path):
+    runs = results.load_dir(RESULTS / "ci_smoke").runs
+    old, _ = recommend.configurations(runs)
+    fig, _ = report.fig_memory(old, "ctx")
+    label = fig.axes[0].get_ylabel()
+    assert "RSS after build − before" in label and "older" in label
+    assert "counts the dataset's file pages" in _footer_text(fig)
+    now, _ = recommend.configurations(_measured_like_now(runs))
+    fig, pts = report.fig_memory(now, "ctx")
+    label = fig.axes[0].get_ylabel()
+    assert "held by the index in the run's process" in label and "RSS" not in label
+    assert report.memory.HOW in _footer_text(fig) and "older result files" not in _footer_text(fig)
+    assert "library's own count" in _footer_text(fig)
+    lib = _saved_svg_points(fig, tmp_path, r"lib-\d+")
+    assert sum(lib.values()) == len(now) == sum(v for k, v in pts.items() if k.startswith("lib-"))
+    fig, _ = report.fig_memory(old + now, "ctx")  # old and new files together: the label says they differ
+    assert "two measures" in fig.axes[0].get_ylabel() and "not comparable" in _footer_text(fig)
+    pq = [c for c in now if c.label == "ivf-flat"]
+    pq = [dataclasses.replace(c, label="ivf-pq") for c in pq]
+    fig, _ = report.fig_memory(pq, "ctx")
+    assert "precomputed distance table (nlist·m·256·4 bytes)" in _footer_text(fig)
+
+
+def test_configuration_table_shows_intervals_noise_and_the_librarys_count():
+    runs = results.load_dir(RESULTS / "ci_smoke").runs
+    cs, _ = recommend.configurations(_measured_like_now(runs, noisy_label="hnswlib"))
+    head, rows = report.config_table(cs)
+    col = {h: i for i, h in enumerate(head)}
+    for h in ("p99 ms [95 %]", "noise", "index mem", "library's count", "index mem last day"):
+        assert h in col
+    assert col["library's count"] == col["index mem"] + 1
+    for row in rows:
+        assert re.fullmatch(r"[\d.e+-]+ \[[\d.e+-]+–[\d.e+-]+\]", row[col["p99 ms [95 %]"]]), row
+        assert row[col["noise"]].startswith("noisy (4/4") == (row[col["index"]] == "hnswlib")
+        assert row[col["library's count"]] == "2.0 MiB" and row[col["index mem last day"]] == "4.0 MiB"
+    old_head, old_rows = report.config_table(recommend.configurations(runs)[0])
+    assert all(r[old_head.index("index mem")].endswith("(RSS Δ)") for r in old_rows)
+    assert all(r[old_head.index("library's count")] == "—" for r in old_rows)
+    notes = " ".join(report.config_table_notes(cs))
+    assert "test: codes + ids" in notes and report.memory.HOW in notes
+
+
+def test_build_parameters_are_printed_as_the_library_used_them():
+    runs = results.load_dir(RESULTS / "ci_smoke").runs
+    for r in runs:
+        if r["index"]["label"] == "ivf-flat":
+            r["index"]["build_params_used"] = {**r["index"]["build_params"], "nlist": 894}
+    cs, _ = recommend.configurations(runs)
+    head, rows = report.config_table(cs)
+    builds = [row[head.index("build")] for row in rows if row[head.index("index")] == "ivf-flat"]
+    assert builds and all("nlist=" in b and "→ 894" in b for b in builds), builds
+
+
+def test_index_html_shows_the_tie_set_and_the_noisy_warning(tmp_path):
+    runs = _measured_like_now(results.load_dir(RESULTS / "ci_smoke").runs, noisy_label="hnswlib", spread=0.9)
+    res = tmp_path / "results" / "ci_smoke"
+    res.mkdir(parents=True)
+    for r in runs:
+        r.pop("_path", None)
+        results.write_atomic(res / f"{r['run_id']}.json", r)
+    rec = recommend.recommend(results.load_dir(res).runs, Constraints())[0][0]
+    assert len(rec.ties) > 1 and rec.noisy  # intervals ±90 % overlap; the hnswlib settings are noisy
+    out = tmp_path / "report"
+    rep = report.plot(tmp_path / "results", out, Constraints(), only=["pareto-p99"], write_index=True)
+    page = (out / "index.html").read_text()
+    text = " ".join(_page(page).text)
+    assert "tied within noise" in text and "NOISY" in text and "rerun on a quiet machine" in text
+    for c in rec.ties:
+        assert page.count(html.escape(c.short())) >= 2  # listed under the winner and in the ranked table
+    assert page.count("<tr class='tie'>") == len(rec.ties) - 1 and "<details open>" in page
+    assert any("noisy timings" in n for n in rep.scenarios[0].notes)
+    tied = _svg_points(out / "ci_smoke-recall-p99.svg", "tied")
+    assert tied == {"tied": len([c for c in rec.ties if c.workload == rep.scenarios[0].configs[0].workload]) - 1}
