@@ -11,8 +11,18 @@
                 then that call every `maintain_every` days before the day's search, timed as its own step.
 
 A policy's `search` is what the harness times, so the filtering and merging a policy needs are part of
-its measured cost. Policies never time or print; they track the live set (id → pool row) because the
-rebuild policy and the fresh buffer need the vectors.
+its measured cost — and are written as production code would write them, so that cost is the policy's,
+not this implementation's: whatever a search needs is prepared when the writes happen. Deleted ids are
+an `IdTable` (a dense boolean mask over the id span, or a sorted array for large sparse ids), so a query's
+candidates are filtered with one lookup, never a search through every dead id; `filtered_search` handles
+a batch without a Python loop per query and one row with a few 1-d calls. The rebuild policy keeps its
+fresh buffer contiguous with its L2 norms precomputed, and finds the pool rows of the index's answers in
+the live set's id table rather than a dict per id. The answers are those of the plain implementation
+(same ids, order, ties and −1 padding; tests/test_policies.py compares them), and benchmarks P7
+measures what the policies' own code costs per query.
+
+Policies never time or print; they track the live set (id → pool row) because the rebuild policy and
+the fresh buffer need the vectors.
 """
 
 from __future__ import annotations
@@ -26,9 +36,10 @@ import numpy as np
 from annbench.adapters.base import Adapter, Metric
 from annbench.scenarios import check_policy
 
-# A dense table indexed by id is used while the largest id stays below DENSE_FACTOR × the ids written
-# plus DENSE_FLOOR: for the catalogs annbench ships (ids 0…n) that is one slot per id; for large sparse
-# ids (hashes, database keys) a sorted array answers by binary search instead, so memory stays O(ids).
+# A dense table is used while the span of the ids (largest − smallest + 1) stays below DENSE_FACTOR × the
+# ids written plus DENSE_FLOOR: for ids that are a range, even offset (the catalog's run from 1,000,000),
+# that is about one slot per id. For large sparse ids (hashes, database keys) a sorted array answers by
+# binary search instead, so memory stays O(ids) whatever the ids are.
 DENSE_FACTOR = 8
 DENSE_FLOOR = 1 << 16
 
@@ -36,54 +47,73 @@ DENSE_FLOOR = 1 << 16
 class IdTable:
     """A value per id, looked up for a whole array of ids at once (no Python per id on the search path).
 
-    Written at write time (build / insert / delete / update), read at search time. Dense: an array indexed
-    by id with one extra last slot holding `pad`, so the −1 padding of an answer reads `pad` through plain
-    fancy indexing (≈ 0.1 µs for a query's candidates). Sparse: sorted keys and their values, looked up with
-    np.searchsorted. Ids never written read `missing`. The state is one tuple replaced as a whole, so a
-    search running beside a write (annbench.concurrency) never sees keys of one version with values of
-    another; in-place writes to the dense array only flip single entries.
+    Written at write time (build / insert / delete / update), read at search time. Dense: an array over
+    the id span [lo, lo + capacity) with one slot before it holding `pad` and one after it holding
+    `missing`, read with `take(ids − (lo − 1), mode="clip")`: the −1 padding of an answer clips onto the
+    `pad` slot and an id above the span onto the `missing` one, so one lookup needs no masks (≈ 1 µs for a
+    query's candidates). Sparse: sorted keys and their values, looked up with np.searchsorted. The state
+    is one tuple replaced as a whole, so a search running beside a write (annbench.concurrency) never sees
+    an array with another version's offset; in-place writes to the dense array only flip single entries.
     """
 
     def __init__(self, dtype: Any, missing: Any, pad: Any) -> None:
         self.dtype = np.dtype(dtype)
         self.missing = missing
         self.pad = pad
-        self.written = 0  # ids written so far (with repeats across calls): the density rule's denominator
-        self._dense: np.ndarray | None = None  # len = capacity + 1; the last slot is the padding slot
+        self.written = 0  # ids written or reserved so far (with repeats): the density rule's denominator
+        # dense: (array of capacity + 2, shift = lo − 1); sparse: (sorted keys, values)
+        self._dense: tuple[np.ndarray, int] | None = None
         self._sparse: tuple[np.ndarray, np.ndarray] = (np.empty(0, np.int64), np.empty(0, self.dtype))
 
-    def _dense_ok(self, top: int) -> bool:
-        return top < DENSE_FACTOR * self.written + DENSE_FLOOR
+    def _span_ok(self, lo: int, top: int) -> bool:
+        return top - lo < DENSE_FACTOR * self.written + DENSE_FLOOR
 
-    def _grow(self, top: int) -> None:
-        """Make `top` addressable: grow the dense array (with slack, ids tend to rise day by day) or go sparse."""
+    def _cover(self, lo: int, top: int) -> None:
+        """Make ids lo…top addressable: grow the dense span (with slack above, as ids tend to rise day by
+        day), or go sparse when the span would be too wide for the ids written."""
         dense = self._dense
-        if dense is not None and top < len(dense) - 1:
-            return
-        if not self._dense_ok(top):
-            if dense is not None:  # a large id arrived: keep what is written, sorted, and go sparse
-                keys = np.flatnonzero(dense[:-1] != self.missing).astype(np.int64)
-                self._sparse = (keys, dense[keys].copy())
+        if dense is not None:
+            arr, shift = dense
+            cur_lo, cur_top = shift + 1, shift + len(arr) - 2
+            if cur_lo <= lo and top <= cur_top:
+                return
+            lo, top = min(lo, cur_lo), max(top, cur_top)
+        elif len(self._sparse[0]):
+            lo, top = min(lo, int(self._sparse[0][0])), max(top, int(self._sparse[0][-1]))
+        if not self._span_ok(lo, top):
+            if dense is not None:  # too wide now: keep what is written, sorted, and go sparse
+                arr, shift = dense
+                pos = np.flatnonzero(arr[1:-1] != self.missing)
+                self._sparse = (pos.astype(np.int64) + shift + 1, arr[1:-1][pos].copy())
                 self._dense = None
             return
-        cap = max(top + 1, int((len(dense) - 1) * 1.25) if dense is not None else 0)
-        cap = min(cap, max(top + 1, DENSE_FACTOR * self.written + DENSE_FLOOR))
-        grown = np.full(cap + 1, self.missing, self.dtype)
+        slack = (top - lo + 1) // 4
+        top = min(top + slack, lo + DENSE_FACTOR * self.written + DENSE_FLOOR - 1)
+        grown = np.full(top - lo + 3, self.missing, self.dtype)
+        grown[0] = self.pad
+        shift = lo - 1
         if dense is not None:
-            grown[: len(dense) - 1] = dense[:-1]
+            arr, old_shift = dense
+            start = old_shift - shift
+            grown[start + 1: start + len(arr) - 1] = arr[1:-1]
         else:
             keys, vals = self._sparse
-            grown[keys] = vals
-        grown[-1] = self.pad
-        self._dense = grown  # one reference swap: a reader holds the old array or the new one
+            grown[keys - shift] = vals
+        self._dense = (grown, shift)  # one reference swap: a reader holds the old state or the new one
 
     def reserve(self, ids: np.ndarray) -> None:
-        """Make every id of `ids` addressable without writing it: the ids an index holds, so that looking up
-        its answers in the dense array never falls off its end."""
+        """Make every id of `ids` addressable without writing it: the ids an index holds, so that `get` on
+        its answers is exact (see `get`)."""
         ids = np.asarray(ids, np.int64)
         if len(ids):
             self.written += len(ids)
-            self._grow(int(ids.max()))
+            self._check(int(ids.min()))
+            self._cover(int(ids.min()), int(ids.max()))
+
+    @staticmethod
+    def _check(lo: int) -> None:
+        if lo < 0:
+            raise ValueError(f"ids must be non-negative, got {lo}")
 
     def put(self, ids: np.ndarray, values: Any) -> None:
         """Set ids → values (a scalar or one value per id); for an id given twice the last value wins."""
@@ -93,12 +123,13 @@ class IdTable:
         vals = np.broadcast_to(np.asarray(values, self.dtype), ids.shape)
         uniq, last = np.unique(ids[::-1], return_index=True)  # last occurrence wins, as dict.update
         vals = vals[::-1][last]
-        if uniq[0] < 0:
-            raise ValueError(f"ids must be non-negative, got {int(uniq[0])}")
+        self._check(int(uniq[0]))
         self.written += len(uniq)
-        self._grow(int(uniq[-1]))
-        if self._dense is not None:
-            self._dense[uniq] = vals
+        self._cover(int(uniq[0]), int(uniq[-1]))
+        dense = self._dense
+        if dense is not None:
+            arr, shift = dense
+            arr[uniq - shift] = vals
             return
         keys, old = self._sparse
         pos = np.searchsorted(keys, uniq)
@@ -110,31 +141,40 @@ class IdTable:
         self._sparse = (np.insert(keys, pos[new], uniq[new]), np.insert(merged, pos[new], vals[new]))
 
     def get(self, ids: np.ndarray) -> np.ndarray:
-        """Values for an array of ids (any shape): `pad` for −1, `missing` for ids never written."""
+        """Values for an array of ids (any shape), on the search path: `pad` for −1, `missing` for ids
+        never written. Exact for −1 and for ids at or above the smallest id written or reserved (every
+        answer of an index whose ids were reserved); below it, dense reads `pad` — use `lookup` there."""
         dense = self._dense
         if dense is not None:
-            try:
-                return dense[ids]  # −1 reads the padding slot; ids ≥ 0 are below capacity by construction
-            except IndexError:  # an id above every id written (never returned by an index it was not given)
-                ids = np.asarray(ids)
-                inside = ids < len(dense) - 1
-                return np.where(inside, dense[np.where(inside, ids, -1)], self.missing).astype(self.dtype)
+            arr, shift = dense
+            return arr.take(ids - shift, mode="clip")
         keys, vals = self._sparse
         ids = np.asarray(ids)
         if len(keys) == 0:
-            return np.where(ids == -1, self.pad, self.missing).astype(self.dtype)
+            return np.where(ids < 0, self.pad, self.missing).astype(self.dtype)
         pos = np.minimum(np.searchsorted(keys, ids), len(keys) - 1)
         out = np.where(keys[pos] == ids, vals[pos], self.missing).astype(self.dtype)
-        out[ids == -1] = self.pad
+        out[ids < 0] = self.pad
+        return out
+
+    def lookup(self, ids: np.ndarray) -> np.ndarray:
+        """`get` for any ids (off the search path): `pad` for negative ones, `missing` for unknown ones."""
+        ids = np.asarray(ids, np.int64)
+        out = self.get(ids)
+        dense = self._dense
+        if dense is not None:
+            out = np.where((ids >= 0) & (ids <= dense[1]), self.missing, out).astype(self.dtype)
+            out[ids < 0] = self.pad
         return out
 
     def keys_where(self, pred: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """(ids, values) whose value satisfies `pred`, in id order."""
         dense = self._dense
         if dense is not None:
-            body = dense[:-1]
-            ids = np.flatnonzero(pred(body)).astype(np.int64)
-            return ids, body[ids]
+            arr, shift = dense
+            body = arr[1:-1]
+            pos = np.flatnonzero(pred(body))
+            return pos.astype(np.int64) + shift + 1, body[pos]
         keys, vals = self._sparse
         sel = pred(vals)
         return keys[sel], vals[sel]
@@ -174,8 +214,7 @@ class LiveSet:
     def rows_for(self, ids: np.ndarray) -> np.ndarray:
         """Pool rows for an id array (−1 for padding and for ids that are not live)."""
         ids = np.asarray(ids, dtype=np.int64)
-        # −1 reads −1 from the table; any other negative number is not an id, and reads −1 too
-        return np.where(ids < 0, -1, self._rows.get(np.maximum(ids, -1)))
+        return self._rows.lookup(ids)
 
 
 def distances(queries: np.ndarray, pool: np.ndarray, rows: np.ndarray, metric: Metric) -> np.ndarray:
@@ -203,6 +242,7 @@ class Policy:
         self.adapter: Adapter | None = None
         self.search_params: dict[str, Any] = {}
         self.fresh_ids: set[int] = set()  # inserted or updated since the last (re)build
+        self.before_index_build: Callable[[], None] | None = None  # called by build() just before the index
 
     def _vectors(self, rows: np.ndarray) -> np.ndarray:
         # A gathered copy is C-contiguous float32, so no library copies it again.
@@ -210,13 +250,16 @@ class Policy:
 
     def build(self, rows: np.ndarray, ids: np.ndarray) -> None:
         self.close()  # a rebuild replaces the index: release what the old one holds outside the process
+        self.live = LiveSet()
+        self.live.add(rows, ids)
+        self.fresh_ids.clear()
+        if self.before_index_build is not None:
+            # the harness's memory reading: the policy's bookkeeping is in place, the index not yet begun
+            self.before_index_build()
         self.adapter = self.make_adapter()
         self.adapter.build(self._vectors(rows), ids)
         if self.search_params:
             self.adapter.set_search_params(**self.search_params)
-        self.live = LiveSet()
-        self.live.add(rows, ids)
-        self.fresh_ids.clear()
 
     def insert(self, rows: np.ndarray, ids: np.ndarray) -> None:
         self.adapter.add(self._vectors(rows), ids)
@@ -271,7 +314,7 @@ class Tombstones:
         uniq = np.unique(np.asarray(ids, np.int64))
         if len(uniq) == 0:
             return
-        self.count += int((~self.table.get(uniq)).sum())
+        self.count += int((~self.table.lookup(uniq)).sum())
         self.table.put(uniq, True)
 
     def is_dead(self, ids: np.ndarray) -> np.ndarray:
@@ -444,6 +487,8 @@ class RebuildPolicy(Policy):
         buf_ids, buf_vecs, buf_sq = self._buf
         if len(buf_ids) == 0:
             return main
+        if len(queries) == 1:  # one-row searches (what the harness times): 1-d, fewest calls
+            return self._merge_one(queries, k, main[0], buf_ids, buf_vecs, buf_sq)
         # Merge by true distance: the index's answers (their rows from the live set's table: the −1
         # padding reads −1, hence +inf) with the exact buffer's top k. Same float32 arithmetic as
         # `distances`, so ties and order are those of a plain implementation.
@@ -454,15 +499,6 @@ class RebuildPolicy(Policy):
         else:
             buf_d = np.sqrt(np.maximum((queries * queries).sum(1)[:, None] + buf_sq[None, :] - 2.0 * prod, 0.0))
         kb = min(k, len(buf_ids))
-        if len(queries) == 1:  # one-row searches (what the harness times): 1-d, fewest calls
-            row = buf_d[0]
-            top = np.argpartition(row, kb - 1)[:kb]
-            cand_d = np.concatenate([main_d[0], row[top].astype(np.float32)])
-            cand_i = np.concatenate([main[0], buf_ids[top]])
-            order = np.argsort(cand_d, kind="stable")[:k]
-            out = cand_i[order]
-            out[cand_d[order] == np.inf] = -1
-            return out[None, :]
         top = np.argpartition(buf_d, kb - 1, axis=1)[:, :kb]
         cand_d = np.concatenate([main_d, np.take_along_axis(buf_d, top, 1).astype(np.float32)], axis=1)
         cand_i = np.concatenate([main, buf_ids[top]], axis=1)
@@ -470,6 +506,35 @@ class RebuildPolicy(Policy):
         out = np.take_along_axis(cand_i, order, 1)
         out[np.take_along_axis(cand_d, order, 1) == np.inf] = -1
         return out
+
+
+    def _merge_one(self, query: np.ndarray, k: int, ans: np.ndarray, buf_ids: np.ndarray, buf_vecs: np.ndarray,
+                   buf_sq: np.ndarray | None) -> np.ndarray:
+        """`search`'s merge for one query row: the operations of the batch path (and of `distances`) on
+        the same shapes, so the floats, and with them ties and order, are the same; fewer calls."""
+        rows = self.live.rows_of_answers(ans)
+        gap = rows.min() < 0  # padding, or an answer no longer live: +inf, as in `distances`
+        vecs = np.asarray(self._pool_rows.take(np.maximum(rows, 0) if gap else rows, axis=0), dtype=np.float32)
+        if buf_sq is None:
+            main_d = 1.0 - np.einsum("qd,qmd->qm", query, vecs[None])[0]
+        else:
+            diff = vecs[None] - query[:, None, :]
+            main_d = np.sqrt(np.einsum("qmd,qmd->qm", diff, diff))[0]
+        if gap:
+            main_d = np.where(rows < 0, np.inf, main_d)
+        main_d = main_d.astype(np.float32, copy=False)
+        prod = query @ buf_vecs.T  # the exact search over the buffer: one contiguous matrix-vector product
+        if buf_sq is None:
+            row = (1.0 - prod)[0]
+        else:
+            row = np.sqrt(np.maximum((query * query).sum(1)[:, None] + buf_sq[None, :] - 2.0 * prod, 0.0))[0]
+        kb = min(k, len(buf_ids))
+        top = row.argpartition(kb - 1)[:kb]  # linear selection; only the 2k candidates get sorted
+        cand_d = np.concatenate((main_d, row[top].astype(np.float32, copy=False)))
+        order = cand_d.argsort(kind="stable")[:k]
+        out = np.concatenate((ans, buf_ids[top]))[order]
+        out[cand_d[order] == np.inf] = -1
+        return out[None, :]
 
 
 class MaintainPolicy(Policy):

@@ -265,13 +265,15 @@ def check_same(new: Any, ref: Any, queries: np.ndarray, ks: tuple[int, ...]) -> 
             np.testing.assert_array_equal(one, ref.search(queries[i:i + 1], k), err_msg=f"single query {i}, k={k}")
 
 
-def replay(policy_cls: type[Policy], ref_cls: type, metric: Metric, partial: bool, sparse_ids: bool,
+def replay(policy_cls: type[Policy], ref_cls: type, metric: Metric, partial: bool, id_kind: str,
            seed: int, n: int = 400, dim: int = 8, days: int = 6, ks: tuple[int, ...] = (1, 5, 10, 40)) -> None:
     rng = np.random.default_rng(seed)
     pool = make_pool(rng, n, dim, metric)
-    # ids chosen by "the user's data": a shuffled 0…n or large sparse ones (sparse table, not a mask)
-    id_of_row = (rng.permutation(n).astype(np.int64) if not sparse_ids
-                 else np.sort(rng.choice(2**40, n, replace=False)).astype(np.int64) + 10**12)
+    # ids chosen by "the user's data": a shuffled 0…n, an offset range (dense tables over the span) or
+    # large sparse ones (sorted-array tables)
+    id_of_row = {"range": rng.permutation(n).astype(np.int64),
+                 "offset": rng.permutation(n).astype(np.int64) + 1_000_000,
+                 "sparse": np.sort(rng.choice(2**40, n, replace=False)).astype(np.int64) + 10**12}[id_kind]
     pols = [cls(lambda: FakeIndex(metric, partial), pool, metric, rebuild_every=2) for cls in (policy_cls, ref_cls)]
     n0 = n // 2
     built = np.arange(n0)
@@ -323,12 +325,12 @@ def replay(policy_cls: type[Policy], ref_cls: type, metric: Metric, partial: boo
 
 @pytest.mark.parametrize("metric", [Metric.L2, Metric.COSINE])
 @pytest.mark.parametrize("partial", [False, True])
-@pytest.mark.parametrize("sparse_ids", [False, True])
+@pytest.mark.parametrize("id_kind", ["range", "offset", "sparse"])
 @pytest.mark.parametrize("policy", ["tombstone", "rebuild"])
-def test_search_matches_the_plain_implementation(policy: str, metric: Metric, partial: bool, sparse_ids: bool) -> None:
+def test_search_matches_the_plain_implementation(policy: str, metric: Metric, partial: bool, id_kind: str) -> None:
     new, ref = (TombstonePolicy, RefTombstone) if policy == "tombstone" else (RebuildPolicy, RefRebuild)
     for seed in range(3):
-        replay(new, ref, metric, partial, sparse_ids, seed)
+        replay(new, ref, metric, partial, id_kind, seed)
 
 
 @pytest.mark.parametrize("policy", ["tombstone", "rebuild"])
@@ -424,6 +426,24 @@ def test_id_table_dense_sparse_and_padding() -> None:
     flags.put(np.array([1, 7]), True)
     got = flags.get(np.array([[1, 2, -1, 7, DENSE_FLOOR + 9]]))
     np.testing.assert_array_equal(got, [[True, False, True, True, False]])
+
+
+def test_id_table_offset_ids_stay_dense_and_rebase() -> None:
+    """Ids in an offset range (the catalog's start at 1,000,000) get a dense table over their span; an id
+    below the span moves it down, keeping what was written."""
+    t = IdTable(np.int64, missing=-1, pad=-1)
+    t.put(np.arange(1_000_000, 1_000_100), np.arange(100))
+    assert t._dense is not None and len(t._dense[0]) < 1000
+    t.put(np.array([999_000]), 5)
+    assert t._dense is not None
+    np.testing.assert_array_equal(t.get(np.array([999_000, 1_000_050, -1, 2_000_000])), [5, 50, -1, -1])
+    np.testing.assert_array_equal(t.lookup(np.array([0, 998_999, 999_000, -7])), [-1, -1, 5, -1])
+    flags = IdTable(np.bool_, missing=False, pad=True)
+    flags.reserve(np.array([500, 900]))
+    flags.put(np.array([600]), True)
+    # `get` is exact at or above the smallest id reserved; `lookup` everywhere
+    np.testing.assert_array_equal(flags.get(np.array([-1, 500, 600, 10**9])), [True, False, True, False])
+    np.testing.assert_array_equal(flags.lookup(np.array([-1, 3, 600])), [True, False, True])
 
 
 def test_tombstones_count_distinct_ids() -> None:
