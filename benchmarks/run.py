@@ -1,4 +1,4 @@
-"""annbench's performance suite: one line per target P1–P6 of issue 7, each a figure measured in this run.
+"""annbench's performance suite: one line per target (P1–P6 of issue 7, P7 of issue 14), each measured in this run.
 
     python benchmarks/run.py                      # every target at the issue's sizes (~10–15 min on 2 cores)
     python benchmarks/run.py --only P1,P2         # a subset
@@ -26,7 +26,7 @@ from pathlib import Path
 
 from common import Line, blas_info, fmt_figure, machine
 
-TARGETS = ("P1", "P2", "P3", "P4", "P5", "P6")
+TARGETS = ("P1", "P2", "P3", "P4", "P5", "P6", "P7")
 TITLES = {
     "P1": "timed search ÷ bare library loop",
     "P2": "exact ground truth throughput and memory",
@@ -34,6 +34,7 @@ TITLES = {
     "P4": "annbench run --scenario reseller_daily_updates",
     "P5": "harness memory on a 1M × 128 memory-mapped catalog",
     "P6": "loading and plotting 1,000 result files",
+    "P7": "tombstone / rebuild policies' own code per query, day 7",
 }
 
 
@@ -45,7 +46,8 @@ def sizes(quick: bool) -> dict[str, dict]:
                 "P3": {"days": 5, "n": 20_000, "initial_fraction": 0.4, "repeats": 2},
                 "P4": {"scenario": "reseller_daily_updates", "scale": 0.1, "limit_s": 600.0},
                 "P5": {"n": 100_000},
-                "P6": {"count": 100, "limit_s": 10.0}}
+                "P6": {"count": 100, "limit_s": 10.0},
+                "P7": {"scale": 0.2, "repeats": 3}}
     return {"P1": {"n": 50_000, "n_queries": 1_000, "repeats": 21},  # reseller_daily_updates' catalog size
             "P2": {"n": 200_000, "n_queries": 10_000, "k": 100, "repeats": 3},
             # reseller_daily_updates for 30 days: day 0 = 35,000 images as in the shipped scenario
@@ -53,12 +55,14 @@ def sizes(quick: bool) -> dict[str, dict]:
             "P3": {"days": 30, "n": 87_500, "initial_fraction": 0.4, "repeats": 9},
             "P4": {"scenario": "reseller_daily_updates", "scale": 1.0, "limit_s": 600.0},
             "P5": {"n": 1_000_000},
-            "P6": {"count": 1_000, "limit_s": 10.0}}
+            "P6": {"count": 1_000, "limit_s": 10.0},
+            "P7": {"scale": 1.0, "repeats": 7}}  # the shipped main job, day 7
 
 
 def runners(size: dict[str, dict], want_profile: bool) -> dict[str, Callable[[], list[Line]]]:
     import bench_groundtruth
     import bench_harness
+    import bench_policies
     import bench_results
     import bench_search
 
@@ -69,6 +73,7 @@ def runners(size: dict[str, dict], want_profile: bool) -> dict[str, Callable[[],
         "P4": lambda: bench_harness.measure_run(**size["P4"]),
         "P5": lambda: bench_harness.measure_memory(**size["P5"]),
         "P6": lambda: bench_results.measure(**size["P6"], want_profile=want_profile),
+        "P7": lambda: bench_policies.measure(**size["P7"], want_profile=want_profile),
     }
 
 
