@@ -373,14 +373,18 @@ def filtered_search(adapter: Adapter, queries: np.ndarray, k: int, dead: Tombsto
     fetch = min(in_index, math.ceil(k / (1.0 - dead_share) * 1.2) + 2)
     is_dead = dead.is_dead
     if len(queries) == 1:  # the harness times one-row searches: 1-d operations, fewest calls
+        got = adapter.search(queries, fetch)[0]
+        valid = got[~is_dead(got)][:k]  # the −1 padding reads dead too
+        if len(valid) == k and valid.dtype == np.int64:
+            return valid[None, :]  # the common case: a full first page (a fresh array, owned by the caller)
         out = np.full((1, k), -1, dtype=np.int64)
         while True:
-            got = adapter.search(queries, fetch)[0]
-            valid = got[~is_dead(got)][:k]  # the −1 padding reads dead too
             out[0, : len(valid)] = valid
             if len(valid) == k or fetch >= in_index or not (got >= 0).all():
                 return out
             fetch = min(in_index, fetch * 2)
+            got = adapter.search(queries, fetch)[0]
+            valid = got[~is_dead(got)][:k]
     nq = len(queries)
     out = np.full((nq, k), -1, dtype=np.int64)
     todo = np.arange(nq)
