@@ -316,7 +316,8 @@ def _measure_state(case: Case, pols: dict[str, Any], day: int, singles: list[np.
         extra = round(of["median_us_extra"]) + 0  # + 0 turns −0 into 0
         what = f"{case.label} day {day} {name}: own µs/query (old {old:.0f}; fetch {of['fetch']}/{k}: {extra:+d} µs)"
         raw = {**raw_common, "policy": name,
-               "own_median_us": cur, "own_p90_us": float(np.quantile(np.median(own[(name, "current")], axis=0), 0.9)),
+               "own_median_us": cur,
+               "own_p90_us": float(np.quantile(np.median(own[(name, "current")], axis=0), 0.9)) / 1e3,
                "plain_own_median_us": old,
                "adapter_median_us": float(np.median(lib[(name, "current")])) / 1e3,
                "adapter_calls_per_query": {str(c): calls[(name, "current")].count(c)
