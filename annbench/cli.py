@@ -7,6 +7,7 @@ no traceback); 130 interrupted. Paths come from options with defaults relative t
 
 from __future__ import annotations
 
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -152,6 +153,12 @@ def _run_sweep(sc: Any, ex: Any, out_dir: Path, cache_dir: Path | None, force: b
     counts = {s: sum(o.status == s for o in done) for s in ("ok", "skipped", "failed", "timeout")}
     tally = ", ".join(f"{v} {k}" for k, v in counts.items())
     click.echo(f"annbench: done in {time.perf_counter() - t0:.0f} s: {tally}; results in {out_dir / sc.name}")
+    noisy = sum(harness.noisy_settings(o.doc or {}) > 0 for o in done if o.status == "ok")
+    if noisy:
+        click.echo(f"annbench: {noisy} run(s) had noisy timing steps (rounds that disagree, or a timed thread "
+                   "without its core): their latency figures are marked; rerun them on a quiet machine (--force)")
+    click.echo(f"annbench: next: annbench plot {shlex.quote(str(out_dir))}   ·   "
+               f"annbench recommend {shlex.quote(str(out_dir))} --min-recall 0.9")
 
 
 # --- list --------------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from annbench import metrics
+from annbench import metrics, timing
 from annbench.adapters.base import Adapter, Metric, Safety, declared_safety
 from annbench.groundtruth import exact_knn, true_distances
 from annbench.policies import Policy
@@ -343,7 +343,7 @@ def measure_level(policy: Policy, singles: list[np.ndarray], k: int, threads: in
                             lambda now, start: now - start >= budget, per_thread_init=_one_library_thread(policy))
     finally:
         policy.adapter.set_threads(base)
-    return {**load.summary(), "free_cores": control}
+    return {**load.summary(), "free_cores": control, "load1": timing.load_average()}
 
 
 def batch_qps(policy: Policy, queries: np.ndarray, k: int, library_threads: int) -> dict[str, Any]:
@@ -367,21 +367,54 @@ def batch_qps(policy: Policy, queries: np.ndarray, k: int, library_threads: int)
 
 
 def measure_levels(policy: Policy, queries: np.ndarray, singles: list[np.ndarray], k: int,
-                   spec: Concurrency, step_batch: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+                   spec: Concurrency, step_batch: dict[str, Any] | None = None,
+                   rounds: int = 1) -> list[dict[str, Any]]:
     """Every level of `search.concurrency` for the current search setting: clients, and batch beside it.
+
+    The levels run in `rounds` rounds (level 1, level 2, …, then again), each `seconds / rounds` long, so a
+    burst of load on the machine shows as a round that disagrees instead of as one level's figure. Per
+    level: QPS is the median over rounds with a 95 % interval (annbench.timing), latencies pool every
+    round's samples, and `per_round` keeps each round's figures.
 
     `step_batch` ({"library_threads", "qps"}) is the batch figure the search step measured already; a
     level with that many library threads reuses it instead of timing the same call again.
     """
+    seconds = max(spec.seconds / rounds, 0.02)
+    per: dict[int, list[dict[str, Any]]] = {level: [] for level in spec.levels}
+    for _ in range(rounds):
+        for level in spec.levels:
+            per[level].append(measure_level(policy, singles, k, level, seconds))
     out = []
     for level in spec.levels:
-        rec = measure_level(policy, singles, k, level, spec.seconds)
+        rec = _pool_rounds(per[level])
         if step_batch is not None and step_batch["library_threads"] == level:
             rec["batch"] = {**step_batch, "from": "the search step's batch figure"}
         else:
             rec["batch"] = batch_qps(policy, queries, k, level)
         out.append(rec)
     return out
+
+
+def _pool_rounds(recs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One level's record from its rounds (`measure_level` each): the same keys, figures over all rounds."""
+    lat = np.asarray([x for r in recs for x in r["latency_ns"]], dtype=np.int64)
+    qps = np.asarray([r["qps"] for r in recs], dtype=np.float64)
+    wall = sum(r["seconds"] for r in recs)
+    cpu = sum(r["cpu_seconds"] for r in recs)
+    boot = np.median(qps[np.random.default_rng(0).integers(0, len(qps), size=(timing.BOOTSTRAP, len(qps)))],
+                     axis=1)
+    return {
+        "threads": recs[0]["threads"], "seconds": wall, "queries": int(lat.size),
+        "qps": float(np.median(qps)), "qps_ci95": [float(x) for x in np.quantile(boot, [0.025, 0.975])],
+        "latency_ms": metrics.latency_summary(lat), "latency_ns": lat.tolist(),
+        "per_thread_queries": [sum(q) for q in zip(*(r["per_thread_queries"] for r in recs), strict=True)],
+        "cpu_seconds": cpu, "cpu_utilisation": cpu / wall if wall > 0 else float("nan"),
+        "free_cores": float(min(r["free_cores"] for r in recs)),
+        "rounds": len(recs),
+        "per_round": [{"qps": r["qps"], "p50_ms": r["latency_ms"]["p50"], "p99_ms": r["latency_ms"]["p99"],
+                       "cpu_utilisation": r["cpu_utilisation"], "free_cores": r["free_cores"],
+                       "load1": r["load1"]} for r in recs],
+    }
 
 
 # --- search while updating ------------------------------------------------------------------------------------

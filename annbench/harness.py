@@ -199,7 +199,9 @@ def existing_result(path: Path, prep: Prepared, spec: RunSpec) -> dict[str, Any]
         return None
     same = (doc["scenario"]["hash"] == prep.scenario.content_hash()
             and doc["dataset"]["hash"] == prep.dataset_info["hash"]
-            and doc["index"] == _index_record(spec, prep.scenario))
+            # what the library resolved (build_params_used) is the run's outcome, not its configuration
+            and {k: v for k, v in doc["index"].items() if k != "build_params_used"}
+            == _index_record(spec, prep.scenario))
     return doc if same else None
 
 
@@ -404,7 +406,8 @@ def make_doc(prep: Prepared, spec: RunSpec, record: dict[str, Any]) -> dict[str,
         "scenario": {"name": sc.name, "hash": sc.content_hash(), "path": sc.path, "k": sc.k,
                      "scale": sc.scale, "timeline": sc.timeline.kind, "runbook": sc.timeline.runbook is not None},
         "dataset": prep.dataset_info,
-        "index": _index_record(spec, sc),
+        "index": {**_index_record(spec, sc),
+                  **({"build_params_used": payload["build_params_used"]} if "build_params_used" in payload else {})},
         "threads": sc.threads,
         "status": record["status"],
         "error": record["error"],
@@ -487,8 +490,17 @@ def _describe_exit(rc: int, log_path: Path) -> str:
     return f"the run {what}" + (f": {tail[:400]}" if tail else "")
 
 
+def noisy_settings(doc: dict[str, Any]) -> int:
+    """How many (search step, setting) timings of a run were marked noisy (annbench.timing.noise_verdict)."""
+    return sum(bool((s.get("noise") or {}).get("noisy")) for st in doc.get("steps", []) for s in st.get("settings", []))
+
+
 def summary_line(outcome: RunOutcome) -> str:
-    """One line per finished run: index, params, policy, best recall with its QPS, memory."""
+    """One line per finished run, with the figures the report ranks on, each labelled with its worst step.
+
+    The setting shown is the one with the best worst-step recall; its p99 and QPS are that setting's worst
+    steps too (each named), so no figure of one day sits beside another day's unlabelled.
+    """
     spec, doc = outcome.spec, outcome.doc or {}
     head = f"{spec.index.label} [{spec.policy}]"
     if spec.size:
@@ -497,17 +509,27 @@ def summary_line(outcome: RunOutcome) -> str:
         return f"  = {head}: already done ({doc.get('status')})"
     if outcome.status != "ok":
         return f"  ✗ {head}: {outcome.status}: {doc.get('error')}"
-    # The setting with the best worst-day recall: an average would hide a bad day.
-    worst: dict[str, dict[str, Any]] = {}
+    per: dict[str, list[tuple[int, dict[str, Any]]]] = {}
     for step in doc["steps"]:
         for s in step.get("settings", []):
-            key = json.dumps(s["params"], sort_keys=True)
-            if key not in worst or s["recall"] < worst[key]["recall"]:
-                worst[key] = s
-    mem = (doc.get("memory") or {}).get("rss_steady_bytes", 0) / 2**20
-    if not worst:
+            per.setdefault(json.dumps(s["params"], sort_keys=True), []).append((int(step.get("day") or 0), s))
+    if not per:
         return f"  ✓ {head}"
-    best = max(worst.values(), key=lambda s: s["recall"])
-    return (f"  ✓ {head}: worst-day recall@{doc['scenario']['k']} {best['recall']:.3f} "
-            f"at {json.dumps(best['params'], sort_keys=True)}, {best['qps']:.0f} QPS, "
-            f"p99 {best['latency_ms']['p99']:.2f} ms, RSS {mem:.0f} MiB")
+    what = "day" if doc["scenario"].get("timeline") == "daily" else "step"
+    key = max(per, key=lambda kk: min(s["recall"] for _d, s in per[kk]))
+    steps = per[key]
+    rd, rs = min(steps, key=lambda x: x[1]["recall"])
+    pd, ps = max(steps, key=lambda x: x[1]["latency_ms"]["p99"])
+    qd, qs = min(steps, key=lambda x: x[1]["qps"])
+    lo, hi = (ps.get("latency_ms_ci95") or {}).get("p99") or (None, None)
+    band = f" [{lo:.3g}–{hi:.3g}]" if lo is not None else ""
+    mem = doc.get("memory") or {}
+    own = mem.get("index_bytes")
+    memory = f"index {own / 2**20:.1f} MiB" if isinstance(own, (int, float)) else \
+        f"RSS {mem.get('rss_steady_bytes', 0) / 2**20:.0f} MiB"
+    noisy = [s for _d, s in steps if (s.get("noise") or {}).get("noisy")]
+    params = ", ".join(f"{k}={v}" for k, v in json.loads(key).items()) or "—"
+    return (f"  ✓ {head} {params}: worst-{what} recall@{doc['scenario']['k']} {rs['recall']:.3f} ({what} {rd}) · "
+            f"worst-{what} p99 {ps['latency_ms']['p99']:.3g} ms{band} ({what} {pd}) · "
+            f"worst-{what} QPS {qs['qps']:,.0f} ({what} {qd}) · {memory}"
+            + (f" · NOISY ({len(noisy)}/{len(steps)} {what}s)" if noisy else ""))

@@ -7,7 +7,15 @@ report (`annbench.report`) shares, and the `annbench recommend` verdict.
 The rules, chosen so a recommendation holds on the worst day rather than on average:
 - a configuration is feasible when it meets every constraint on *every* search step of its run (a policy
   that loses recall on day 5 is rejected even when its 7-day average passes);
-- memory is the index's own: steady RSS after build minus the run's RSS before the build;
+- memory is the index's own: the anonymous memory the run's process holds after the build beyond what it
+  held just before (annbench.memory), plus a database's files and server outside the process;
+- ranking uses figures that hold still: on latency, a typical step's p99 (the median over search steps of
+  each step's p99, itself a median over `search.rounds` rounds) with its 95 % interval; a configuration whose
+  interval overlaps the best one's is *tied within noise* with it, and a tie is broken by the stated
+  secondary criteria (memory, then build time, then the higher worst-step recall) — never by a gap smaller
+  than the noise. Memory within 5 % and build times within 20 % (single measurements) count as ties too;
+- a configuration with a step whose timings were disturbed (annbench.timing: rounds that disagree, or a
+  timed thread without its core) is marked noisy wherever it is shown;
 - configurations are only compared within one *workload* (same scenario, dataset and catalog size):
   a latency at 10k vectors says nothing about one at 1M, so each workload gets its own verdict;
 - a failed or timed-out run is a rejected configuration, with its error as the reason;
@@ -25,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from annbench import results
+from annbench import results, timing
 from annbench.errors import ConfigError
 
 MINIMISE = ("latency", "memory", "build")
@@ -62,6 +70,12 @@ class StepFigures:
     leaks: int
     mean_ms: float = math.nan  # mean single-query latency: 1000/mean_ms is what one client gets
     concurrency: tuple[LevelFigures, ...] = ()  # when the scenario measured concurrency at this step
+    # 95 % intervals of the figures above (annbench.timing); a file without rounds has the figure at both ends
+    p50_ci: tuple[float, float] = (math.nan, math.nan)
+    p99_ci: tuple[float, float] = (math.nan, math.nan)
+    qps_ci: tuple[float, float] = (math.nan, math.nan)
+    rounds: int = 1
+    noise: tuple[str, ...] = ()  # why the step's timings are noisy (annbench.timing.noise_verdict); () = not noisy
 
     def serving_qps(self, max_p99_ms: float | None = None) -> tuple[float, int]:
         """(QPS, client threads) of the best concurrency level, among those with p99 ≤ `max_p99_ms` when
@@ -102,13 +116,15 @@ class Config:
     policy: str
     k: int
     steps: tuple[StepFigures, ...]
-    index_bytes: float  # steady RSS after build − RSS before build
+    index_bytes: float  # the index's own memory (annbench.memory), plus a database's external bytes
     steady_bytes: float
     peak_bytes: float
     baseline_bytes: float
     saved_bytes: float
     build_seconds: float
     run: dict[str, Any] = field(hash=False, compare=False, repr=False)
+    memory_how: str = ""  # what index_bytes counts (an old file's RSS delta, or annbench.memory.HOW)
+    used_build_params: dict[str, Any] = field(default_factory=dict, hash=False)  # as the library used them
 
     # Worst-step figures: the ones constraints and figures use, so nothing hides in an average.
     @property
@@ -122,6 +138,28 @@ class Config:
     @property
     def worst_p99_ms(self) -> float:
         return max(s.p99_ms for s in self.steps)
+
+    @property
+    def worst_p99_step(self) -> StepFigures:
+        return max(self.steps, key=lambda s: _nan_last(s.p99_ms))
+
+    @property
+    def worst_recall_step(self) -> StepFigures:
+        return min(self.steps, key=lambda s: s.recall)
+
+    @property
+    def typical_p99(self) -> tuple[float, float, float]:
+        """(p99, lo, hi): the median over search steps of each step's p99 and of its interval's ends.
+
+        What ranks configurations on latency: each step's p99 is already a median over rounds, and a median
+        over steps holds still where the worst step (a maximum over steps) moves with every disturbance.
+        """
+        return (_median([s.p99_ms for s in self.steps]), _median([s.p99_ci[0] for s in self.steps]),
+                _median([s.p99_ci[1] for s in self.steps]))
+
+    @property
+    def noisy_steps(self) -> list[StepFigures]:
+        return [s for s in self.steps if s.noise]
 
     @property
     def worst_p50_ms(self) -> float:
@@ -167,7 +205,10 @@ class Config:
         return measured or self.steps
 
     def build_text(self) -> str:
-        return params_text(self.build_params)
+        """The build parameters as given, with the value the library used where a size rule resolved one
+        (`nlist=0 → 894`)."""
+        return params_text({k: (f"{v} → {self.used_build_params[k]}" if k in self.used_build_params
+                                and self.used_build_params[k] != v else v) for k, v in self.build_params.items()})
 
     def search_text(self) -> str:
         return params_text(self.search_params)
@@ -193,6 +234,21 @@ class Failure:
     status: str
     error: str
     path: str
+
+
+def _median(values: list[float]) -> float:
+    vals = sorted(v for v in values if math.isfinite(v))
+    if not vals:
+        return math.nan
+    mid = len(vals) // 2
+    return vals[mid] if len(vals) % 2 else (vals[mid - 1] + vals[mid]) / 2
+
+
+def _ci(raw: Any, figure: float) -> tuple[float, float]:
+    """A stored [lo, hi] interval, or the figure at both ends for a file measured before rounds existed."""
+    if isinstance(raw, list) and len(raw) == 2 and all(isinstance(x, (int, float)) for x in raw):
+        return float(raw[0]), float(raw[1])
+    return figure, figure
 
 
 def params_text(params: dict[str, Any]) -> str:
@@ -232,25 +288,35 @@ def configurations(runs: Iterable[dict[str, Any]]) -> tuple[list[Config], list[F
                 key = json.dumps(s["params"], sort_keys=True)
                 params_of[key] = s["params"]
                 lat = s["latency_ms"]
+                ci = s.get("latency_ms_ci95") or {}
+                p50, p99, qps = _num(lat.get("p50")), _num(lat.get("p99")), _num(s.get("qps"))
                 per_setting.setdefault(key, []).append(StepFigures(
                     day=int(step.get("day") or 0), live=int(step.get("live") or 0),
                     queries=int(step.get("count") or 0), recall=float(s["recall"]),
-                    hit_at_k=s.get("hit_at_k"), p_at_k=s.get("p_at_k"), p50_ms=_num(lat.get("p50")),
-                    p99_ms=_num(lat.get("p99")), qps=_num(s.get("qps")), leaks=int(s.get("leaks") or 0),
-                    mean_ms=_num(lat.get("mean")), concurrency=_levels(s.get("concurrency"))))
+                    hit_at_k=s.get("hit_at_k"), p_at_k=s.get("p_at_k"), p50_ms=p50,
+                    p99_ms=p99, qps=qps, leaks=int(s.get("leaks") or 0),
+                    mean_ms=_num(lat.get("mean")), concurrency=_levels(s.get("concurrency")),
+                    p50_ci=_ci(ci.get("p50"), p50), p99_ci=_ci(ci.get("p99"), p99), qps_ci=_ci(s.get("qps_ci95"), qps),
+                    rounds=int(s.get("rounds") or 1), noise=tuple((s.get("noise") or {}).get("reasons") or ())))
         mem = run.get("memory") or {}
         # a database's files and its server's RSS live outside the run's process: they count as memory
         external = float(sum((mem.get("external_bytes") or {}).values()))
         build_s = sum(_num(st.get("seconds"), 0.0) for st in run["steps"] if st["op"] == "build")
+        # the index's own memory (annbench.memory); a file written before it existed has only the RSS delta
+        own = mem.get("index_bytes")
+        index_bytes = _num(own) if own is not None else _num(mem.get("index_rss_bytes"))
+        how = str(mem.get("index_bytes_how") or "RSS after build − before (counts the dataset's file pages too)")
+        used = index.get("build_params_used") or {}
         for key, steps in per_setting.items():
             configs.append(Config(
                 workload=wl, run_id=run["run_id"], name=label.split("[")[0], label=label, family=index["family"],
                 build_params=dict(index.get("build_params") or {}), search_params=dict(params_of[key]),
                 policy=index["policy"], k=int(run["scenario"].get("k") or 0), steps=tuple(steps),
-                index_bytes=_num(mem.get("index_rss_bytes")) + external,
+                index_bytes=index_bytes + external,
                 steady_bytes=_num(mem.get("rss_steady_bytes")) + external,
                 peak_bytes=_num(mem.get("rss_peak_bytes")), baseline_bytes=_num(mem.get("rss_baseline_bytes")),
-                saved_bytes=_num(mem.get("saved_bytes")), build_seconds=build_s, run=run))
+                saved_bytes=_num(mem.get("saved_bytes")), build_seconds=build_s, run=run, memory_how=how,
+                used_build_params=dict(used) if isinstance(used, dict) else {}))
     return configs, failures
 
 
@@ -303,27 +369,63 @@ class Constraints:
             out.append(f"≥ {self.min_qps:g} QPS from single-query client threads{under}, at the best concurrency "
                        "level measured, on every step that measured concurrency (one client when none did)")
         if self.max_memory_gb is not None:
-            out.append(f"index memory ≤ {self.max_memory_gb:g} GB (steady RSS − RSS before build)")
+            out.append(f"index memory ≤ {self.max_memory_gb:g} GB")
         if self.needs_updates:
             out.append("serves daily updates (an ok run of a daily scenario)")
         out.append(f"minimise {OBJECTIVES[self.minimise][0]}")
         return out
 
 
-# objective name → (what it is, key function; lower is better)
+# One measurement each: sizes within 5 % (allocator and page granularity) and build times within 20 % (one
+# timed build on a shared machine) are not told apart, as latencies inside their 95 % intervals are not.
+MEMORY_TOLERANCE = 0.05
+BUILD_TOLERANCE = 0.20
+
+
+def _band(x: float, tol: float) -> tuple[float, float, float]:
+    return x, x / (1 + tol / 2), x * (1 + tol / 2)
+
+
+# objective name → (what it is, figure as (value, lo, hi); lower is better)
 OBJECTIVES = {
-    "latency": ("worst-step p99 latency", lambda c: c.worst_p99_ms),
-    "memory": ("index memory", lambda c: c.index_bytes),
-    "build": ("build time", lambda c: c.build_seconds),
+    "latency": ("p99 latency of a typical search step (median over steps, 95 % interval)", lambda c: c.typical_p99),
+    "memory": ("index memory", lambda c: _band(c.index_bytes, MEMORY_TOLERANCE)),
+    "build": ("build time", lambda c: _band(c.build_seconds, BUILD_TOLERANCE)),
 }
 
 
 def _objective_text(c: Config, minimise: str) -> str:
     if minimise == "latency":
-        return f"{c.worst_p99_ms:.3g} ms"
+        v, lo, hi = c.typical_p99
+        return f"{v:.3g} ms [{lo:.3g}–{hi:.3g}]" if lo != hi else f"{v:.3g} ms"
     if minimise == "memory":
         return fmt_bytes(c.index_bytes)
     return f"{c.build_seconds:.3g} s"
+
+
+def within_noise(a: Config, b: Config, minimise: str) -> bool:
+    """Whether a and b cannot be told apart on the objective: their intervals (or tolerance bands) overlap."""
+    _, alo, ahi = OBJECTIVES[minimise][1](a)
+    _, blo, bhi = OBJECTIVES[minimise][1](b)
+    if not all(math.isfinite(x) for x in (alo, ahi, blo, bhi)):
+        return False
+    return timing.overlap((alo, ahi), (blo, bhi))
+
+
+def tie_break_order(minimise: str) -> list[str]:
+    """The stated secondary criteria inside a tie: the other objectives, latency before memory before build."""
+    return [m for m in MINIMISE if m != minimise]
+
+
+def _pick(ties: list[Config], minimise: str) -> Config:
+    """The configuration a tie set recommends: narrowed by each secondary criterion in turn (keeping every
+    configuration within that criterion's noise of the best), then the higher worst-step recall, then the name."""
+    pool = list(ties)
+    for crit in tie_break_order(minimise):
+        best = min(pool, key=lambda c, k=crit: _nan_last(OBJECTIVES[k][1](c)[0]))
+        pool = [c for c in pool if c is best or within_noise(c, best, crit)]
+    return min(pool, key=lambda c: (-c.worst_recall, _nan_last(OBJECTIVES[minimise][1](c)[0]), c.label,
+                                    c.search_text(), c.policy))
 
 
 def fmt_bytes(b: float) -> str:
@@ -335,33 +437,58 @@ def fmt_bytes(b: float) -> str:
 
 
 def first_failure(c: Config, cons: Constraints) -> str | None:
-    """The first constraint `c` fails, in the order recall, p99, memory, updates; None when feasible.
+    """The first constraint `c` fails, in the order recall, p99, QPS, memory, updates; None when feasible.
 
-    Recall and latency are checked step by step, in order, so the message names the day that failed.
+    The reason gives the worst step's figure (the one that decides), with its interval where it has one.
     """
     what = "day" if c.workload.timeline == "daily" else "step"
-    for s in c.steps:
-        if not s.recall >= cons.min_recall:
-            tail = f" (mean over {len(c.steps)} steps {c.mean_recall:.3f})" if len(c.steps) > 1 else ""
-            return f"recall@{c.k} {s.recall:.3f} < {cons.min_recall:g} on {what} {s.day}{tail}"
+    s = c.worst_recall_step
+    if not s.recall >= cons.min_recall:
+        tail = f" (mean over {len(c.steps)} steps {c.mean_recall:.3f})" if len(c.steps) > 1 else ""
+        return f"recall@{c.k} {s.recall:.3f} < {cons.min_recall:g} on worst {what} {s.day}{tail}"
     if cons.max_p99_ms is not None:
-        for s in c.steps:
-            if not s.p99_ms <= cons.max_p99_ms:
-                return f"p99 {s.p99_ms:.3g} ms > {cons.max_p99_ms:g} ms on {what} {s.day}"
+        s = c.worst_p99_step
+        if not s.p99_ms <= cons.max_p99_ms:
+            lo, hi = s.p99_ci
+            band = f" [95 % {lo:.3g}–{hi:.3g}]" if lo != hi else ""
+            near = "; the limit is inside the noise" if lo <= cons.max_p99_ms else ""
+            noisy = "; that step was noisy" if s.noise else ""
+            return f"p99 {s.p99_ms:.3g} ms{band} > {cons.max_p99_ms:g} ms on worst {what} {s.day}{near}{noisy}"
     if cons.min_qps is not None:
-        for s in c.qps_steps():
-            got, threads = s.serving_qps(cons.max_p99_ms)
-            if not got >= cons.min_qps:
-                how = (f"best of {len(s.concurrency)} concurrency level(s)" if s.concurrency
-                       else "1 client; no concurrency measured")
-                if cons.max_p99_ms is not None:
-                    how += f", p99 ≤ {cons.max_p99_ms:g} ms" + ("" if threads else ": no level keeps it")
-                return f"QPS {got:,.0f} < {cons.min_qps:g} on {what} {s.day} ({how})"
+        served = [(st.serving_qps(cons.max_p99_ms), st) for st in c.qps_steps()]
+        (got, threads), st = min(served, key=lambda x: x[0][0])
+        if not got >= cons.min_qps:
+            how = (f"best of {len(st.concurrency)} concurrency level(s)" if st.concurrency
+                   else "1 client; no concurrency measured")
+            if cons.max_p99_ms is not None:
+                how += f", p99 ≤ {cons.max_p99_ms:g} ms" + ("" if threads else ": no level keeps it")
+            return f"QPS {got:,.0f} < {cons.min_qps:g} on worst {what} {st.day} ({how})"
     if cons.max_memory_gb is not None and not c.index_bytes <= cons.max_memory_gb * _GB:
         return f"index memory {c.index_bytes / _GB:.3g} GB > {cons.max_memory_gb:g} GB"
     if cons.needs_updates and c.workload.timeline != "daily":
         return "not measured under updates (static scenario)"
     return None
+
+
+def closest(configs: list[Config], cons: Constraints) -> list[str]:
+    """For each constraint, the configuration that comes closest to meeting it, with its worst-step figure."""
+    if not configs:
+        return []
+    out = []
+    c = max(configs, key=lambda x: x.worst_recall)
+    out.append(f"recall ≥ {cons.min_recall:g}: closest {c.short()}, worst-step recall@{c.k} {c.worst_recall:.3f}")
+    if cons.max_p99_ms is not None:
+        c = min(configs, key=lambda x: _nan_last(x.worst_p99_ms))
+        out.append(f"p99 ≤ {cons.max_p99_ms:g} ms: closest {c.short()}, worst-step p99 {c.worst_p99_ms:.3g} ms")
+    if cons.min_qps is not None:
+        def served(x: Config) -> float:
+            return min(st.serving_qps(cons.max_p99_ms)[0] for st in x.qps_steps())
+        c = max(configs, key=served)
+        out.append(f"QPS ≥ {cons.min_qps:g}: closest {c.short()}, worst-step {served(c):,.0f} QPS")
+    if cons.max_memory_gb is not None:
+        c = min(configs, key=lambda x: _nan_last(x.index_bytes))
+        out.append(f"memory ≤ {cons.max_memory_gb:g} GB: closest {c.short()}, {fmt_bytes(c.index_bytes)}")
+    return out
 
 
 @dataclass
@@ -370,17 +497,23 @@ class Recommendation:
 
     workload: Workload
     constraints: Constraints
-    ranked: list[Config]
+    ranked: list[Config]  # the recommended configuration first, then the rest of its tie set, then the others
     rejected: list[tuple[Config, str]]
     failed: list[Failure]
     context: str  # dataset, size, k, machine, threads
+    ties: list[Config] = field(default_factory=list)  # the winner and every configuration within its noise
 
     @property
     def winner(self) -> Config | None:
         return self.ranked[0] if self.ranked else None
 
+    @property
+    def noisy(self) -> list[Config]:
+        """Configurations of the tie set (or the winner) with a search step whose timings were disturbed."""
+        return [c for c in (self.ties or self.ranked[:1]) if c.noisy_steps]
+
     def why(self) -> str:
-        """One line: why the winner, or why nothing is feasible."""
+        """Why the winner (outright, or picked from a tie within the noise), or why nothing is feasible."""
         cons = self.constraints
         what = OBJECTIVES[cons.minimise][0]
         if not self.ranked:
@@ -391,19 +524,30 @@ class Recommendation:
             if self.failed:
                 reasons["run failed"] = len(self.failed)
             counts = ", ".join(f"{v} on {k}" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1]))
-            best = max((c for c, _ in self.rejected), key=lambda c: c.worst_recall, default=None)
-            hint = ""
-            if best is not None:
-                hint = (f"; the best worst-step recall@{best.k} measured is {best.worst_recall:.3f} "
-                        f"({best.short()}, p99 {best.worst_p99_ms:.3g} ms, memory {fmt_bytes(best.index_bytes)})")
-            return f"No feasible configuration: all {n} fail ({counts}){hint}."
+            near = closest([c for c, _ in self.rejected], cons)
+            return f"No feasible configuration: all {n} fail ({counts})." + (
+                " Closest to each constraint — " + "; ".join(near) + "." if near else "")
         w = self.ranked[0]
-        line = (f"lowest {what} ({_objective_text(w, cons.minimise)}) of {len(self.ranked)} configuration"
-                f"{'s' if len(self.ranked) != 1 else ''} meeting every constraint on every step; "
-                f"worst-step recall@{w.k} {w.worst_recall:.3f}")
-        if len(self.ranked) > 1:
-            r = self.ranked[1]
-            line += f"; runner-up {r.short()} ({_objective_text(r, cons.minimise)})"
+        feasible = f"{len(self.ranked)} configuration{'s' if len(self.ranked) != 1 else ''} meeting every " \
+                   f"constraint on every step"
+        if len(self.ties) > 1:
+            crit = ", then ".join(OBJECTIVES[m][0] for m in tie_break_order(cons.minimise))
+            line = (f"tied within noise: {len(self.ties)} of {feasible} have {what} intervals that overlap the "
+                    f"best's ({', '.join(f'{c.short()} {_objective_text(c, cons.minimise)}' for c in self.ties)}); "
+                    f"picked by {crit}, then the higher worst-step recall; worst-step recall@{w.k} "
+                    f"{w.worst_recall:.3f}")
+        else:
+            line = (f"lowest {what} ({_objective_text(w, cons.minimise)}) of {feasible}; worst-step recall@{w.k} "
+                    f"{w.worst_recall:.3f}")
+            if len(self.ranked) > 1:
+                r = self.ranked[1]
+                line += f"; runner-up {r.short()} ({_objective_text(r, cons.minimise)}), outside the noise"
+        noisy = self.noisy
+        if noisy:
+            reasons_seen = sorted({r for c in noisy for st in c.noisy_steps for r in st.noise})
+            line += (f". NOISY: {len(noisy)} of these configurations had disturbed timing steps "
+                     f"({reasons_seen[0]}{' …' if len(reasons_seen) > 1 else ''}); rerun on a quiet machine "
+                     "before trusting the latency ranking")
         return line + "."
 
 
@@ -418,10 +562,24 @@ def _rank_key(minimise: str):  # noqa: ANN202 - a sort key
     objective = OBJECTIVES[minimise][1]
 
     def key(c: Config) -> tuple[float, ...]:
-        # ties: the safer recall first, then the faster, then the smaller
-        return (_nan_last(objective(c)), -c.worst_recall, _nan_last(c.worst_p99_ms), _nan_last(c.index_bytes))
+        # equal figures: the safer recall first, then the faster, then the smaller
+        return (_nan_last(objective(c)[0]), -c.worst_recall, _nan_last(c.worst_p99_ms), _nan_last(c.index_bytes))
 
     return key
+
+
+def rank(feasible: list[Config], minimise: str) -> tuple[list[Config], list[Config]]:
+    """(ranked, ties): the feasible configurations by their figure, the recommended one first; `ties` is the
+    best figure's configuration and every other whose interval overlaps it, in the order they were picked."""
+    ordered = sorted(feasible, key=_rank_key(minimise))
+    if not ordered:
+        return [], []
+    best = ordered[0]
+    ties = [c for c in ordered if c is best or within_noise(c, best, minimise)]
+    pick = _pick(ties, minimise)
+    ties = [pick] + [c for c in ties if c is not pick]
+    rest = [c for c in ordered if all(c is not t for t in ties)]
+    return ties + rest, ties
 
 
 def _nan_last(x: float) -> float:
@@ -479,10 +637,10 @@ def recommend(runs: Sequence[dict[str, Any]], cons: Constraints, scenario: str |
                 feasible.append(c)
             else:
                 rejected.append((c, why))
-        feasible.sort(key=_rank_key(cons.minimise))
+        ranked, ties = rank(feasible, cons.minimise)
         rejected.sort(key=lambda cr: (-cr[0].worst_recall, cr[0].label, cr[0].policy))
-        recs.append(Recommendation(wl, cons, feasible, rejected, [f for f in failures if f.workload == wl],
-                                   context_line(by_wl[wl])))
+        recs.append(Recommendation(wl, cons, ranked, rejected, [f for f in failures if f.workload == wl],
+                                   context_line(by_wl[wl]), ties=ties))
     return recs, notes
 
 
@@ -496,15 +654,22 @@ def _table(rows: list[list[str]], head: list[str]) -> list[str]:
 def ranked_rows(recommendation: Recommendation) -> tuple[list[str], list[list[str]]]:
     """The ranked table (header, rows) shared by the text output and the HTML report."""
     head = ["#", "index", "build", "search", "policy", f"worst recall@{_k(recommendation)}", "mean recall",
-            "worst p99 ms", "index mem", "build s"]
-    rows = [[str(i + 1), c.label, c.build_text(), c.search_text(), c.policy, f"{c.worst_recall:.3f}",
-             f"{c.mean_recall:.3f}", f"{c.worst_p99_ms:.3g}", fmt_bytes(c.index_bytes), f"{c.build_seconds:.3g}"]
-            for i, c in enumerate(recommendation.ranked)]
+            "p99 ms typical [95 %]", "worst p99 ms", "index mem", "build s", "noise"]
+    ties = recommendation.ties
+    rows = []
+    for i, c in enumerate(recommendation.ranked):
+        v, lo, hi = c.typical_p99
+        mark = "tie" if len(ties) > 1 and any(c is t for t in ties) else ""
+        if c.noisy_steps:
+            mark = (mark + " " if mark else "") + f"noisy ({len(c.noisy_steps)}/{len(c.steps)} steps)"
+        rows.append([str(i + 1), c.label, c.build_text(), c.search_text(), c.policy, f"{c.worst_recall:.3f}",
+                     f"{c.mean_recall:.3f}", f"{v:.3g} [{lo:.3g}–{hi:.3g}]", f"{c.worst_p99_ms:.3g}",
+                     fmt_bytes(c.index_bytes), f"{c.build_seconds:.3g}", mark or "—"])
     return head, rows
 
 
 def rejected_rows(recommendation: Recommendation) -> tuple[list[str], list[list[str]]]:
-    head = ["index", "build", "search", "policy", "first constraint failed"]
+    head = ["index", "build", "search", "policy", "first constraint failed (worst step)"]
     rows = [[c.label, c.build_text(), c.search_text(), c.policy, why] for c, why in recommendation.rejected]
     rows += [[f.label, "", "", f.policy, f"run {f.status}: {f.error}"] for f in recommendation.failed]
     return head, rows
@@ -574,7 +739,8 @@ def constraint_options(func: Any) -> Any:
         click.option("--max-p99-ms", type=float, default=None,
                      help="Highest single-query p99 latency (ms) allowed at any search step [default: no limit]."),
         click.option("--max-memory-gb", type=float, default=None,
-                     help="Largest index memory (steady RSS − RSS before build), GB [default: no limit]."),
+                     help="Largest index memory (what the index holds in the run's process, plus a database's "
+                          "files and server), GB [default: no limit]."),
         click.option("--min-qps", type=float, default=None,
                      help="Lowest throughput allowed at any step: QPS of single-query client threads at the best "
                           "concurrency level measured (with p99 within --max-p99-ms when given); one client when "
@@ -582,8 +748,9 @@ def constraint_options(func: Any) -> Any:
         click.option("--needs", type=click.Choice(["updates"]), default=None,
                      help="'updates': only configurations that served every day of a daily (update) scenario."),
         click.option("--minimise", "--minimize", "minimise", type=click.Choice(MINIMISE), default="latency",
-                     show_default=True, help="What ranks the feasible configurations: worst-step p99 latency, "
-                                             "index memory or build time."),
+                     show_default=True, help="What ranks the feasible configurations: a typical step's p99 latency "
+                                             "(with its 95 % interval; overlapping intervals are ties), index "
+                                             "memory or build time."),
     ]
     for option in reversed(options):
         func = option(func)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import resource
 import sys
 import tempfile
 import time
@@ -21,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from annbench import adapters, metrics
+from annbench import adapters, memory, metrics, timing
 from annbench.adapters.base import Metric, folder_bytes
 from annbench.groundtruth import true_distances
 from annbench.policies import Policy, make_policy
@@ -30,34 +29,6 @@ from annbench.scenarios import Op, load_scenario, op_log
 
 FRESHNESS_SAMPLE = 200  # items searched by their own vector per step to measure freshness
 WARMUP_SINGLES = 20
-BATCH_REPEATS = 3  # batch QPS is the median of these
-
-
-def _rss() -> int:
-    import psutil
-
-    return int(psutil.Process().memory_info().rss)
-
-
-def reset_peak_rss() -> bool:
-    """Reset the kernel's RSS high-water mark, so the next peak is the build's own (Linux ≥ 4.0)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _peak_rss() -> int:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # lifetime peak; Linux reports KiB
 
 
 def run(spec: dict[str, Any]) -> dict[str, Any]:
@@ -99,6 +70,7 @@ def _replay(sc: Any, spec: dict[str, Any], policy: Policy, ops: list[Op], pool: 
             for info in __import__("threadpoolctl").threadpool_info()
         ]
         search_i = 0
+        build_memory: memory.IndexMemory | None = None
         ingested: set[int] = set()
         for i, op in enumerate(ops):
             if _concurrent_day(sc, op):
@@ -125,8 +97,12 @@ def _replay(sc: Any, spec: dict[str, Any], policy: Policy, ops: list[Op], pool: 
                 search_i += 1
                 out["steps"].append(step)
                 continue
-            rss_before = _rss()
-            peak_reset = op.kind == "build" and reset_peak_rss()
+            mem = None
+            if op.kind == "build":
+                # the policy takes the "before" reading itself, after its own bookkeeping and before the index
+                mem = memory.IndexMemory()
+                policy.before_index_build = mem.mark_before
+            peak_reset = op.kind == "build" and memory.reset_peak_rss()
             t0 = time.perf_counter()
             if op.kind == "build":
                 policy.build(op.rows, op.ids)
@@ -136,8 +112,14 @@ def _replay(sc: Any, spec: dict[str, Any], policy: Policy, ops: list[Op], pool: 
             step = {"op": op.kind, "day": op.day, "count": op.count, "live": len(policy.live.row_of),
                     "seconds": secs, "vectors_per_s": op.count / secs if secs > 0 else None}
             out["steps"].append(step)
-            if op.kind == "build":
-                out["memory"] = _build_memory(policy, queries_all, sc.k, rss_before, peak_reset)
+            if mem is not None:
+                policy.before_index_build = None  # a rebuild's memory is not the day-0 build's
+                out["memory"] = _build_memory(policy, queries_all, sc.k, mem, peak_reset)
+                out["build_params_used"] = policy.adapter.resolved_params()  # e.g. nlist 0 → the 4·√n it used
+                build_memory = mem
+        if build_memory is not None and sc.timeline.kind == "daily":
+            # what the index and the policy's search-side state (tombstones, fresh buffer) hold at the end
+            out["memory"]["index_bytes_last_day"] = build_memory.held()
     return out
 
 
@@ -158,16 +140,22 @@ def _ingest_step(sc: Any, metric: Metric, policy: Policy, ops: list[Op], i: int,
                                   sc.timeline.concurrent_updates)
 
 
-def _build_memory(policy: Policy, queries: np.ndarray, k: int, rss_before: int, peak_reset: bool) -> dict[str, Any]:
-    peak = _peak_rss()
+def _build_memory(policy: Policy, queries: np.ndarray, k: int, mem: memory.IndexMemory,
+                  peak_reset: bool) -> dict[str, Any]:
+    peak = memory.peak_rss()
     policy.search(queries, k)  # one pass, so mmapped indexes (annoy) have paged in what queries touch
-    steady = _rss()
+    index_bytes = mem.held()
+    steady = memory.rss()
     with tempfile.TemporaryDirectory(prefix="annbench-save-") as tmp:
         written = policy.save(Path(tmp) / "index")
         on_disk = folder_bytes(Path(tmp))
-    out = {"rss_baseline_bytes": rss_before, "rss_peak_bytes": peak, "rss_steady_bytes": steady,
-           "index_rss_bytes": steady - rss_before, "saved_bytes": int(written), "saved_bytes_on_disk": on_disk,
-           "peak_is_build_only": peak_reset}
+    out: dict[str, Any] = {
+        "index_bytes": index_bytes, "index_bytes_how": memory.HOW,
+        "library_bytes": policy.adapter.library_bytes(),
+        "rss_baseline_bytes": mem.rss_before, "rss_peak_bytes": peak, "rss_steady_bytes": steady,
+        # RSS after − before: also counts the dataset's file pages the build read; kept for comparison
+        "index_rss_bytes": steady - mem.rss_before, "saved_bytes": int(written), "saved_bytes_on_disk": on_disk,
+        "peak_is_build_only": peak_reset}
     out.update(_external(policy))  # a database's files and server: memory figures add them (annbench.recommend)
     return out
 
@@ -192,25 +180,11 @@ def _search_step(sc: Any, metric: Metric, policy: Policy, op: Op, grid: list[dic
     fresh_ids = np.asarray(fresh, np.int64)
     fresh_vecs = np.ascontiguousarray(pool[policy.live.rows_for(fresh_ids)], dtype=np.float32) if fresh else None
     deleted = np.fromiter(policy.live.deleted, np.int64, len(policy.live.deleted))
+    timed = _timed_rounds(sc, policy, grid, queries, singles, k)
     settings = []
-    for params in grid:
+    for si, params in enumerate(grid):
         policy.set_search_params(**params)
-        if sc.warmup:  # both paths: the batch call and the one-query call reach different code
-            policy.search(queries, k)
-            for q in singles[:WARMUP_SINGLES]:
-                policy.search(q, k)
-        lat = np.empty(len(singles), dtype=np.int64)
-        for i, q in enumerate(singles):
-            t0 = time.perf_counter_ns()
-            policy.search(q, k)
-            lat[i] = time.perf_counter_ns() - t0
-        # One batch call is at the mercy of a scheduler hiccup on a shared machine: repeat, keep all.
-        batch_s_all = []
-        for _ in range(BATCH_REPEATS):
-            t0 = time.perf_counter_ns()
-            found = policy.search(queries, k)
-            batch_s_all.append((time.perf_counter_ns() - t0) / 1e9)
-        batch_s = float(np.median(batch_s_all))
+        found = timed[si]["found"]
         rows = policy.live.rows_for(found)
         dists = true_distances(queries, pool, rows, metric)
         recall = metrics.recall_at_k(np.where(rows >= 0, found, -1), dists, kth)
@@ -221,11 +195,7 @@ def _search_step(sc: Any, metric: Metric, policy: Policy, op: Op, grid: list[dic
             "recall_per_query_quantiles": {str(p): float(np.quantile(recall, p)) for p in (0.01, 0.1, 0.5)},
             "leaks": int(metrics.leaks(found, deleted).sum()),
             "queries_with_leaks": int((metrics.leaks(found, deleted) > 0).sum()),
-            "latency_ms": metrics.latency_summary(lat),
-            "latency_ns": lat.tolist(),
-            "qps": metrics.qps(len(queries), batch_s),
-            "batch_seconds": batch_s,
-            "batch_seconds_all": batch_s_all,
+            **timed[si]["figures"],
         }
         if base_labels is not None and query_labels is not None:
             labels = np.where(rows >= 0, np.asarray(base_labels)[np.maximum(rows, 0)], -1)
@@ -243,12 +213,63 @@ def _search_step(sc: Any, metric: Metric, policy: Policy, op: Op, grid: list[dic
 
             # T client threads, then batch with T library threads beside it (annbench.concurrency)
             s["concurrency"] = concurrency.measure_levels(policy, queries, singles, k, sc.concurrency,
-                                                          {"library_threads": sc.threads, "qps": s["qps"]})
+                                                          {"library_threads": sc.threads, "qps": s["qps"]},
+                                                          rounds=sc.rounds)
         settings.append(s)
     step = {"op": "search", "day": op.day, "count": int(len(qidx)), "live": len(policy.live.row_of),
             "seconds": float(sum(s["batch_seconds"] for s in settings)), "settings": settings}
     step.update(_external(policy))  # a database's files grow with the days: kept per step, outside the timed region
     return step
+
+
+def _timed_rounds(sc: Any, policy: Policy, grid: list[dict[str, Any]], queries: np.ndarray,
+                  singles: list[np.ndarray], k: int) -> list[dict[str, Any]]:
+    """Every search setting's single-query loop and batch call, repeated in `sc.rounds` rounds.
+
+    Rounds interleave the settings (round 1 of every setting, then round 2 …), so a burst of load on the
+    machine lands on several settings' rounds instead of wholly on one setting's figures, and each round
+    alternates the one-query loop with the batch call. Per timed loop the process's CPU time ÷ wall time
+    (did the timed thread have its core?) and the load average are kept beside the timings.
+    """
+    rounds, n = sc.rounds, len(singles)
+    lat = np.empty((len(grid), rounds, n), dtype=np.int64)
+    batch_s: list[list[float]] = [[] for _ in grid]
+    loops: list[list[dict[str, float]]] = [[] for _ in grid]
+    found: list[np.ndarray | None] = [None] * len(grid)
+    clock, cpu = time.perf_counter_ns, time.process_time
+    for r in range(rounds):
+        for si, params in enumerate(grid):
+            policy.set_search_params(**params)
+            if r == 0 and sc.warmup:  # both paths: the batch call and the one-query call reach different code
+                policy.search(queries, k)
+                for q in singles[:WARMUP_SINGLES]:
+                    policy.search(q, k)
+            row = lat[si, r]
+            c0, w0 = cpu(), clock()
+            for i, q in enumerate(singles):
+                t0 = clock()
+                policy.search(q, k)
+                row[i] = clock() - t0
+            c1, w1 = cpu(), clock()
+            found[si] = policy.search(queries, k)
+            c2, w2 = cpu(), clock()
+            batch_s[si].append((w2 - w1) / 1e9)
+            # a batch call may use `threads` cores: its share is per core it was allowed
+            loops[si].append({"round": r, "single_cpu_share": timing.cpu_share(c1 - c0, (w1 - w0) / 1e9),
+                              "batch_cpu_share": timing.cpu_share(c2 - c1, (w2 - w1) / 1e9, sc.threads),
+                              "load1": timing.load_average()})
+    out = []
+    for si in range(len(grid)):
+        figures = timing.summarise_rounds(lat[si], batch_s[si], len(singles), seed=si)
+        for rec, loop in zip(figures["per_round"], loops[si], strict=True):
+            rec.update(loop)
+        shares = [x for lp in loops[si] for x in (lp["single_cpu_share"], lp["batch_cpu_share"])]
+        figures["noise"] = timing.noise_verdict(figures["per_round"], shares)
+        figures["rounds"] = rounds
+        figures["latency_ns"] = lat[si].reshape(-1).tolist()  # round after round, each in query order
+        figures["batch_seconds_all"] = batch_s[si]
+        out.append({"figures": figures, "found": found[si]})
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

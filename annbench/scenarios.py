@@ -36,6 +36,7 @@ from annbench.errors import ConfigError
 POLICIES = ("native", "tombstone", "rebuild")
 DELETE_RULES = ("oldest", "random", "product")
 QUERY_RULES = ("drop", "keep")
+DEFAULT_ROUNDS = 3  # `search.rounds`: three repeats give a median that one disturbed round cannot move
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,80}$")
 _FILE_KEYS = ("path", "queries", "labels", "query_labels")  # dataset keys naming files, not content
 
@@ -223,6 +224,7 @@ class Scenario:
     scale: float = 1.0
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
     concurrency: Concurrency | None = None  # `search.concurrency`: None when not asked for
+    rounds: int = DEFAULT_ROUNDS  # `search.rounds`: repeats of every timed search measurement (annbench.timing)
     maintain_every: int = 1  # days between a maintenance policy's upkeep calls
 
     def content_hash(self) -> str:
@@ -400,7 +402,7 @@ def load_scenario(path: Path, *, scale: float = 1.0, dataset_path: str | None = 
     q_sec.finish()
 
     timeline = _timeline_section(top.section("timeline", {"kind": "static"}), scale)
-    concurrency = _search_section(top.section("search", {}), timeline)
+    concurrency, rounds = _search_section(top.section("search", {}), timeline)
     rebuild_every = top.get("rebuild_every", int, 3, lo=1)
     maintain_every = top.get("maintain_every", int, 1, lo=1)
     default_policies = _policies(top.get("policies", list, ["native"]), "policies", p)
@@ -421,7 +423,7 @@ def load_scenario(path: Path, *, scale: float = 1.0, dataset_path: str | None = 
 
     return Scenario(name, description, p, dataset, metric, k, n_queries, query_rule, timeline, rebuild_every,
                     threads, timeout_s, seed, warmup, keep_answers, tuple(configs), float(scale), raw,
-                    concurrency=concurrency, maintain_every=maintain_every)
+                    concurrency=concurrency, maintain_every=maintain_every, rounds=rounds)
 
 
 def _dataset_section(sec: _Section, scale: float, override: str | None, base_dir: Path) -> dict[str, Any]:
@@ -556,9 +558,10 @@ def _finite(sec: _Section, key: str, default: Any, lo: float, hi: float) -> floa
     return float(value)
 
 
-def _search_section(sec: _Section, tl: Timeline) -> Concurrency | None:
-    """`search:` — how search steps are measured beyond the single-query loop and the batch call."""
+def _search_section(sec: _Section, tl: Timeline) -> tuple[Concurrency | None, int]:
+    """`search:` — how search steps are measured: rounds of every timing, and concurrency levels."""
     last_day = tl.days if tl.kind == "daily" else 0
+    rounds = sec.get("rounds", int, DEFAULT_ROUNDS, lo=1, hi=100)
     levels = _int_list(sec, "concurrency", 1, 256, None)
     seconds = _finite(sec, "concurrency_seconds", 1.0, 0.01, 3600.0)
     days = _int_list(sec, "concurrency_days", 0, last_day, None)
@@ -566,8 +569,8 @@ def _search_section(sec: _Section, tl: Timeline) -> Concurrency | None:
     if levels is None:
         if "concurrency_seconds" in sec.data or "concurrency_days" in sec.data:
             raise sec.fail("concurrency", "is required when concurrency_seconds or concurrency_days is set")
-        return None
-    return Concurrency(levels, float(seconds), days)
+        return None, rounds
+    return Concurrency(levels, float(seconds), days), rounds
 
 
 def _concurrent_updates_section(sec: _Section, days: int) -> ConcurrentUpdates:

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from common import Line, blas_info, median, proc_status, profile_text
 
-from annbench.replay import reset_peak_rss
+from annbench.memory import reset_peak_rss
 
 
 def _gflops(n: int, q: int, d: int, seconds: float) -> float:
