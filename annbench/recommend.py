@@ -394,6 +394,9 @@ OBJECTIVES = {
 }
 
 
+SHORT = {"latency": "p99 latency", "memory": "index memory", "build": "build time"}
+
+
 def _objective_text(c: Config, minimise: str) -> str:
     if minimise == "latency":
         v, lo, hi = c.typical_p99
@@ -531,9 +534,10 @@ class Recommendation:
         feasible = f"{len(self.ranked)} configuration{'s' if len(self.ranked) != 1 else ''} meeting every " \
                    f"constraint on every step"
         if len(self.ties) > 1:
-            crit = ", then ".join(OBJECTIVES[m][0] for m in tie_break_order(cons.minimise))
-            line = (f"tied within noise: {len(self.ties)} of {feasible} have {what} intervals that overlap the "
-                    f"best's ({', '.join(f'{c.short()} {_objective_text(c, cons.minimise)}' for c in self.ties)}); "
+            crit = ", then ".join(SHORT[m] for m in tie_break_order(cons.minimise))
+            line = (f"tied within noise: {len(self.ties)} of {feasible} are within the best one's noise on "
+                    f"{SHORT[cons.minimise]} "
+                    f"({'; '.join(f'{c.short()} {_objective_text(c, cons.minimise)}' for c in self.ties)}); "
                     f"picked by {crit}, then the higher worst-step recall; worst-step recall@{w.k} "
                     f"{w.worst_recall:.3f}")
         else:
