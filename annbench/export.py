@@ -4,12 +4,12 @@ Owns the mapping from one annbench run (scenario × index configuration × polic
 ann-benchmarks' plotting and tooling read: one file per search setting and search step, at
 `OUT/results/<dataset>/<k>/<algo>/<params>.hdf5` (ann-benchmarks' own layout), with
 
-- attributes `algo`, `name`, `build_time` (s), `index_size` (kB of RSS the index added, ann-benchmarks'
-  unit), `best_search_time` (mean single-query latency, s), `count` (k), `distance` (`euclidean` or
-  `angular`), plus `dataset`, `batch_mode`, `run_count`, `candidates`, `expect_extra` and `annbench_*`
-  provenance (run id, policy, day, params, annbench's own recall);
-- datasets `times` (per-query seconds), `neighbors` (int32 base rows, -1 padded) and `distances`
-  (float32 true distances recomputed from the vectors, +inf padded).
+- attributes `algo`, `name`, `build_time` (s), `index_size` (kB the index holds, annbench.memory;
+  ann-benchmarks' unit), `best_search_time` (mean single-query latency, s), `count` (k), `distance`
+  (`euclidean` or `angular`), plus `dataset`, `batch_mode`, `run_count`, `candidates`, `expect_extra`
+  and `annbench_*` provenance (run id, policy, day, params, annbench's own recall);
+- datasets `times` (per-query seconds: each query's median over `search.rounds`), `neighbors` (int32
+  base rows, -1 padded) and `distances` (float32 true distances recomputed from the vectors, +inf padded).
 
 ann-benchmarks scores recall against its dataset file's ground truth, so the exact answers of every
 exported step are written too, at `OUT/data/<dataset>.hdf5` (`test`, `neighbors`, `distances`; no
@@ -155,6 +155,12 @@ def _rows(ids: np.ndarray, live: dict[int, int]) -> np.ndarray:
     return np.asarray([get(i, -1) for i in ids.ravel().tolist()], dtype=np.int64).reshape(ids.shape)
 
 
+def _index_bytes(memory: dict[str, Any]) -> float:
+    """The index's own memory (annbench.memory), or the RSS delta a file written before it recorded."""
+    own = memory.get("index_bytes")
+    return float(own) if own is not None else float(memory.get("index_rss_bytes", 0))
+
+
 def _params(p: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in p.items())
 
@@ -193,12 +199,13 @@ def _export_run(doc: dict[str, Any], prep: Any, data: dict[str, Any], out_dir: P
                 _write_gt(gt_file, queries, _rows(gt_i[i][qidx], live), gt_d[i][qidx], metric)
                 written_data.add(gt_file)
                 rep.datasets.append(gt_file)
-            times = np.asarray(st["latency_ns"], dtype=np.float64) / 1e9
+            # rounds of the same queries, one after another: a query's time is its median over rounds
+            times = np.median(np.asarray(st["latency_ns"], dtype=np.float64).reshape(-1, len(qidx)), axis=0) / 1e9
             attrs = {
                 "algo": algo,
                 "name": f"{idx['family']}({_params(idx['build_params'])}; {_params(st['params'])}; {idx['policy']})",
                 "build_time": float(build.get("seconds", 0.0)),
-                "index_size": max(0.0, float(memory.get("index_rss_bytes", 0))) / 1024.0,
+                "index_size": max(0.0, float(_index_bytes(memory))) / 1024.0,
                 "best_search_time": float(times.mean()) if len(times) else float("inf"),
                 "count": k,
                 "distance": _DISTANCE[metric.value],

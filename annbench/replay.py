@@ -157,7 +157,11 @@ def _build_memory(policy: Policy, queries: np.ndarray, k: int, mem: memory.Index
         # RSS after − before: also counts the dataset's file pages the build read; kept for comparison
         "index_rss_bytes": steady - mem.rss_before, "saved_bytes": int(written), "saved_bytes_on_disk": on_disk,
         "peak_is_build_only": peak_reset}
-    out.update(_external(policy))  # a database's files and server: memory figures add them (annbench.recommend)
+    external = _external(policy)  # a database's files and server: memory figures add them (annbench.recommend)
+    if external:
+        out.update(external)
+        out["index_bytes_note"] = ("the index lives outside this process (a database's files and server, "
+                                   "external_bytes): this process's own figure is only its client's")
     return out
 
 

@@ -187,7 +187,19 @@ CSV_FIELDS = (
     "scenario", "run_id", "family", "build_params", "policy", "size", "status", "step", "op", "day",
     "count", "live", "seconds", "search_params", "recall", "hit_at_k", "p_at_k", "leaks", "freshness",
     "p50_ms", "p95_ms", "p99_ms", "qps", "rss_steady_bytes", "saved_bytes",
+    # since the cost-figures work: build parameters as used, the index's own memory, intervals and noise
+    "build_params_used", "index_bytes", "library_bytes", "p99_ms_lo", "p99_ms_hi", "qps_lo", "qps_hi", "rounds",
+    "noisy",
 )
+
+
+def _spread_fields(setting: dict[str, Any]) -> dict[str, Any]:
+    """The CSV's interval and noise columns of one search setting (empty for a file measured without rounds)."""
+    p99 = (setting.get("latency_ms_ci95") or {}).get("p99") or [None, None]
+    qps = setting.get("qps_ci95") or [None, None]
+    noise = setting.get("noise")
+    return {"p99_ms_lo": p99[0], "p99_ms_hi": p99[1], "qps_lo": qps[0], "qps_hi": qps[1],
+            "rounds": setting.get("rounds"), "noisy": None if noise is None else bool(noise.get("noisy"))}
 
 
 def export_csv(results_dir: Path, out: Path) -> int:
@@ -206,6 +218,10 @@ def export_csv(results_dir: Path, out: Path) -> int:
                 "policy": run["index"]["policy"], "size": run["index"].get("size"), "status": run["status"],
                 "rss_steady_bytes": (run.get("memory") or {}).get("rss_steady_bytes"),
                 "saved_bytes": (run.get("memory") or {}).get("saved_bytes"),
+                "build_params_used": json.dumps(run["index"].get("build_params_used"), sort_keys=True)
+                if run["index"].get("build_params_used") is not None else None,
+                "index_bytes": (run.get("memory") or {}).get("index_bytes"),
+                "library_bytes": ((run.get("memory") or {}).get("library_bytes") or {}).get("bytes"),
             }
             for i, step in enumerate(run["steps"]):
                 common = {**base, "step": i, "op": step["op"], "day": step.get("day"), "count": step.get("count"),
@@ -220,7 +236,7 @@ def export_csv(results_dir: Path, out: Path) -> int:
                                 "recall": s["recall"], "hit_at_k": s.get("hit_at_k"), "p_at_k": s.get("p_at_k"),
                                 "leaks": s.get("leaks"), "freshness": s.get("freshness"),
                                 "p50_ms": lat.get("p50"), "p95_ms": lat.get("p95"), "p99_ms": lat.get("p99"),
-                                "qps": s.get("qps")})
+                                "qps": s.get("qps"), **_spread_fields(s)})
                     rows += 1
     os.replace(tmp, out)
     return rows
