@@ -52,9 +52,12 @@ CLIENT = [sys.executable, "-c", "import tests.fake_adapters; from annbench.cli i
 # (timings), where (host) and which process (pid), and how much memory the process happened to hold
 # (RSS differs by a few hundred KiB between two local reruns too). Everything else must be identical.
 TIMING_KEYS = {"started_at", "wall_seconds", "seconds", "vectors_per_s", "qps", "batch_seconds",
-               "batch_seconds_all", "latency_ms", "latency_ns"}
+               "batch_seconds_all", "latency_ms", "latency_ns",
+               # rounds (annbench.timing): intervals, each round's figures, and the noise verdict drawn from them
+               "latency_ms_ci95", "qps_ci95", "per_round", "noise"}
 HOST_KEYS = {"hostname", "pid"}
-RSS_KEYS = {"rss_baseline_bytes", "rss_peak_bytes", "rss_steady_bytes", "index_rss_bytes"}
+RSS_KEYS = {"rss_baseline_bytes", "rss_peak_bytes", "rss_steady_bytes", "index_rss_bytes", "index_bytes",
+            "index_bytes_last_day"}
 
 
 def strip_measurements(doc: Any) -> Any:
