@@ -28,6 +28,7 @@ state; no answer is a deleted or non-live id; every call made at least one adapt
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +36,9 @@ from typing import Any
 
 import numpy as np
 from common import Line, profile_text, repo_root
+
+sys.path.insert(0, str(repo_root()))  # the reference implementation lives with the tests
+from tests.policy_reference import RefLiveSet, ref_filtered_search, ref_merge  # noqa: E402
 
 SCENARIO = "configs/scenarios/reseller_daily_updates.yaml"
 POLICIES = ("native", "tombstone", "rebuild")
@@ -89,59 +93,15 @@ class AdapterClock:
 # --- the previous implementation, as plain code: the cross-check and the "before" figure --------------
 
 
-def plain_filtered_search(adapter: Any, queries: np.ndarray, k: int, tomb: np.ndarray, in_index: int) -> np.ndarray:
-    if len(tomb) == 0:
-        return adapter.search(queries, k)
-    dead_share = min(len(tomb) / max(in_index, 1), 0.95)
-    fetch = min(in_index, int(np.ceil(k / (1.0 - dead_share) * 1.2)) + 2)
-    out = np.full((len(queries), k), -1, dtype=np.int64)
-    todo = np.arange(len(queries))
-    while True:
-        got = adapter.search(queries[todo] if len(todo) < len(queries) else queries, fetch)
-        keep = (got >= 0) & ~np.isin(got, tomb)
-        short = []
-        for j, qi in enumerate(todo.tolist()):
-            valid = got[j][keep[j]][:k]
-            out[qi, : len(valid)] = valid
-            if len(valid) < k and (got[j] >= 0).all() and fetch < in_index:
-                short.append(qi)
-        if not short:
-            return out
-        todo = np.asarray(short)
-        fetch = min(in_index, fetch * 2)
-
-
 def plain_search(policy: Any, tomb: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
-    """The previous `TombstonePolicy.search` / `RebuildPolicy.search` on the policy's current state."""
-    from annbench.adapters.base import Metric
-
-    main = plain_filtered_search(policy.adapter, queries, k, tomb, policy.in_index)
+    """The previous `TombstonePolicy.search` / `RebuildPolicy.search` on the policy's current state
+    (tests/policy_reference.py, the same code the tests compare the policies with)."""
+    main = ref_filtered_search(policy.adapter, queries, k, tomb, policy.in_index)
     if policy.name == "tombstone" or len(policy.buf_ids) == 0:
         return main
-    get = policy.live.row_of.get
-    rows = np.asarray([get(i, -1) for i in main.ravel().tolist()], dtype=np.int64).reshape(main.shape)
-    safe = np.where(rows < 0, 0, rows)
-    vecs = np.asarray(policy.pool[safe.ravel()], dtype=np.float32).reshape(*rows.shape, -1)
-    if policy.metric is Metric.COSINE:
-        d = 1.0 - np.einsum("qd,qmd->qm", queries, vecs)
-    else:
-        diff = vecs - queries[:, None, :]
-        d = np.sqrt(np.einsum("qmd,qmd->qm", diff, diff))
-    main_d = np.where(rows < 0, np.inf, d).astype(np.float32)
-    buf_vecs, buf_ids = policy.buf_vecs, policy.buf_ids
-    if policy.metric is Metric.COSINE:
-        buf_d = 1.0 - queries @ buf_vecs.T
-    else:
-        buf_d = np.sqrt(np.maximum((queries * queries).sum(1)[:, None] + (buf_vecs * buf_vecs).sum(1)[None, :]
-                                   - 2.0 * queries @ buf_vecs.T, 0.0))
-    kb = min(k, len(buf_ids))
-    top = np.argpartition(buf_d, kb - 1, axis=1)[:, :kb]
-    cand_d = np.concatenate([main_d, np.take_along_axis(buf_d, top, 1).astype(np.float32)], axis=1)
-    cand_i = np.concatenate([main, buf_ids[top]], axis=1)
-    order = np.argsort(cand_d, axis=1, kind="stable")[:, :k]
-    out = np.take_along_axis(cand_i, order, 1)
-    out[np.take_along_axis(cand_d, order, 1) == np.inf] = -1
-    return out
+    live = RefLiveSet()
+    live.row_of = policy.live.row_of  # a dict lookup per id, as before
+    return ref_merge(queries, k, main, policy.pool, live, policy.buf_ids, policy.buf_vecs, policy.metric)
 
 
 # --- the day-7 state ------------------------------------------------------------------------------
