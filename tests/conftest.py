@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 
@@ -83,3 +86,23 @@ def scenario_file(tmp_path: Path):
         return small_scenario(tmp_path, indexes, **overrides)
 
     return make
+
+
+def two_clients_answer_as_one(search: Callable[[np.ndarray, int], np.ndarray], queries: np.ndarray,
+                              k: int = 10) -> bool:
+    """Two client threads, started together, each send every query as a single search: do both get exactly
+    the answers one thread gets? What an adapter's `concurrency` declaration of safe searches rests on."""
+    alone = np.vstack([search(q[None], k) for q in queries])
+    got: list[np.ndarray | None] = [None, None]
+    start = threading.Barrier(2)
+
+    def client(j: int) -> None:
+        start.wait()
+        got[j] = np.vstack([search(q[None], k) for q in queries])
+
+    threads = [threading.Thread(target=client, args=(j,)) for j in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return all(g is not None and np.array_equal(g, alone) for g in got)

@@ -9,7 +9,6 @@ save and threads. The trap tests at the end fail if a library trap the adapters 
 from __future__ import annotations
 
 import os
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import pytest
 from annbench import adapters
 from annbench.adapters.base import Adapter, Metric, Safety, Support, declared_safety, prepare_vectors
 from annbench.errors import AnnbenchError, CapabilityError, ConfigError
+from tests.conftest import two_clients_answer_as_one
 
 N, DIM, N_CENTRES, SEED = 2_000, 32, 40, 20240611
 N_ADD, N_DELETE, N_UPDATE = 200, 200, 50
@@ -702,20 +702,7 @@ def test_concurrent_searches_answer_as_one_thread_does(name: str) -> None:
     index = _shared(family, Metric.COSINE)
     assert type(index).concurrency.concurrent_search
     queries = np.vstack([_DATA[Metric.COSINE]["queries"], _DATA[Metric.COSINE]["extra"]])  # 300 queries
-    alone = np.vstack([index.search(q[None], 10) for q in queries])
-    got: list[np.ndarray | None] = [None, None]
-    start = threading.Barrier(2)
-
-    def client(j: int) -> None:
-        start.wait()
-        got[j] = np.vstack([index.search(q[None], 10) for q in queries])
-
-    threads = [threading.Thread(target=client, args=(j,)) for j in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert all(g is not None and np.array_equal(g, alone) for g in got)
+    assert two_clients_answer_as_one(index.search, queries)
 
 
 def test_usearch_search_sets_nothing_on_the_index() -> None:

@@ -9,7 +9,6 @@ and a small daily scenario under policies native / optimize / reindex through `a
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ from annbench import adapters
 from annbench.adapters.base import Metric, prepare_vectors
 from annbench.adapters.lancedb_ import LanceDB
 from annbench.errors import CapabilityError
-from tests.conftest import run_db_smoke
+from tests.conftest import run_db_smoke, two_clients_answer_as_one
 
 DIM = 32
 
@@ -131,19 +130,7 @@ def test_close_removes_the_folder_and_is_idempotent() -> None:
 
 def test_concurrent_searches_answer_as_one_thread_does(index: LanceDB) -> None:
     # what LanceDB.concurrency (annbench/adapters/lancedb_.py) rests on: two client threads sending single queries
-    queries = _data(300, 3)
-    alone = np.vstack([index.search(q[None], 10) for q in queries])
-    got: list[np.ndarray | None] = [None, None]
-
-    def client(j: int) -> None:
-        got[j] = np.vstack([index.search(q[None], 10) for q in queries])
-
-    threads = [threading.Thread(target=client, args=(j,)) for j in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert all(g is not None and np.array_equal(g, alone) for g in got)
+    assert two_clients_answer_as_one(index.search, _data(300, 3))
 
 
 def test_hnsw_index_type_builds_and_searches() -> None:
