@@ -3,9 +3,12 @@
 Started by the harness as `python -m annbench.replay SPEC.json`. It reads the prepared dataset
 (memory-mapped .npy files) and the per-step ground truth from the harness's cache, replays the op log
 (recomputed from the scenario: it is deterministic), and writes its measurements as JSON to the path the
-spec names. Everything measured here is this process's alone: RSS baseline, build peak, steady RSS,
-threads. Only the library call (and, for a policy, the filtering or merging it needs) is inside a timed
-region; recall, leaks and labels are computed afterwards from the answers.
+spec names. Everything measured here is this process's alone: the index's own memory (annbench.memory:
+anonymous memory after the build beyond the reading the policy takes just before it), the build's peak,
+threads. Every search setting is timed in `search.rounds` rounds (annbench.timing: medians, 95 %
+intervals, the noisy verdict, each round's CPU share and load). Only the library call (and, for a policy,
+the filtering or merging it needs) is inside a timed region; recall, leaks and labels are computed
+afterwards from the answers.
 """
 
 from __future__ import annotations
