@@ -322,13 +322,3 @@ def _state(p: Any) -> dict[str, Any]:
             "fresh_buffer": len(getattr(p, "buf_ids", ())),
             "tombstone_table": None if dead is None else ("dense" if dead.table._dense is not None else "sparse")}
 
-
-if __name__ == "__main__":
-    import argparse
-
-    from run import print_line, sizes
-
-    ap = argparse.ArgumentParser(description="P7 alone; `run.py --only P7` also writes the raw figures to JSON")
-    ap.add_argument("--quick", action="store_true", help="the catalog at scale 0.2: a smoke check")
-    for ln in measure(**sizes(ap.parse_args().quick)["P7"]):
-        print_line(ln)
