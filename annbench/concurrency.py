@@ -401,11 +401,10 @@ def _pool_rounds(recs: list[dict[str, Any]]) -> dict[str, Any]:
     qps = np.asarray([r["qps"] for r in recs], dtype=np.float64)
     wall = sum(r["seconds"] for r in recs)
     cpu = sum(r["cpu_seconds"] for r in recs)
-    boot = np.median(qps[np.random.default_rng(0).integers(0, len(qps), size=(timing.BOOTSTRAP, len(qps)))],
-                     axis=1)
+    qps_median, qps_ci = timing.median_over_rounds(qps)
     return {
         "threads": recs[0]["threads"], "seconds": wall, "queries": int(lat.size),
-        "qps": float(np.median(qps)), "qps_ci95": [float(x) for x in np.quantile(boot, [0.025, 0.975])],
+        "qps": qps_median, "qps_ci95": qps_ci,
         "latency_ms": metrics.latency_summary(lat), "latency_ns": lat.tolist(),
         "per_thread_queries": [sum(q) for q in zip(*(r["per_thread_queries"] for r in recs), strict=True)],
         "cpu_seconds": cpu, "cpu_utilisation": cpu / wall if wall > 0 else float("nan"),

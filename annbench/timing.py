@@ -63,6 +63,14 @@ def _interval(samples: np.ndarray) -> list[float]:
     return [float(lo), float(hi)]
 
 
+def median_over_rounds(values: np.ndarray, rng: np.random.Generator | None = None) -> tuple[float, list[float]]:
+    """(median, 95 % interval) of one figure measured once per round: a bootstrap over the rounds."""
+    vals = np.asarray(values, dtype=np.float64)
+    rng = np.random.default_rng(0) if rng is None else rng
+    boot = np.median(vals[rng.integers(0, len(vals), size=(BOOTSTRAP, len(vals)))], axis=1)
+    return float(np.median(vals)), _interval(boot)
+
+
 def summarise_rounds(latency_ns: np.ndarray, batch_seconds: list[float], n_queries: int,
                      seed: int = 0) -> dict[str, Any]:
     """Figures of one search setting at one step, from R rounds of single-query latencies and batch calls.
@@ -94,12 +102,12 @@ def summarise_rounds(latency_ns: np.ndarray, batch_seconds: list[float], n_queri
 
     secs = np.asarray(batch_seconds, dtype=np.float64)
     qps_rounds = n_queries / secs
-    boot_qps = np.median(qps_rounds[rng.integers(0, len(secs), size=(BOOTSTRAP, len(secs)))], axis=1)
+    qps, qps_ci = median_over_rounds(qps_rounds, rng)
     return {
         "latency_ms": summary,
         "latency_ms_ci95": ci,
-        "qps": float(np.median(qps_rounds)),
-        "qps_ci95": _interval(boot_qps),
+        "qps": qps,
+        "qps_ci95": qps_ci,
         "batch_seconds": float(np.median(secs)),
         "per_round": [{"p50_ms": float(per_round_p[0, i]), "p99_ms": float(per_round_p[2, i]),
                        "mean_ms": float(per_round_mean[i]), "qps": float(qps_rounds[i])} for i in range(r)],
