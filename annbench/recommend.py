@@ -161,6 +161,10 @@ class Config:
     def noisy_steps(self) -> list[StepFigures]:
         return [s for s in self.steps if s.noise]
 
+    def noise_mark(self) -> str:
+        """"noisy (2/5 steps)" for a configuration with noisy search steps, else "—"."""
+        return f"noisy ({len(self.noisy_steps)}/{len(self.steps)} steps)" if self.noisy_steps else "—"
+
     @property
     def worst_p50_ms(self) -> float:
         return max(s.p50_ms for s in self.steps)
@@ -665,7 +669,7 @@ def ranked_rows(recommendation: Recommendation) -> tuple[list[str], list[list[st
         v, lo, hi = c.typical_p99
         mark = "tie" if len(ties) > 1 and any(c is t for t in ties) else ""
         if c.noisy_steps:
-            mark = (mark + " " if mark else "") + f"noisy ({len(c.noisy_steps)}/{len(c.steps)} steps)"
+            mark = (mark + " " if mark else "") + c.noise_mark()
         rows.append([str(i + 1), c.label, c.build_text(), c.search_text(), c.policy, f"{c.worst_recall:.3f}",
                      f"{c.mean_recall:.3f}", f"{v:.3g} [{lo:.3g}–{hi:.3g}]", f"{c.worst_p99_ms:.3g}",
                      fmt_bytes(c.index_bytes), f"{c.build_seconds:.3g}", mark or "—"])

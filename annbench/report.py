@@ -1348,11 +1348,6 @@ def _p99_ci_text(c: Config) -> str:
     return f"{_fmt(c.worst_p99_ms, '.3g')} [{lo:.3g}–{hi:.3g}]"
 
 
-def noise_mark(c: Config) -> str:
-    """"noisy (2/5 steps)" for a configuration with noisy search steps, else "—"."""
-    return f"noisy ({len(c.noisy_steps)}/{len(c.steps)} steps)" if c.noisy_steps else "—"
-
-
 def config_table(configs: Sequence[Config]) -> tuple[list[str], list[list[str]]]:
     """Every configuration with its worst-step figures (the p99 with its 95 % interval, a noisy mark), memory
     (the index's own, the library's own count beside it, the last day's for a daily scenario, saved bytes)
@@ -1373,7 +1368,7 @@ def config_table(configs: Sequence[Config]) -> tuple[list[str], list[list[str]]]
         rows.append(([f"{c.workload.size:,}"] if multi_size else []) + [
             c.label, c.build_text(), c.search_text(), c.policy, f"{c.worst_recall:.4f}",
             *([f"{c.mean_recall:.4f}"] if daily else []), _fmt(c.worst_hit), _fmt(c.worst_p_at_k),
-            _fmt(c.worst_p50_ms, ".3g"), _p99_ci_text(c), _fmt(c.worst_qps, ",.0f"), noise_mark(c),
+            _fmt(c.worst_p50_ms, ".3g"), _p99_ci_text(c), _fmt(c.worst_qps, ",.0f"), c.noise_mark(),
             fmt_bytes(c.index_bytes) + ("" if _own_memory(c) else " (RSS Δ)"),
             fmt_bytes(lib[0]) if lib else "—",
             *([fmt_bytes(float(last)) if isinstance(last, (int, float)) else "—"] if daily else []),
