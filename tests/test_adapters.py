@@ -474,6 +474,30 @@ def test_trap_faiss_ivf_is_not_wrapped_in_idmap() -> None:
         assert (found[:, 0] == ids[100:200]).mean() >= (0.9 if enc == "Flat" else 0.5)
 
 
+def test_faiss_ivf_build_reserves_lists_and_answers_as_add_with_ids() -> None:
+    """The build reserves each inverted list at its final size; the lists, and so every answer and
+    distance, are those of faiss's own `add_with_ids` on the same trained index."""
+    import faiss
+
+    data = _DATA[Metric.L2]
+    for enc in ("Flat", "PQ16x4", "SQ8"):
+        index = _fresh(Family("x", "faiss-ivf", 0, {"encoding": enc}), Metric.L2)
+        raw = faiss.downcast_index(index.index)
+        plain = faiss.clone_index(raw)
+        plain.reset()  # same training, empty lists
+        plain.add_with_ids(data["base"], data["ids"])
+        assert plain.ntotal == raw.ntotal == N
+        for list_no in range(raw.nlist):
+            assert raw.invlists.list_size(list_no) == plain.invlists.list_size(list_no)
+            got = faiss.rev_swig_ptr(raw.invlists.get_ids(list_no), raw.invlists.list_size(list_no))
+            want = faiss.rev_swig_ptr(plain.invlists.get_ids(list_no), plain.invlists.list_size(list_no))
+            assert np.array_equal(got, want), f"{enc}: list {list_no} holds other ids or another order"
+        plain.nprobe = raw.nprobe
+        queries = data["queries"]
+        got, want = raw.search(queries, 10), plain.search(queries, 10)
+        assert all(np.array_equal(a, b) for a, b in zip(got, want, strict=True))  # distances and ids
+
+
 def test_trap_faiss_hnsw_deletes_are_tombstones() -> None:
     data = _DATA[Metric.COSINE]
     index = _fresh(FAMILIES[3], Metric.COSINE)

@@ -19,12 +19,6 @@ from annbench.cli import main
 from annbench.recommend import configurations
 
 N, D, M_HNSW, NLIST, PQ_M = 20_000, 128, 16, 256, 8
-# faiss adds an IVF index's entries to their lists one at a time, and each list (a std::vector) grows by
-# doubling: the process really holds the slack, 20–30 % of an IVF-Flat's codes (*measured*, 100k × 128:
-# 61.1 MiB held after add_with_ids, 49.9 MiB for a compact faiss.clone_index of the same index).
-TOLERANCE = {"ivf-flat": 0.40}
-
-
 def _analytic() -> dict[str, float]:
     flat = N * D * 4
     links = N * 2 * M_HNSW * 4 + N * 16  # level-0 links, plus levels, offsets and the upper layers' few
@@ -62,7 +56,7 @@ def test_index_memory_is_the_index_own_within_25_percent_and_ordered(tmp_path: P
     assert set(measured) == set(analytic)
     for name, want in analytic.items():
         got = measured[name]
-        assert math.isfinite(got) and abs(got / want - 1) <= TOLERANCE.get(name, 0.25), \
+        assert math.isfinite(got) and abs(got / want - 1) <= 0.25, \
             f"{name}: {got / 2**20:.2f} MiB recorded, analytic {want / 2**20:.2f} MiB"
     # ordered as the sizes are, wherever the analytic sizes differ by more than the tolerance
     names = sorted(analytic)

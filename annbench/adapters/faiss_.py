@@ -238,7 +238,7 @@ class FaissIVF(_FaissIdIndex):
         else:
             sample = x
         index.train(sample)
-        index.add_with_ids(x, ids)
+        _add_to_reserved_lists(index, x, ids)
         self.index = index
         self._apply_search_params()
 
@@ -276,6 +276,26 @@ class FaissIVF(_FaissIdIndex):
             extra += index.sq.trained.size() * 4  # the scalar quantizer's ranges
             parts.append("SQ ranges")
         return {"bytes": int(listed + centroids + extra), "what": "faiss: " + " + ".join(parts)}
+
+
+def _add_to_reserved_lists(index: Any, x: np.ndarray, ids: np.ndarray) -> None:
+    """`add_with_ids` for a fresh IVF index, with each inverted list's storage reserved at its final size.
+
+    Adding entry by entry grows each list's std::vector by doubling: measured at 100k × 128, IVF1265,Flat
+    held 61.7 MiB for 50.2 MiB of codes, ids and centroids (+23 % of slack), where the same index loaded
+    from disk holds 50. A production build that knows its lists reserves them; this does so by assigning
+    once, resizing each list to its count and back to 0 (a vector keeps its capacity when it shrinks),
+    then adding with the assignment faiss would compute itself. Same lists in the same order, so the
+    same answers. Later inserts grow the lists as faiss does; the last day's memory shows that slack.
+    """
+    _, assign = index.quantizer.search(x, 1)
+    assign = np.ascontiguousarray(assign.ravel(), dtype=np.int64)
+    counts = np.bincount(assign, minlength=index.nlist)
+    invlists = index.invlists
+    for list_no in np.flatnonzero(counts):
+        invlists.resize(int(list_no), int(counts[list_no]))
+        invlists.resize(int(list_no), 0)
+    index.add_core(len(x), faiss.swig_ptr(x), faiss.swig_ptr(ids), faiss.swig_ptr(assign))
 
 
 class FaissHNSW(_FaissBase):
