@@ -49,16 +49,94 @@ ConfigKey = tuple[str, str, str, str, int | None]  # family, label, build params
 EntryKey = tuple[str, str, str, str, int | None, int, int]  # ConfigKey + search step ordinal + setting position
 
 
-# --- keys -------------------------------------------------------------------------------------------
-def config_key(index: dict[str, Any]) -> ConfigKey:
+# --- entries ---------------------------------------------------------------------------------------
+@dataclass
+class Entry:
+    """One gated figure set: a search setting's recall (and hit@k) at one search step of one configuration.
+
+    The baseline file's `entries` are these, as written; a run's measured entries carry its raw latency
+    samples beside (never written to a baseline)."""
+
+    family: str
+    label: str
+    build_params: dict[str, Any]
+    policy: str
+    step: int
+    setting: int
+    params: dict[str, Any]
+    recall: float
+    size: int | None = None
+    day: int | None = None
+    hit_at_k: float | None = None
+    p50_ms: float | None = field(default=None, metadata={"transient": True})
+    latency_ns: Any = field(default=None, repr=False, metadata={"transient": True})
+
+    @property
+    def key(self) -> EntryKey:
+        return (self.family, self.label, json.dumps(self.build_params, sort_keys=True), self.policy, self.size,
+                self.step, self.setting)
+
+    @property
+    def name(self) -> str:
+        """How an entry is named in every output: configuration, policy, size, day, setting position."""
+        size = f" n={self.size}" if self.size is not None else ""
+        day = "?" if self.day is None else self.day
+        return f"{self.label} [{self.policy}]{size} day {day} #{self.setting}"
+
+    def rounded(self) -> Entry:
+        """Recall and hit@k at the baseline's stored precision, so an unchanged figure has a delta of 0."""
+        self.recall = round(self.recall, DIGITS)
+        if self.hit_at_k is not None:
+            self.hit_at_k = round(self.hit_at_k, DIGITS)
+        return self
+
+    def as_json(self) -> dict[str, Any]:
+        doc = results.encode(self)
+        if self.hit_at_k is None:
+            doc.pop("hit_at_k")
+        return doc
+
+
+@dataclass
+class LatencyItem:
+    key: list[Any]
+    ns: list[int]
+    p50_ms: float | None = None
+
+
+@dataclass
+class ScenarioRef:
+    name: str
+    hash: str
+    k: int | None = None
+    scale: float | None = None
+
+
+@dataclass
+class DatasetRef:
+    hash: str
+    name: str | None = None
+
+
+@dataclass
+class Baseline:
+    """A baseline file (`annbench baseline save`): the header, the entries, their latency samples."""
+
+    format: int
+    kind: str
+    scenario: ScenarioRef
+    dataset: DatasetRef
+    entries: list[Entry]
+    latency: list[LatencyItem] = field(default_factory=list)
+    annbench_version: str | None = None
+    machine: dict[str, Any] = field(default_factory=dict)
+    latency_format: dict[str, Any] = field(default_factory=dict)
+    refresh: str | None = None
+
+
+def config_key(index: results.IndexInfo) -> ConfigKey:
     """A configuration is matched by value: changing a build parameter makes it a different index."""
-    return (index["family"], index["label"], json.dumps(index.get("build_params", {}), sort_keys=True),
-            index["policy"], index.get("size"))
-
-
-def _entry_key(entry: dict[str, Any]) -> EntryKey:
-    return (entry["family"], entry["label"], json.dumps(entry["build_params"], sort_keys=True), entry["policy"],
-            entry.get("size"), int(entry["step"]), int(entry["setting"]))
+    return (index.family, index.label, json.dumps(index.build_params, sort_keys=True), index.policy, index.size)
 
 
 def _sort_key(key: EntryKey) -> tuple[Any, ...]:
@@ -67,39 +145,19 @@ def _sort_key(key: EntryKey) -> tuple[Any, ...]:
 
 
 def fmt_params(params: dict[str, Any] | None) -> str:
-    if not params:
-        return "(default)"
-    return ",".join(f"{k}={v}" for k, v in params.items())
+    return results.format_params(params or {}, empty="(default)").replace(", ", ",")
 
 
-def entry_name(e: dict[str, Any]) -> str:
-    """How an entry is named in every output: configuration, policy, size, day, setting position."""
-    size = f" n={e['size']}" if e.get("size") is not None else ""
-    return f"{e['label']} [{e['policy']}]{size} day {e.get('day', '?')} #{e['setting']}"
-
-
-def _entries_of(run: dict[str, Any]) -> Iterable[tuple[EntryKey, dict[str, Any]]]:
-    """Every (key, measured entry) of one ok run: search steps by ordinal, settings by grid position."""
-    idx = run["index"]
-    ck = config_key(idx)
-    search_i = 0
-    for step in run["steps"]:
-        if step["op"] != "search":
-            continue
-        for pos, s in enumerate(step.get("settings", [])):
-            lat = np.asarray(s.get("latency_ns", []), dtype=np.int64)
-            e: dict[str, Any] = {
-                "family": idx["family"], "label": idx["label"], "build_params": idx.get("build_params", {}),
-                "policy": idx["policy"], "size": idx.get("size"), "step": search_i, "day": step.get("day"),
-                "setting": pos, "params": s.get("params", {}), "recall": float(s["recall"]),
-            }
-            if s.get("hit_at_k") is not None:
-                e["hit_at_k"] = float(s["hit_at_k"])
-            if len(lat):
-                e["p50_ms"] = float(np.median(lat)) / 1e6
-            e["_latency_ns"] = lat  # raw samples for the test; never written to a baseline
-            yield (*ck, search_i, pos), e
-        search_i += 1
+def _entries_of(run: results.RunRecord) -> Iterable[Entry]:
+    """Every measured entry of one ok run: search steps by ordinal, settings by grid position."""
+    idx = run.index
+    for search_i, step in enumerate(run.search_steps):
+        for pos, s in enumerate(step.settings):
+            lat = np.asarray(s.latency_ns, dtype=np.int64)
+            yield Entry(idx.family, idx.label, idx.build_params, idx.policy, search_i, pos, s.params,
+                        float(s.recall), size=idx.size, day=step.day,
+                        hit_at_k=None if s.hit_at_k is None else float(s.hit_at_k),
+                        p50_ms=float(np.median(lat)) / 1e6 if len(lat) else None, latency_ns=lat)
 
 
 def latency_points(samples: np.ndarray, n: int = LATENCY_POINTS) -> list[int]:
@@ -120,10 +178,9 @@ class SaveReport:
     bad_files: list[str] = field(default_factory=list)
 
 
-def _scenario_runs(results_dir: Path, scenario: str | None) -> tuple[str, list[dict[str, Any]], list[str]]:
+def _scenario_runs(results_dir: Path, scenario: str | None) -> tuple[str, list[results.RunRecord], list[str]]:
     report = results.load_dir(results_dir)
-    names = sorted({r["scenario"]["name"] for r in report.runs})
-    bad = [why for _p, why in report.bad]
+    names = sorted({r.scenario.name for r in report.runs})
     if not names:
         raise ConfigError(f"no result files in {results_dir}")
     if scenario is None:
@@ -133,16 +190,27 @@ def _scenario_runs(results_dir: Path, scenario: str | None) -> tuple[str, list[d
         scenario = names[0]
     elif scenario not in names:
         raise ConfigError(f"no results of scenario {scenario!r} in {results_dir} (it holds: {', '.join(names)})")
-    return scenario, [r for r in report.runs if r["scenario"]["name"] == scenario], bad
+    return scenario, [r for r in report.runs if r.scenario.name == scenario], report.bad_lines
 
 
-def _single_hash(runs: list[dict[str, Any]], what: str, results_dir: Path) -> dict[str, Any]:
+def _single_hash(runs: list[results.RunRecord], what: str, results_dir: Path) -> Any:
     """The one scenario/dataset record all runs share; mixed hashes mean stale files from another workload."""
-    hashes = sorted({r[what]["hash"] for r in runs})
+    hashes = sorted({getattr(r, what).hash for r in runs})
     if len(hashes) > 1:
         raise ConfigError(f"{results_dir} mixes results of different {what} hashes "
                           f"({', '.join(h[:12] for h in hashes)}); rerun into an empty folder")
-    return runs[0][what]
+    return getattr(runs[0], what)
+
+
+def _by_config(runs: list[results.RunRecord]) -> dict[ConfigKey, results.RunRecord]:
+    """Runs by configuration; two files of one configuration (a copy, a rerun into another name) is an error."""
+    out: dict[ConfigKey, results.RunRecord] = {}
+    for run in runs:
+        ck = config_key(run.index)
+        if ck in out:
+            raise ConfigError(f"two results for the same configuration: {out[ck].path} and {run.path}")
+        out[ck] = run
+    return out
 
 
 def save_baseline(results_dir: Path, out: Path, scenario: str | None = None) -> SaveReport:
@@ -150,46 +218,37 @@ def save_baseline(results_dir: Path, out: Path, scenario: str | None = None) -> 
     name, runs, bad = _scenario_runs(Path(results_dir), scenario)
     sc = _single_hash(runs, "scenario", results_dir)
     ds = _single_hash(runs, "dataset", results_dir)
-    ok = [r for r in runs if r["status"] == "ok"]
-    skipped = sorted(f"{r['index']['label']} [{r['index']['policy']}]: {r['status']}" for r in runs
-                     if r["status"] != "ok")
+    ok = [r for r in runs if r.ok]
+    skipped = sorted(f"{r.index.label} [{r.index.policy}]: {r.status}" for r in runs if not r.ok)
     if not ok:
         raise ConfigError(f"no ok results of scenario {name!r} in {results_dir}; nothing to baseline")
-    entries: dict[EntryKey, dict[str, Any]] = {}
+    entries: dict[EntryKey, Entry] = {}
     latency: dict[EntryKey, dict[str, Any]] = {}
-    seen: dict[ConfigKey, str] = {}
-    for run in ok:
-        ck = config_key(run["index"])
-        if ck in seen:
-            raise ConfigError(f"two results for the same configuration: {seen[ck]} and {run['_path']}")
-        seen[ck] = run["_path"]
-        for key, e in _entries_of(run):
-            lat = e.pop("_latency_ns")
-            p50 = e.pop("p50_ms", None)
-            e["recall"] = round(e["recall"], DIGITS)
-            if "hit_at_k" in e:
-                e["hit_at_k"] = round(e["hit_at_k"], DIGITS)
-            entries[key] = e
-            if p50 is not None:
-                latency[key] = {"key": list(key), "p50_ms": round(p50, 4), "ns": latency_points(lat)}
+    configs = _by_config(ok)
+    for run in configs.values():
+        for e in _entries_of(run):
+            entries[e.key] = e.rounded()
+            if e.p50_ms is not None:
+                latency[e.key] = {"key": list(e.key), "p50_ms": round(e.p50_ms, 4), "ns": latency_points(e.latency_ns)}
     if not entries:
         raise ConfigError(f"the ok results of scenario {name!r} in {results_dir} have no search step")
-    machine = ok[0].get("machine") or {}
+    machine = ok[0].machine
     header = {
         "format": BASELINE_FORMAT,
         "kind": "annbench-baseline",
         "annbench_version": annbench.__version__,
-        "scenario": {"name": name, "hash": sc["hash"], "k": sc.get("k"), "scale": sc.get("scale")},
-        "dataset": {"name": ds.get("name"), "hash": ds["hash"]},
-        "machine": {"cpu": machine.get("cpu"), "cores": machine.get("cores")},
+        "scenario": {"name": name, "hash": sc.hash, "k": sc.k, "scale": sc.scale},
+        "dataset": {"name": ds.name, "hash": ds.hash},
+        "machine": {"cpu": machine.cpu, "cores": machine.cores},
         "latency_format": {"unit": "ns", "points": LATENCY_POINTS,
                            "what": "per entry key, p50 and the quantiles at (i+0.5)/points of its raw "
                                    "single-query latencies (for the rank test of --latency-factor)"},
         "refresh": f"annbench run --scenario {name} --out DIR && annbench baseline save DIR --out {out}",
     }
     order = sorted(entries, key=_sort_key)
-    _write_baseline(Path(out), header, [entries[k] for k in order], [latency[k] for k in order if k in latency])
-    return SaveReport(Path(out), name, len(entries), len(seen), skipped, bad)
+    _write_baseline(Path(out), header, [entries[k].as_json() for k in order],
+                    [latency[k] for k in order if k in latency])
+    return SaveReport(Path(out), name, len(entries), len(configs), skipped, bad)
 
 
 def _write_baseline(path: Path, header: dict[str, Any], entries: list[dict[str, Any]],
@@ -207,39 +266,34 @@ def _write_baseline(path: Path, header: dict[str, Any], entries: list[dict[str, 
         tmp.write_text("\n".join(lines), encoding="utf-8")
 
 
-def load_baseline(path: Path) -> dict[str, Any]:
-    """Read and validate a baseline file; every problem is one ConfigError line."""
+def load_baseline(path: Path) -> Baseline:
+    """Read and check a baseline file (every number finite: a gate fails closed); every problem is one line."""
     try:
         doc = json.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as e:
         raise ConfigError(f"baseline {path}: cannot read ({e.strerror or e})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise ConfigError(f"baseline {path}: not valid JSON ({e})") from None
     if not isinstance(doc, dict) or doc.get("kind") != "annbench-baseline":
         raise ConfigError(f"baseline {path}: not an annbench baseline (write one with `annbench baseline save`)")
     if doc.get("format") != BASELINE_FORMAT:
         raise ConfigError(f"baseline {path}: format {doc.get('format')!r}; this annbench reads {BASELINE_FORMAT}")
-    need = ("family", "label", "build_params", "policy", "step", "setting", "params", "recall")
-    for i, e in enumerate(doc.get("entries") or []):
-        missing = [k for k in need if k not in e] if isinstance(e, dict) else ["(not an object)"]
-        if missing:
-            raise ConfigError(f"baseline {path}: entry {i} lacks {missing[0]!r}")
-    if not doc.get("entries"):
+    try:
+        base = results.decode(Baseline, doc, f"baseline {path}")
+    except results.ResultError as e:
+        raise ConfigError(str(e)) from None
+    if not base.entries:
         raise ConfigError(f"baseline {path}: no entries")
-    for key in ("scenario", "dataset"):
-        if not isinstance(doc.get(key), dict) or "hash" not in doc[key]:
-            raise ConfigError(f"baseline {path}: no {key} hash")
-    lat: dict[EntryKey, dict[str, Any]] = {}
-    for i, item in enumerate(doc.get("latency") or []):
-        if not (isinstance(item, dict) and isinstance(item.get("key"), list) and len(item["key"]) == 7
-                and isinstance(item.get("ns"), list)):
-            raise ConfigError(f"baseline {path}: latency item {i} needs a 7-part 'key' and 'ns' samples")
-        k = item["key"]
-        lat[(k[0], k[1], k[2], k[3], k[4], int(k[5]), int(k[6]))] = item
-    for e in doc["entries"]:
-        if (item := lat.get(_entry_key(e))) is not None:
-            e["p50_ms"], e["latency_ns"] = item.get("p50_ms"), item["ns"]
-    return doc
+    lat: dict[EntryKey, LatencyItem] = {}
+    for i, item in enumerate(base.latency):
+        k = item.key
+        if len(k) != 7 or not all(isinstance(x, int) and not isinstance(x, bool) for x in k[5:]):
+            raise ConfigError(f"baseline {path}: latency[{i}].key needs 7 parts, the last two integers")
+        lat[(k[0], k[1], k[2], k[3], k[4], k[5], k[6])] = item
+    for e in base.entries:
+        if (item := lat.get(e.key)) is not None:
+            e.p50_ms, e.latency_ns = item.p50_ms, item.ns
+    return base
 
 
 # --- the latency test -------------------------------------------------------------------------------
@@ -315,12 +369,12 @@ class Comparison:
         return sum(r.verdict == verdict for r in self.rows)
 
 
-def _hash_mismatch(base: dict[str, Any], runs: list[dict[str, Any]], baseline_path: Path, results_dir: Path) -> None:
+def _hash_mismatch(base: Baseline, runs: list[results.RunRecord], baseline_path: Path, results_dir: Path) -> None:
     """Refuse to compare different workloads, naming every hash that differs (dataset first)."""
     problems = []
     for what in ("dataset", "scenario"):
-        want = base[what]["hash"]
-        got = sorted({r[what]["hash"] for r in runs} - {want})
+        want = getattr(base, what).hash
+        got = sorted({getattr(r, what).hash for r in runs} - {want})
         if got:
             problems.append(f"{what} hash differs (baseline {want[:12]}, results {', '.join(g[:12] for g in got)})")
     if problems:
@@ -336,75 +390,61 @@ def compare(results_dir: Path, baseline_path: Path, tolerance: float = DEFAULT_T
     if latency_factor is not None and not (math.isfinite(latency_factor) and latency_factor > 0):
         raise ConfigError(f"--latency-factor must be > 0, got {latency_factor}")
     base = load_baseline(baseline_path)
-    name = base["scenario"]["name"]
+    name = base.scenario.name
     report = results.load_dir(Path(results_dir))
-    runs = [r for r in report.runs if r["scenario"]["name"] == name]
+    runs = [r for r in report.runs if r.scenario.name == name]
     if not runs:
-        held = sorted({r["scenario"]["name"] for r in report.runs})
+        held = sorted({r.scenario.name for r in report.runs})
         raise ConfigError(f"no results of scenario {name!r} (the baseline's) in {results_dir}; it holds: "
                           f"{', '.join(held) or 'no valid result file'}")
     _hash_mismatch(base, runs, Path(baseline_path), Path(results_dir))
 
-    by_config: dict[ConfigKey, dict[str, Any]] = {}
-    for run in runs:
-        ck = config_key(run["index"])
-        if ck in by_config:
-            raise ConfigError(f"two results for the same configuration: {by_config[ck]['_path']} and {run['_path']}")
-        by_config[ck] = run
-    now: dict[EntryKey, dict[str, Any]] = {}
-    for run in by_config.values():
-        if run["status"] == "ok":
-            for key, e in _entries_of(run):
-                # compared at the baseline's stored precision, so an unchanged figure has a delta of exactly 0
-                e["recall"] = round(e["recall"], DIGITS)
-                if "hit_at_k" in e:
-                    e["hit_at_k"] = round(e["hit_at_k"], DIGITS)
-                now[key] = e
+    by_config = _by_config(runs)
+    now = {e.key: e.rounded() for run in by_config.values() if run.ok for e in _entries_of(run)}
 
     rows: list[Row] = []
     baselined: set[EntryKey] = set()
-    for e in base["entries"]:
-        key = _entry_key(e)
-        baselined.add(key)
-        rows.append(_compare_entry(name, e, now.get(key), by_config.get(key[:5]), tolerance, latency_factor, alpha))
+    for e in base.entries:
+        baselined.add(e.key)
+        rows.append(_compare_entry(name, e, now.get(e.key), by_config.get(e.key[:5]), tolerance, latency_factor,
+                                   alpha))
     for key in sorted(set(now) - baselined, key=_sort_key):
         n = now[key]
-        rows.append(Row(entry_name(n), "new", None, n["params"], recall_now=n["recall"], hit_now=n.get("hit_at_k"),
-                        p50_now=n.get("p50_ms"), note="not in the baseline; refresh it to gate this entry",
+        rows.append(Row(n.name, "new", None, n.params, recall_now=n.recall, hit_now=n.hit_at_k,
+                        p50_now=n.p50_ms, note="not in the baseline; refresh it to gate this entry",
                         classname=_classname(name, n)))
     order = {v: i for i, v in enumerate(VERDICTS)}
     # worst drop first among regressions; otherwise the baseline's order (stable sort)
     rows.sort(key=lambda r: (order[r.verdict], r.delta if r.verdict == "regression" and r.delta is not None else 0))
-    notes = [f"unreadable result file: {why}" for _p, why in report.bad]
-    if base.get("annbench_version") != annbench.__version__:
-        notes.append(f"baseline saved by annbench {base.get('annbench_version')}, checking with "
+    notes = [f"unreadable result file: {why}" for why in report.bad_lines]
+    if base.annbench_version != annbench.__version__:
+        notes.append(f"baseline saved by annbench {base.annbench_version}, checking with "
                      f"{annbench.__version__}")
     return Comparison(name, str(baseline_path), str(results_dir), tolerance, latency_factor, rows, notes)
 
 
-def _classname(scenario: str, e: dict[str, Any]) -> str:
-    size = f".n{e['size']}" if e.get("size") is not None else ""
-    return f"annbench.{scenario}.{e['label']}[{e['policy']}]{size}"
+def _classname(scenario: str, e: Entry) -> str:
+    size = f".n{e.size}" if e.size is not None else ""
+    return f"annbench.{scenario}.{e.label}[{e.policy}]{size}"
 
 
-def _compare_entry(scenario: str, e: dict[str, Any], n: dict[str, Any] | None, run: dict[str, Any] | None,
+def _compare_entry(scenario: str, e: Entry, n: Entry | None, run: results.RunRecord | None,
                    tolerance: float, latency_factor: float | None, alpha: float) -> Row:
-    row = Row(entry_name(e), "ok", e["params"], None, recall_base=e["recall"], hit_base=e.get("hit_at_k"),
-              p50_base=e.get("p50_ms"), classname=_classname(scenario, e))
+    row = Row(e.name, "ok", e.params, None, recall_base=e.recall, hit_base=e.hit_at_k,
+              p50_base=e.p50_ms, classname=_classname(scenario, e))
     if run is None:
         row.verdict = "missing"
-        row.note = f"no result for this configuration (build {fmt_params(e['build_params'])})"
+        row.note = f"no result for this configuration (build {fmt_params(e.build_params)})"
         return row
-    if run["status"] != "ok":
-        row.verdict = run["status"] if run["status"] in FAILING else "failed"
-        row.note = f"run {run['status']}: {run.get('error') or 'no error recorded'}"
+    if not run.ok:
+        row.verdict = run.status if run.status in FAILING else "failed"
+        row.note = f"run {run.status}: {run.error or 'no error recorded'}"
         return row
     if n is None:
         row.verdict = "missing"
         row.note = "the run has no such search step or search-grid position"
         return row
-    row.params_now, row.recall_now, row.hit_now, row.p50_now = n["params"], n["recall"], n.get("hit_at_k"), n.get(
-        "p50_ms")
+    row.params_now, row.recall_now, row.hit_now, row.p50_now = n.params, n.recall, n.hit_at_k, n.p50_ms
     if row.params_now != row.params_base:
         row.note = "search params changed at this grid position"
     drops = []
@@ -416,9 +456,9 @@ def _compare_entry(scenario: str, e: dict[str, Any], n: dict[str, Any] | None, r
         row.verdict = "regression"
         row.note = "; ".join(drops + ([row.note] if row.note else []))
         return row
-    if latency_factor is not None and e.get("latency_ns") and len(n["_latency_ns"]) and row.p50_base:
+    if latency_factor is not None and e.latency_ns and len(n.latency_ns) and row.p50_base and row.p50_now:
         slower = row.p50_now > latency_factor * row.p50_base
-        p = mann_whitney_greater(n["_latency_ns"], latency_factor * np.asarray(e["latency_ns"], np.float64))
+        p = mann_whitney_greater(n.latency_ns, latency_factor * np.asarray(e.latency_ns, np.float64))
         if slower and p < alpha:
             row.verdict = "slower"
             row.note = (f"p50 {row.p50_now:.3f} ms > {latency_factor:g}× baseline {row.p50_base:.3f} ms "

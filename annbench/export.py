@@ -24,6 +24,7 @@ scenario and dataset files must still be there, unchanged (their hashes are chec
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 from collections.abc import Callable
@@ -33,8 +34,13 @@ from typing import Any
 
 import numpy as np
 
-from annbench import results
+from annbench import harness, results
+from annbench.adapters.base import Metric
+from annbench.atomic import atomic_path
 from annbench.errors import ConfigError
+from annbench.groundtruth import true_distances
+from annbench.results import RunRecord
+from annbench.scenarios import load_scenario, op_log
 
 _WORD = re.compile(r"\W+")
 _DISTANCE = {"l2": "euclidean", "cosine": "angular"}  # annbench's cosine is 1 - cos, ann-benchmarks' angular
@@ -52,9 +58,10 @@ def _safe(text: str) -> str:
     return _WORD.sub("_", text).strip("_") or "_"
 
 
-def _has_answers(doc: dict[str, Any]) -> bool:
-    searches = [s for s in doc["steps"] if s["op"] == "search"]
-    return bool(searches) and all("answers" in st and "query_indices" in st for s in searches for st in s["settings"])
+def _has_answers(run: RunRecord) -> bool:
+    searches = run.search_steps
+    return bool(searches) and all(st.answers is not None and st.query_indices is not None
+                                  for s in searches for st in s.settings)
 
 
 def _resolve(path_text: str, results_dir: Path) -> Path:
@@ -73,17 +80,20 @@ def export_ann_benchmarks(results_dir: Path, out_dir: Path, cache_dir: Path | No
     results_dir, out_dir = Path(results_dir), Path(out_dir)
     loaded = results.load_dir(results_dir)
     rep = ExportReport()
-    groups: dict[tuple[str, float, str, str], list[dict[str, Any]]] = {}
-    for doc in loaded.runs:
-        what = f"{doc['scenario']['name']}/{doc['run_id']}"
-        if doc["status"] != "ok":
-            rep.skipped.append(f"{what}: status {doc['status']}")
-        elif not _has_answers(doc):
+    rep.skipped.extend(loaded.bad_lines)
+    groups: dict[tuple[str, float, str, str], list[RunRecord]] = {}
+    for run in loaded.runs:
+        what = f"{run.scenario.name}/{run.run_id}"
+        if not run.ok:
+            rep.skipped.append(f"{what}: status {run.status}")
+        elif not _has_answers(run):
             rep.skipped.append(f"{what}: no answers kept (set keep_answers: true in the scenario and rerun)")
+        elif run.scenario.path is None:
+            rep.skipped.append(f"{what}: no scenario path recorded (written by an older annbench)")
         else:
-            key = (doc["scenario"]["path"], float(doc["scenario"].get("scale", 1.0)), doc["scenario"]["hash"],
-                   doc["dataset"]["hash"])
-            groups.setdefault(key, []).append(doc)
+            key = (run.scenario.path, 1.0 if run.scenario.scale is None else float(run.scenario.scale),
+                   run.scenario.hash, run.dataset.hash)
+            groups.setdefault(key, []).append(run)
     if not groups:
         why = f"{len(rep.skipped)} run(s) skipped, e.g. {rep.skipped[0]}" if rep.skipped else "no result files"
         raise ConfigError(f"nothing to export from {results_dir} ({why}); ann-benchmarks files need every returned "
@@ -92,21 +102,18 @@ def export_ann_benchmarks(results_dir: Path, out_dir: Path, cache_dir: Path | No
         cands = [results_dir / ".cache", results_dir.parent / ".cache"]
         cache_dir = next((c for c in cands if c.is_dir()), cands[0])
     written_data: set[Path] = set()
-    for (path_text, scale, sc_hash, ds_hash), docs in groups.items():
-        prep, ds = _prepare(path_text, scale, sc_hash, ds_hash, docs[0], results_dir, cache_dir, progress)
-        for doc in docs:
-            _export_run(doc, prep, ds, out_dir, rep, written_data)
+    for (path_text, scale, sc_hash, ds_hash), runs in groups.items():
+        prep, ds = _prepare(path_text, scale, sc_hash, ds_hash, runs[0], results_dir, cache_dir, progress)
+        for run in runs:
+            _export_run(run, prep, ds, out_dir, rep, written_data)
     return rep
 
 
-def _prepare(path_text: str, scale: float, sc_hash: str, ds_hash: str, doc: dict[str, Any], results_dir: Path,
+def _prepare(path_text: str, scale: float, sc_hash: str, ds_hash: str, run: RunRecord, results_dir: Path,
              cache_dir: Path, progress: Callable[[str], None]) -> tuple[Any, dict[str, Any]]:
     """The harness's prepared data and ground truth for a group of runs, checked against their hashes."""
-    from annbench import harness
-    from annbench.scenarios import load_scenario
-
     path = _resolve(path_text, results_dir)
-    source = doc["dataset"].get("source")
+    source = run.dataset.source
     sc = load_scenario(path, scale=scale)
     if sc.content_hash() != sc_hash:
         raise ConfigError(f"{path} changed since its runs (workload hash differs); rerun them before exporting")
@@ -116,7 +123,7 @@ def _prepare(path_text: str, scale: float, sc_hash: str, ds_hash: str, doc: dict
         sc = load_scenario(path, scale=scale, dataset_path=source)
         prep = harness.prepare(sc, cache_dir, progress)
     if prep.dataset_info["hash"] != ds_hash:
-        raise ConfigError(f"the dataset of {doc['scenario']['name']} ({source}) changed since its runs "
+        raise ConfigError(f"the dataset of {run.scenario.name} ({source}) changed since its runs "
                           "(content hash differs); rerun them before exporting")
     d = prep.data_dir
     data = {
@@ -131,8 +138,6 @@ def _prepare(path_text: str, scale: float, sc_hash: str, ds_hash: str, doc: dict
 
 def _live_maps(prep: Any, data: dict[str, Any], size: int | None) -> list[dict[int, int]]:
     """Per search step of the op log: id → base row of its current vector (the harness's op log, replayed)."""
-    from annbench.scenarios import op_log
-
     sc = prep.scenario
     ops = op_log(sc, data["ids"], data["base_labels"], data["query_labels"], len(data["queries"]), size)
     live: dict[int, int] = {}
@@ -155,43 +160,31 @@ def _rows(ids: np.ndarray, live: dict[int, int]) -> np.ndarray:
     return np.asarray([get(i, -1) for i in ids.ravel().tolist()], dtype=np.int64).reshape(ids.shape)
 
 
-def _index_bytes(memory: dict[str, Any]) -> float:
-    """The index's own memory (annbench.memory), or the RSS delta a file written before it recorded."""
-    own = memory.get("index_bytes")
-    return float(own) if own is not None else float(memory.get("index_rss_bytes", 0))
-
-
-def _params(p: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in p.items())
-
-
-def _export_run(doc: dict[str, Any], prep: Any, data: dict[str, Any], out_dir: Path, rep: ExportReport,
+def _export_run(run: RunRecord, prep: Any, data: dict[str, Any], out_dir: Path, rep: ExportReport,
                 written_data: set[Path]) -> None:
-    from annbench.adapters.base import Metric
-    from annbench.groundtruth import true_distances
-
-    idx, sc_rec = doc["index"], doc["scenario"]
-    metric = Metric(doc["dataset"]["metric"])
-    k = int(sc_rec["k"])
-    size = idx.get("size")
+    idx, sc_rec = run.index, run.scenario
+    metric = Metric(run.dataset.metric)
+    k = sc_rec.k
+    size = idx.size
     with np.load(prep.gt_paths[size]) as z:  # exact top-k over each search step's live set, all queries
         gt_d, gt_i = np.array(z["dists"]), np.array(z["ids"])
     maps = _live_maps(prep, data, size)
-    build = next((s for s in doc["steps"] if s["op"] == "build"), {})
-    memory = doc.get("memory") or {}
-    algo = _safe(idx["label"] if idx["policy"] == "native" else f"{idx['label']}-{idx['policy']}")
-    searches = [s for s in doc["steps"] if s["op"] == "search"]
+    build = next((s for s in run.steps if s.op == "build"), None)
+    own_bytes = run.memory.own_bytes
+    algo = _safe(idx.label if idx.policy == "native" else f"{idx.label}-{idx.policy}")
+    build_text = results.format_params(idx.build_params, empty="")
+    searches = run.search_steps
     if len(searches) != len(maps):
-        raise ConfigError(f"{doc.get('_path')}: {len(searches)} search steps but the scenario's op log has "
+        raise ConfigError(f"{run.path}: {len(searches)} search steps but the scenario's op log has "
                           f"{len(maps)}; rerun it before exporting")
     for i, step in enumerate(searches):
-        ds_name = _safe(f"{sc_rec['name']}.{doc['dataset']['name']}" + (f".n{size}" if size else "")
-                        + (f".day{step['day']}" if sc_rec.get("timeline") == "daily" else ""))
+        ds_name = _safe(f"{sc_rec.name}.{run.dataset.name}" + (f".n{size}" if size else "")
+                        + (f".day{step.day}" if sc_rec.timeline == "daily" else ""))
         live = maps[i]
-        for st in step["settings"]:
-            qidx = np.asarray(st["query_indices"], dtype=np.int64)
+        for st in step.settings:
+            qidx = np.asarray(st.query_indices, dtype=np.int64)
             queries = np.ascontiguousarray(data["queries"][qidx])
-            found = np.asarray(st["answers"], dtype=np.int64).reshape(len(qidx), k)
+            found = np.asarray(st.answers, dtype=np.int64).reshape(len(qidx), k)
             rows = _rows(found, live)  # a deleted id (a leak) has no live row: -1 and +inf, never counted
             dists = true_distances(queries, data["pool"], rows, metric)
             gt_file = out_dir / "data" / f"{ds_name}.hdf5"
@@ -200,12 +193,12 @@ def _export_run(doc: dict[str, Any], prep: Any, data: dict[str, Any], out_dir: P
                 written_data.add(gt_file)
                 rep.datasets.append(gt_file)
             # rounds of the same queries, one after another: a query's time is its median over rounds
-            times = np.median(np.asarray(st["latency_ns"], dtype=np.float64).reshape(-1, len(qidx)), axis=0) / 1e9
+            times = np.median(np.asarray(st.latency_ns, dtype=np.float64).reshape(-1, len(qidx)), axis=0) / 1e9
             attrs = {
                 "algo": algo,
-                "name": f"{idx['family']}({_params(idx['build_params'])}; {_params(st['params'])}; {idx['policy']})",
-                "build_time": float(build.get("seconds", 0.0)),
-                "index_size": max(0.0, float(_index_bytes(memory))) / 1024.0,
+                "name": f"{idx.family}({build_text}; {results.format_params(st.params, empty='')}; {idx.policy})",
+                "build_time": float(build.seconds) if build is not None else 0.0,
+                "index_size": max(0.0, float(own_bytes or 0.0)) / 1024.0,
                 "best_search_time": float(times.mean()) if len(times) else float("inf"),
                 "count": k,
                 "distance": _DISTANCE[metric.value],
@@ -214,24 +207,22 @@ def _export_run(doc: dict[str, Any], prep: Any, data: dict[str, Any], out_dir: P
                 "run_count": 1,
                 "candidates": float((rows >= 0).sum(1).mean()),
                 "expect_extra": False,
-                "annbench_run_id": doc["run_id"],
-                "annbench_scenario": sc_rec["name"],
-                "annbench_policy": idx["policy"],
-                "annbench_day": int(step["day"]),
-                "annbench_build_params": json.dumps(idx["build_params"], sort_keys=True),
-                "annbench_search_params": json.dumps(st["params"], sort_keys=True),
-                "annbench_recall": float(st["recall"]),
+                "annbench_run_id": run.run_id,
+                "annbench_scenario": sc_rec.name,
+                "annbench_policy": idx.policy,
+                "annbench_day": step.day,
+                "annbench_build_params": json.dumps(idx.build_params, sort_keys=True),
+                "annbench_search_params": json.dumps(st.params, sort_keys=True),
+                "annbench_recall": float(st.recall),
             }
-            stem = _safe(json.dumps([idx["build_params"], st["params"], idx["policy"]], sort_keys=True))
+            stem = _safe(json.dumps([idx.build_params, st.params, idx.policy], sort_keys=True))
             target = out_dir / "results" / ds_name / str(k) / algo / f"{stem}.hdf5"
             _write_run(target, attrs, times, rows, dists)
             rep.files.append(target)
 
 
 def _write_run(path: Path, attrs: dict[str, Any], times: np.ndarray, rows: np.ndarray, dists: np.ndarray) -> None:
-    import h5py
-
-    from annbench.atomic import atomic_path
+    import h5py  # deferred: only an export needs it
 
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
@@ -243,9 +234,7 @@ def _write_run(path: Path, attrs: dict[str, Any], times: np.ndarray, rows: np.nd
 
 
 def _write_gt(path: Path, queries: np.ndarray, rows: np.ndarray, dists: np.ndarray, metric: Any) -> None:
-    import h5py
-
-    from annbench.atomic import atomic_path
+    import h5py  # deferred: only an export needs it
 
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
@@ -255,3 +244,59 @@ def _write_gt(path: Path, queries: np.ndarray, rows: np.ndarray, dists: np.ndarr
             f.create_dataset("test", data=queries.astype(np.float32))
             f.create_dataset("neighbors", data=rows.astype(np.int32))
             f.create_dataset("distances", data=dists.astype(np.float32))
+
+
+# -- CSV: one row per (run, step, search setting) ----------------------------------------------------------
+CSV_FIELDS = (
+    "scenario", "run_id", "family", "build_params", "policy", "size", "status", "step", "op", "day",
+    "count", "live", "seconds", "search_params", "recall", "hit_at_k", "p_at_k", "leaks", "freshness",
+    "p50_ms", "p95_ms", "p99_ms", "qps", "rss_steady_bytes", "saved_bytes",
+    # since the cost-figures work: build parameters as used, the index's own memory, intervals and noise
+    "build_params_used", "index_bytes", "library_bytes", "p99_ms_lo", "p99_ms_hi", "qps_lo", "qps_hi", "rounds",
+    "noisy",
+)
+
+
+def _spread_fields(s: results.SearchSetting) -> dict[str, Any]:
+    """The CSV's interval and noise columns of one search setting (empty for a file measured without rounds)."""
+    p99 = s.p99_ci or [None, None]
+    qps = s.qps_ci95 or [None, None]
+    return {"p99_ms_lo": p99[0], "p99_ms_hi": p99[1], "qps_lo": qps[0], "qps_hi": qps[1],
+            "rounds": s.rounds, "noisy": None if s.noise is None else s.noise.noisy}
+
+
+def export_csv(results_dir: Path, out: Path) -> tuple[int, list[str]]:
+    """Write one CSV row per (run, step, search setting): (rows written, one line per file skipped)."""
+    loaded = results.load_dir(results_dir)
+    rows = 0
+    with atomic_path(out) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        w.writeheader()
+        for run in loaded.runs:
+            idx, mem = run.index, run.memory
+            base = {
+                "scenario": run.scenario.name, "run_id": run.run_id, "family": idx.family,
+                "build_params": json.dumps(idx.build_params, sort_keys=True),
+                "policy": idx.policy, "size": idx.size, "status": run.status,
+                "rss_steady_bytes": mem.rss_steady_bytes, "saved_bytes": mem.saved_bytes,
+                "build_params_used": None if idx.build_params_used is None
+                else json.dumps(idx.build_params_used, sort_keys=True),
+                "index_bytes": mem.index_bytes,
+                "library_bytes": None if mem.library_bytes is None else mem.library_bytes.bytes,
+            }
+            for i, step in enumerate(run.steps):
+                common = {**base, "step": i, "op": step.op, "day": step.day, "count": step.count,
+                          "live": step.live, "seconds": step.seconds}
+                if step.op != "search":
+                    w.writerow(common)
+                    rows += 1
+                    continue
+                for s in step.settings:
+                    lat = s.latency_ms
+                    w.writerow({**common, "search_params": json.dumps(s.params, sort_keys=True),
+                                "recall": s.recall, "hit_at_k": s.hit_at_k, "p_at_k": s.p_at_k,
+                                "leaks": s.leaks, "freshness": s.freshness,
+                                "p50_ms": lat.p50, "p95_ms": lat.p95, "p99_ms": lat.p99,
+                                "qps": s.qps, **_spread_fields(s)})
+                    rows += 1
+    return rows, loaded.bad_lines
