@@ -35,6 +35,7 @@ from typing import Any
 
 from annbench import results, timing
 from annbench.errors import ConfigError
+from annbench.results import RunRecord
 
 MINIMISE = ("latency", "memory", "build")
 _GB = 1e9
@@ -122,7 +123,7 @@ class Config:
     baseline_bytes: float
     saved_bytes: float
     build_seconds: float
-    run: dict[str, Any] = field(hash=False, compare=False, repr=False)
+    run: RunRecord = field(hash=False, compare=False, repr=False)
     memory_how: str = ""  # what index_bytes counts (an old file's RSS delta, or annbench.memory.HOW)
     used_build_params: dict[str, Any] = field(default_factory=dict, hash=False)  # as the library used them
 
@@ -248,94 +249,84 @@ def _median(values: list[float]) -> float:
     return vals[mid] if len(vals) % 2 else (vals[mid - 1] + vals[mid]) / 2
 
 
-def _ci(raw: Any, figure: float) -> tuple[float, float]:
+def _ci(raw: list[float] | None, figure: float) -> tuple[float, float]:
     """A stored [lo, hi] interval, or the figure at both ends for a file measured before rounds existed."""
-    if isinstance(raw, list) and len(raw) == 2 and all(isinstance(x, (int, float)) for x in raw):
+    if raw is not None and len(raw) == 2:
         return float(raw[0]), float(raw[1])
     return figure, figure
 
 
 def params_text(params: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in params.items()) if params else "—"
+    return results.format_params(params)
 
 
-def workload_of(run: dict[str, Any]) -> Workload:
-    return Workload(scenario=run["scenario"]["name"], scenario_hash=run["scenario"]["hash"],
-                    dataset_hash=run["dataset"]["hash"], size=run["index"].get("size"),
-                    timeline=run["scenario"].get("timeline", "static"))
+def workload_of(run: RunRecord) -> Workload:
+    return Workload(scenario=run.scenario.name, scenario_hash=run.scenario.hash, dataset_hash=run.dataset.hash,
+                    size=run.index.size, timeline=run.scenario.timeline)
 
 
-def _num(value: Any, default: float = math.nan) -> float:
-    return float(value) if isinstance(value, (int, float)) else default
+def _num(value: float | None, default: float = math.nan) -> float:
+    return float(value) if value is not None else default
 
 
-def configurations(runs: Iterable[dict[str, Any]]) -> tuple[list[Config], list[Failure]]:
+def _step_figures(step: results.Step, s: results.SearchSetting) -> StepFigures:
+    lat, ci = s.latency_ms, s.latency_ms_ci95
+    p50, p99, qps = float(lat.p50), float(lat.p99), float(s.qps)
+    return StepFigures(
+        day=step.day, live=step.live, queries=step.count, recall=float(s.recall),
+        hit_at_k=s.hit_at_k, p_at_k=s.p_at_k, p50_ms=p50, p99_ms=p99, qps=qps, leaks=s.leaks or 0,
+        mean_ms=_num(lat.mean), concurrency=_levels(s.concurrency or []),
+        p50_ci=_ci(ci.p50 if ci else None, p50), p99_ci=_ci(ci.p99 if ci else None, p99),
+        qps_ci=_ci(s.qps_ci95, qps), rounds=s.rounds or 1,
+        noise=tuple(s.noise.reasons) if s.noise is not None and s.noise.noisy else ())
+
+
+def configurations(runs: Iterable[RunRecord]) -> tuple[list[Config], list[Failure]]:
     """Every (run, search setting) of the ok runs as a Config; the runs that failed or timed out apart."""
     configs: list[Config] = []
     failures: list[Failure] = []
     for run in runs:
         wl = workload_of(run)
-        index = run["index"]
-        label = str(index.get("label") or index["family"])
-        if run["status"] != "ok":
-            failures.append(Failure(wl, run["run_id"], label, index["family"], index["policy"], run["status"],
-                                    str(run.get("error") or "no error recorded"), str(run.get("_path", ""))))
+        index = run.index
+        label = index.label or index.family
+        if not run.ok:
+            failures.append(Failure(wl, run.run_id, label, index.family, index.policy, run.status,
+                                    run.error or "no error recorded", str(run.path or "")))
             continue
         per_setting: dict[str, list[StepFigures]] = {}
         params_of: dict[str, dict[str, Any]] = {}
-        for step in run["steps"]:
-            if step["op"] != "search":
-                continue
-            for s in step.get("settings", []):
-                if not s.get("latency_ms"):
-                    continue
-                key = json.dumps(s["params"], sort_keys=True)
-                params_of[key] = s["params"]
-                lat = s["latency_ms"]
-                ci = s.get("latency_ms_ci95") or {}
-                p50, p99, qps = _num(lat.get("p50")), _num(lat.get("p99")), _num(s.get("qps"))
-                per_setting.setdefault(key, []).append(StepFigures(
-                    day=int(step.get("day") or 0), live=int(step.get("live") or 0),
-                    queries=int(step.get("count") or 0), recall=float(s["recall"]),
-                    hit_at_k=s.get("hit_at_k"), p_at_k=s.get("p_at_k"), p50_ms=p50,
-                    p99_ms=p99, qps=qps, leaks=int(s.get("leaks") or 0),
-                    mean_ms=_num(lat.get("mean")), concurrency=_levels(s.get("concurrency")),
-                    p50_ci=_ci(ci.get("p50"), p50), p99_ci=_ci(ci.get("p99"), p99), qps_ci=_ci(s.get("qps_ci95"), qps),
-                    rounds=int(s.get("rounds") or 1), noise=tuple((s.get("noise") or {}).get("reasons") or ())))
-        mem = run.get("memory") or {}
+        for step in run.search_steps:
+            for s in step.settings:
+                key = json.dumps(s.params, sort_keys=True)
+                params_of[key] = s.params
+                per_setting.setdefault(key, []).append(_step_figures(step, s))
+        mem = run.memory
         # a database's files and its server's RSS live outside the run's process: they count as memory
-        external = float(sum((mem.get("external_bytes") or {}).values()))
-        build_s = sum(_num(st.get("seconds"), 0.0) for st in run["steps"] if st["op"] == "build")
+        external = float(sum((mem.external_bytes or {}).values()))
+        build_s = sum(st.seconds for st in run.steps if st.op == "build")
         # the index's own memory (annbench.memory); a file written before it existed has only the RSS delta
-        own = mem.get("index_bytes")
-        index_bytes = _num(own) if own is not None else _num(mem.get("index_rss_bytes"))
-        how = str(mem.get("index_bytes_how") or "RSS after build − before (counts the dataset's file pages too)")
-        used = index.get("build_params_used") or {}
+        how = mem.index_bytes_how or "RSS after build − before (counts the dataset's file pages too)"
         for key, steps in per_setting.items():
             configs.append(Config(
-                workload=wl, run_id=run["run_id"], name=label.split("[")[0], label=label, family=index["family"],
-                build_params=dict(index.get("build_params") or {}), search_params=dict(params_of[key]),
-                policy=index["policy"], k=int(run["scenario"].get("k") or 0), steps=tuple(steps),
-                index_bytes=index_bytes + external,
-                steady_bytes=_num(mem.get("rss_steady_bytes")) + external,
-                peak_bytes=_num(mem.get("rss_peak_bytes")), baseline_bytes=_num(mem.get("rss_baseline_bytes")),
-                saved_bytes=_num(mem.get("saved_bytes")), build_seconds=build_s, run=run, memory_how=how,
-                used_build_params=dict(used) if isinstance(used, dict) else {}))
+                workload=wl, run_id=run.run_id, name=label.split("[")[0], label=label, family=index.family,
+                build_params=dict(index.build_params), search_params=dict(params_of[key]),
+                policy=index.policy, k=run.scenario.k, steps=tuple(steps),
+                index_bytes=_num(mem.own_bytes) + external,
+                steady_bytes=_num(mem.rss_steady_bytes) + external,
+                peak_bytes=_num(mem.rss_peak_bytes), baseline_bytes=_num(mem.rss_baseline_bytes),
+                saved_bytes=_num(mem.saved_bytes), build_seconds=build_s, run=run, memory_how=how,
+                used_build_params=dict(index.build_params_used or {})))
     return configs, failures
 
 
-def _levels(raw: Any) -> tuple[LevelFigures, ...]:
+def _levels(levels: list[results.ClientLoad]) -> tuple[LevelFigures, ...]:
     """The `concurrency` list of a search setting (annbench.concurrency.measure_levels) as LevelFigures."""
-    out = []
-    for lv in raw if isinstance(raw, list) else []:
-        if not isinstance(lv, dict) or not isinstance(lv.get("threads"), int):
-            continue
-        lat = lv.get("latency_ms") or {}
-        out.append(LevelFigures(threads=lv["threads"], qps=_num(lv.get("qps")), p50_ms=_num(lat.get("p50")),
-                                p95_ms=_num(lat.get("p95")), p99_ms=_num(lat.get("p99")),
-                                cpu_utilisation=_num(lv.get("cpu_utilisation")),
-                                batch_qps=_num((lv.get("batch") or {}).get("qps")),
-                                free_cores=_num(lv.get("free_cores"))))
+    out = [LevelFigures(threads=lv.threads, qps=float(lv.qps), p50_ms=float(lv.latency_ms.p50),
+                        p95_ms=float(lv.latency_ms.p95), p99_ms=float(lv.latency_ms.p99),
+                        cpu_utilisation=_num(lv.cpu_utilisation),
+                        batch_qps=_num(lv.batch.qps if lv.batch is not None else None),
+                        free_cores=_num(lv.free_cores))
+           for lv in levels]
     return tuple(sorted(out, key=lambda lv: lv.threads))
 
 
@@ -594,40 +585,38 @@ def _nan_last(x: float) -> float:
     return math.inf if not math.isfinite(x) else x
 
 
-def context_line(runs: Sequence[dict[str, Any]]) -> str:
+def context_line(runs: Sequence[RunRecord]) -> str:
     """Dataset, size, k, machine and threads of a set of runs, for captions and the text verdict."""
     if not runs:
         return ""
     first = runs[0]
-    ds = first.get("dataset", {})
-    sizes = sorted({r["index"].get("size") for r in runs if r["index"].get("size")})
-    n = f"n={sizes[0]:,}" if len(sizes) == 1 else (f"n={sizes[0]:,}–{sizes[-1]:,}" if sizes else
-                                                    f"n={ds.get('n', 0):,}")
-    lives = [st.get("live") for r in runs for st in r.get("steps", []) if st.get("op") == "search"]
-    lives = [v for v in lives if isinstance(v, int)]
-    live = f" (live {min(lives):,}–{max(lives):,})" if lives and first["scenario"].get("timeline") == "daily" else ""
-    cpus = sorted({str((r.get("machine") or {}).get("cpu", "?")) for r in runs})
-    cores = sorted({(r.get("machine") or {}).get("cores") for r in runs if (r.get("machine") or {}).get("cores")})
-    threads = sorted({r.get("threads") for r in runs if r.get("threads") is not None})
+    ds = first.dataset
+    sizes = sorted({r.index.size for r in runs if r.index.size})
+    n = f"n={sizes[0]:,}" if len(sizes) == 1 else (f"n={sizes[0]:,}–{sizes[-1]:,}" if sizes else f"n={ds.n:,}")
+    lives = [st.live for r in runs for st in r.search_steps]
+    live = f" (live {min(lives):,}–{max(lives):,})" if lives and first.scenario.timeline == "daily" else ""
+    cpus = sorted({r.machine.cpu or "?" for r in runs})
+    cores = sorted({r.machine.cores for r in runs if r.machine.cores})
+    threads = sorted({r.threads for r in runs})
     machine = " / ".join(cpus) + (f" ({'/'.join(map(str, cores))} cores)" if cores else "")
     if len(cpus) > 1:
         machine += " — MIXED MACHINES"
-    return (f"dataset {ds.get('name', '?')} {n}{live} × {ds.get('dim', '?')} {ds.get('metric', '')}"
-            f" · k={first['scenario'].get('k', '?')} · {machine} · "
+    return (f"dataset {ds.name} {n}{live} × {ds.dim} {ds.metric}"
+            f" · k={first.scenario.k} · {machine} · "
             f"{'/'.join(map(str, threads)) or '?'} thread{'s' if threads != [1] else ''}")
 
 
-def recommend(runs: Sequence[dict[str, Any]], cons: Constraints, scenario: str | None = None
+def recommend(runs: Sequence[RunRecord], cons: Constraints, scenario: str | None = None
               ) -> tuple[list[Recommendation], list[str]]:
     """One Recommendation per workload, and notes on workloads left out (e.g. static with --needs updates)."""
     cons.validate()
     if scenario is not None:
-        names = sorted({r["scenario"]["name"] for r in runs})
+        names = sorted({r.scenario.name for r in runs})
         if scenario not in names:
             raise ConfigError(f"no results for scenario {scenario!r}; found: {', '.join(names) or 'none'}")
-        runs = [r for r in runs if r["scenario"]["name"] == scenario]
+        runs = [r for r in runs if r.scenario.name == scenario]
     configs, failures = configurations(runs)
-    by_wl: dict[Workload, list[dict[str, Any]]] = {}
+    by_wl: dict[Workload, list[RunRecord]] = {}
     for r in runs:
         by_wl.setdefault(workload_of(r), []).append(r)
     recs: list[Recommendation] = []
