@@ -7,8 +7,9 @@
 - `annbench results verify DIR` re-reads and validates every file: the committed fixtures pass (exit 0);
   a corrupt JSON, a truncated file, an unknown schema version, a missing field, a wrong status, a hash
   missing are each listed by name (exit 1); temp files and dot-folders (caches) are not result files.
-- `results.write_atomic` leaves neither a temp file nor a changed target when the payload cannot be
-  serialised.
+- Golden files written by main load and dump back equal (the typed run record); a NaN, a missing latency,
+  a wrong type, a missing field are each one line naming the file and the field.
+- `results.write` leaves neither a temp file nor a changed target when the record cannot be serialised.
 """
 
 from __future__ import annotations
@@ -64,10 +65,10 @@ def test_results_record_the_sha256_of_dataset_and_scenario(tiny_run: Path) -> No
     want_dataset = open_dataset(tiny_run / "emb.npy").content_hash()
     want_scenario = load_scenario(tiny_run / "tiny.yaml").content_hash()
     for f in files:
-        doc = results.load(f)
-        assert doc["status"] == "ok"
-        assert doc["dataset"]["hash"] == want_dataset
-        assert doc["scenario"]["hash"] == want_scenario
+        run = results.load(f)
+        assert run.status == "ok"
+        assert run.dataset.hash == want_dataset
+        assert run.scenario.hash == want_scenario
         assert SHA256.match(want_dataset) and SHA256.match(want_scenario)
 
 
@@ -87,9 +88,9 @@ def test_fixtures_record_sha256_hashes() -> None:
     files = list(FIXTURES.rglob("*.json"))
     assert len(files) > 20
     for f in files:
-        doc = results.load(f)
-        assert SHA256.match(doc["dataset"]["hash"]), f
-        assert SHA256.match(doc["scenario"]["hash"]), f
+        run = results.load(f)
+        assert SHA256.match(run.dataset.hash), f
+        assert SHA256.match(run.scenario.hash), f
 
 
 @pytest.mark.parametrize("folder", [FIXTURES, REPO / "tests" / "fixtures" / "recommend"])
@@ -109,20 +110,37 @@ def _edit(change: Callable[[dict[str, Any]], Any]) -> Callable[[str], str]:
     return apply
 
 
+def _first_setting(d: dict[str, Any]) -> dict[str, Any]:
+    return next(s for s in d["steps"] if s["op"] == "search")["settings"][0]
+
+
 CORRUPTIONS = [
     ("corrupt-json", lambda t: t[:200] + "}{" + t[200:], "corrupt JSON"),
     ("truncated", lambda t: t[: len(t) // 2], "corrupt JSON"),
     ("empty", lambda t: "", "corrupt JSON"),
     ("not-an-object", lambda t: "[1, 2]", "not a result object"),
     ("unknown-schema", _edit(lambda d: d.update(schema=99)), "unknown schema version 99"),
-    ("schema-not-int", _edit(lambda d: d.update(schema="1")), "no integer 'schema' field"),
-    ("missing-field", _edit(lambda d: d.pop("dataset")), "missing field 'dataset'"),
-    ("missing-steps", _edit(lambda d: d.pop("steps")), "missing field 'steps'"),
-    ("wrong-status", _edit(lambda d: d.update(status="maybe")), "status 'maybe' is not one of"),
-    ("no-dataset-hash", _edit(lambda d: d["dataset"].pop("hash")), "dataset has no hash"),
-    ("no-scenario-hash", _edit(lambda d: d["scenario"].pop("hash")), "scenario has no hash"),
-    ("recall-not-a-number", _edit(lambda d: next(s for s in d["steps"] if s["op"] == "search")["settings"][0]
-                                  .update(recall="high")), "without a numeric recall"),
+    ("schema-not-int", _edit(lambda d: d.update(schema="1")), "schema: missing or not an integer"),
+    ("missing-field", _edit(lambda d: d.pop("dataset")), "dataset: missing field"),
+    ("missing-steps", _edit(lambda d: d.pop("steps")), "steps: missing field"),
+    ("wrong-status", _edit(lambda d: d.update(status="maybe")), "status: 'maybe' is not one of"),
+    ("no-dataset-hash", _edit(lambda d: d["dataset"].pop("hash")), "dataset.hash: missing field"),
+    ("no-scenario-hash", _edit(lambda d: d["scenario"].pop("hash")), "scenario.hash: missing field"),
+    ("recall-not-a-number", _edit(lambda d: _first_setting(d).update(recall="high")),
+     ".settings[0].recall: expected a finite number, got str 'high'"),
+    ("recall-nan", _edit(lambda d: _first_setting(d).update(recall=float("nan"))),
+     ".settings[0].recall: expected a finite number, got NaN"),
+    ("p99-infinite", _edit(lambda d: _first_setting(d)["latency_ms"].update(p99=float("inf"))),
+     ".settings[0].latency_ms.p99: expected a finite number, got Infinity"),
+    ("recall-above-1", _edit(lambda d: _first_setting(d).update(recall=1.5)),
+     ".settings[0].recall: 1.5 is not in [0, 1]"),
+    ("missing-latency", _edit(lambda d: _first_setting(d).pop("latency_ms")), ".settings[0].latency_ms: missing field"),
+    ("missing-params", _edit(lambda d: _first_setting(d).pop("params")), ".settings[0].params: missing field"),
+    ("k-wrong-type", _edit(lambda d: d["scenario"].update(k=10.5)), "scenario.k: expected an integer, got float 10.5"),
+    ("bool-for-int", _edit(lambda d: d.update(threads=True)), "threads: expected an integer, got bool True"),
+    ("nan-in-params", _edit(lambda d: d["index"]["build_params"].update(x=float("nan"))),
+     "index.build_params.x: expected a finite number, got NaN"),
+    ("unknown-op", _edit(lambda d: d["steps"][0].update(op="teleport")), "steps[0].op: 'teleport' is not one of"),
     ("not-utf8", lambda t: "\udcff" + t, "cannot read"),
 ]
 
@@ -183,44 +201,84 @@ def test_verify_of_a_missing_folder_is_a_usage_error(tmp_path: Path) -> None:
     assert "does not exist" in res.output
 
 
+# --- the typed record: golden files, one load and one dump ---------------------------------------------------
+GOLDEN = REPO / "tests" / "fixtures" / "golden"
+GOLDEN_RUN = GOLDEN / "ci_smoke" / "annoy-c8f7ba9b-rebuild.json"  # an ok daily run with a rebuild policy
+
+
+@pytest.mark.parametrize("path", sorted(GOLDEN.rglob("*.json")) + sorted(FIXTURES.rglob("*.json")),
+                         ids=lambda p: p.name)
+def test_result_files_of_main_load_and_dump_back_equal(path: Path) -> None:
+    # golden/: written by main at 4add3e8 (daily with concurrency levels and an ingest step, a database with
+    # upkeep calls and external bytes, a rebuild policy, a static size, a failed run); results/: older files
+    doc = json.loads(path.read_text())
+    record = results.load(path)
+    assert results.dump(record) == doc
+    assert results.parse(results.dump(record)) == record
+
+
+def test_a_written_record_reads_back_equal(tmp_path: Path) -> None:
+    record = results.load(GOLDEN_RUN)
+    target = tmp_path / "s" / "run.json"
+    results.write(target, record)
+    again = results.load(target)
+    assert again == record and again.path == target
+
+
+def test_a_key_this_version_does_not_know_is_kept() -> None:
+    doc = json.loads(GOLDEN_RUN.read_text())
+    doc["written_by_a_newer_annbench"] = {"x": 1}
+    doc["steps"][0]["extra_figure"] = 2.5
+    assert results.dump(results.parse(doc)) == doc
+
+
 # --- atomic writes -----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("payload, error", [
-    ({"recall": float("nan")}, ValueError),  # allow_nan=False: NaN is not JSON
-    ({"recall": float("inf")}, ValueError),
-    ({"ids": {1, 2}}, TypeError),  # a set has no JSON form
-    ({"when": object()}, TypeError),
+def _record() -> results.RunRecord:
+    return results.load(GOLDEN_RUN)
+
+
+@pytest.mark.parametrize("bad, error", [
+    (float("nan"), ValueError),  # allow_nan=False: NaN is not JSON
+    (float("inf"), ValueError),
+    ({1, 2}, TypeError),  # a set has no JSON form
+    (object(), TypeError),
 ])
-def test_write_atomic_failure_leaves_nothing_and_keeps_the_old_file(tmp_path: Path, payload: dict,
-                                                                     error: type) -> None:
+def test_write_failure_leaves_nothing_and_keeps_the_old_file(tmp_path: Path, bad: Any, error: type) -> None:
     target = tmp_path / "scenario" / "run.json"
-    results.write_atomic(target, {"schema": 1, "run": "old"})
+    results.write(target, _record())
     before = target.read_bytes()
+    broken = _record()
+    broken.wall_seconds = bad
     with pytest.raises(error):
-        results.write_atomic(target, payload)
+        results.write(target, broken)
     assert target.read_bytes() == before
     assert sorted(p.name for p in target.parent.iterdir()) == ["run.json"]  # no temp file left
 
 
-def test_write_atomic_failure_without_an_old_file_leaves_nothing(tmp_path: Path) -> None:
+def test_write_failure_without_an_old_file_leaves_nothing(tmp_path: Path) -> None:
     target = tmp_path / "scenario" / "run.json"
+    broken = _record()
+    broken.wall_seconds = float("nan")
     with pytest.raises(ValueError):
-        results.write_atomic(target, {"recall": float("nan")})
+        results.write(target, broken)
     assert not target.exists()
     assert not target.parent.exists() or not any(target.parent.iterdir())
 
 
-def test_write_atomic_interrupted_at_the_rename_keeps_the_old_file(tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_write_interrupted_at_the_rename_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # a Ctrl-C between writing and renaming: the old file stays whole and the temp file goes
     target = tmp_path / "run.json"
-    results.write_atomic(target, {"run": "old"})
+    old = _record()
+    results.write(target, old)
 
     def interrupted(*_a: Any) -> None:
         raise KeyboardInterrupt
 
     monkeypatch.setattr("os.replace", interrupted)
+    new = _record()
+    new.run_id = "new"
     with pytest.raises(KeyboardInterrupt):
-        results.write_atomic(target, {"run": "new"})
+        results.write(target, new)
     monkeypatch.undo()
-    assert json.loads(target.read_text()) == {"run": "old"}
+    assert results.load(target) == old
     assert [p.name for p in tmp_path.iterdir()] == ["run.json"]
