@@ -32,6 +32,8 @@ from annbench.errors import ConfigError
 class Annoy(Adapter):
     """annoy random-projection forest; static (add/delete/update need a rebuild)."""
 
+    distributions = ("annoy",)
+
     name = "annoy"
     capabilities = STATIC
     # The forest is immutable once built; annoy never changes after build (writes go to the rebuild

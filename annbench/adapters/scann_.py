@@ -51,6 +51,8 @@ _MIN_AH_POINTS = 256  # below this, asymmetric hashing (16 centroids per block) 
 class Scann(Adapter):
     """scann tree-AH with reordering; built with docids so upsert and delete really change the index."""
 
+    distributions = ("scann",)
+
     name = "scann"
     capabilities = Capabilities(add=Support.NATIVE, delete=Support.NATIVE, update=Support.NATIVE)
     # Not documented. Checked here (scann 1.4.2): 2 threads each sending the same 10k single queries twice

@@ -54,6 +54,8 @@ DTYPES = ("f32", "f16", "bf16", "i8", "f64")
 class Usearch(Adapter):
     """usearch HNSW graph; delete is a logical remove (a tombstone a later add reuses), update is remove + add."""
 
+    distributions = ("usearch",)
+
     name = "usearch"
     capabilities = Capabilities(add=Support.NATIVE, delete=Support.TOMBSTONE, update=Support.NATIVE)
     # Searches: usearch 2.26.6's Index.search docstring says of `threads`: "Use 1 with an outer worker pool",

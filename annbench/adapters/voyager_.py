@@ -45,6 +45,8 @@ _STORAGE = {"float32": voyager.StorageDataType.Float32, "float8": voyager.Storag
 class Voyager(Adapter):
     """voyager HNSW graph; delete is a tombstone (mark_deleted), update replaces the vector in place."""
 
+    distributions = ("voyager",)
+
     name = "voyager"
     capabilities = Capabilities(add=Support.NATIVE, delete=Support.TOMBSTONE, update=Support.NATIVE)
     # Searches: voyager's v2.0.6 release notes (spotify/voyager#61, a shared lock around searchKnn): "Makes
