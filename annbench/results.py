@@ -31,8 +31,9 @@ import platform
 import tempfile
 import types
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any, TypeVar, Union
 
@@ -668,12 +669,11 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-def library_versions() -> dict[str, str]:
-    from importlib import metadata
-
+def library_versions(distributions: Iterable[str] = ()) -> dict[str, str]:
+    """Installed versions of annbench, numpy, threadpoolctl and the given distributions (a family's
+    `Adapter.distributions`), plus every installed adapter plugin's; one not installed is left out."""
     out = {}
-    for dist in ("annbench", "numpy", "faiss-cpu", "hnswlib", "annoy", "scann", "usearch", "voyager", "h5py",
-                 "threadpoolctl"):
+    for dist in ("annbench", "numpy", "threadpoolctl", *distributions):
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
