@@ -560,6 +560,6 @@ def render_junit(cmp: Comparison) -> str:
 
 
 def write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
+    """A rendering (markdown, JUnit) written whole or not at all: a CI step never reads half a report."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
