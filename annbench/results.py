@@ -28,6 +28,7 @@ import json
 import math
 import os
 import platform
+import stat
 import tempfile
 import types
 import typing
@@ -596,9 +597,17 @@ def write(path: Path, record: RunRecord) -> None:
         tmp.write_text(data, encoding="utf-8")
 
 
+MAX_FILE_BYTES = 1 << 30  # a main-job result is ~1 MB; a reader refuses more than this instead of exhausting RAM
+
+
 def load(path: Path) -> RunRecord:
-    """Load and check one result file."""
+    """Load and check one result file (a regular file of at most MAX_FILE_BYTES: a FIFO would block)."""
     try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise ResultError(f"{path}: not a regular file")
+        if st.st_size > MAX_FILE_BYTES:
+            raise ResultError(f"{path}: {st.st_size:,} bytes, more than a result file's {MAX_FILE_BYTES:,}")
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise ResultError(f"{path}: cannot read ({e})") from None
@@ -613,15 +622,16 @@ def load(path: Path) -> RunRecord:
 
 
 def iter_files(results_dir: Path) -> Iterator[Path]:
-    """Every result file below `results_dir`, skipping temp files and dot-folders (caches)."""
+    """Every `*.json` below `results_dir`, skipping temp files and dot-folders (caches); symlinked folders
+    are not followed (a link loop or a link out of the folder would be read as results)."""
     root = Path(results_dir)
     if not root.is_dir():
         raise ConfigError(f"results folder {results_dir} does not exist")
-    for path in sorted(root.rglob("*.json")):
-        rel = path.relative_to(root)
-        if any(part.startswith(".") for part in rel.parts):
-            continue
-        yield path
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found += [Path(folder) / f for f in files if f.endswith(".json") and not f.startswith(".")]
+    yield from sorted(found)
 
 
 @dataclass
@@ -635,14 +645,34 @@ class LoadReport:
         return [msg for _path, msg in self.bad]
 
 
+def _outside(path: Path, root: Path) -> bool:
+    """A symlink whose target lies outside the results folder: not one of this folder's results."""
+    return path.is_symlink() and not path.resolve().is_relative_to(root.resolve())
+
+
 def load_dir(results_dir: Path) -> LoadReport:
-    """Load every valid result below `results_dir`; invalid ones are listed, not fatal."""
-    runs, bad = [], []
+    """Load every valid result below `results_dir`; invalid ones are listed, not fatal.
+
+    A second file of the same run (the same run id of the same workload: a copy under another name) is
+    listed as a copy, so no reader ranks, draws or exports one run twice."""
+    runs: list[RunRecord] = []
+    bad: list[tuple[Path, str]] = []
+    seen: dict[tuple[str, str, str], Path] = {}
     for path in iter_files(results_dir):
+        if _outside(path, Path(results_dir)):
+            bad.append((path, f"{path}: a symlink to a file outside {results_dir}; not read"))
+            continue
         try:
-            runs.append(load(path))
+            run = load(path)
         except ResultError as e:
             bad.append((path, str(e)))
+            continue
+        key = (run.scenario.hash, run.dataset.hash, run.run_id)
+        if key in seen:
+            bad.append((path, f"{path}: a copy of run {run.run_id} (also in {seen[key]}); read once"))
+            continue
+        seen[key] = path
+        runs.append(run)
     return LoadReport(runs, bad)
 
 

@@ -114,3 +114,73 @@ def test_plot_skips_it_and_says_so(folder: tuple[Path, Path, str], tmp_path: Pat
     _no_crash(res)
     assert res.exit_code == 0, res.output
     assert str(bad) in res.output
+
+
+# --- hostile folders: what is not a result file of this folder is not read as one ---------------------------
+def _golden_copy(tmp_path: Path) -> Path:
+    root = tmp_path / "res"
+    shutil.copytree(GOLDEN, root / "ci_smoke")
+    return root
+
+
+def test_a_fifo_named_json_is_listed_not_waited_on(tmp_path: Path) -> None:
+    import os
+
+    root = _golden_copy(tmp_path)
+    os.mkfifo(root / "ci_smoke" / "x.json")
+    for args in (("results", "verify", str(root)), ("recommend", str(root), "--min-recall", "0.5")):
+        res = _run(*args)  # a FIFO opened for reading blocks until a writer comes: this would hang
+        _no_crash(res)
+        assert "x.json: not a regular file" in res.output or "could not be read" in res.output, res.output
+
+
+def test_a_symlink_out_of_the_folder_is_not_a_result(tmp_path: Path) -> None:
+    root = _golden_copy(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    outside = elsewhere / "other.json"
+    doc = json.loads((GOLDEN / "annoy-c8f7ba9b-rebuild.json").read_text())
+    doc["run_id"] = "from-elsewhere"
+    outside.write_text(json.dumps(doc))
+    (root / "ci_smoke" / "link.json").symlink_to(outside)
+    (root / "loop").symlink_to(root, target_is_directory=True)  # a folder link loop: not followed
+    res = _run("results", "verify", str(root))
+    _no_crash(res)
+    assert res.exit_code == 1
+    assert "link.json: a symlink to a file outside" in res.output
+    assert "2 valid, 1 bad" in res.output, res.output
+
+
+def test_deeply_nested_json_is_one_line(tmp_path: Path) -> None:
+    root = _golden_copy(tmp_path)
+    (root / "ci_smoke" / "deep.json").write_text("[" * 200_000 + "]" * 200_000)
+    res = _run("results", "verify", str(root))
+    _no_crash(res)
+    assert res.exit_code == 1 and "deep.json: corrupt JSON (nested too deeply)" in res.output, res.output
+
+
+def _rows_of(folder: Path) -> int:
+    """CSV rows the files of `folder` make: one per non-search step, one per search setting."""
+    total = 0
+    for f in folder.glob("*.json"):
+        for st in json.loads(f.read_text())["steps"]:
+            total += len(st["settings"]) if st["op"] == "search" else 1
+    return total
+
+
+def _annoy_rows(text: str) -> int:
+    return sum(1 for ln in text.splitlines() if ln.strip()[:1].isdigit() and " annoy " in f" {ln} ")
+
+
+def test_a_copy_of_a_result_is_read_once(tmp_path: Path) -> None:
+    root = _golden_copy(tmp_path)
+    once = _run("recommend", str(root), "--min-recall", "0.5").output
+    shutil.copy(root / "ci_smoke" / "annoy-c8f7ba9b-rebuild.json", root / "ci_smoke" / "zz-copy.json")
+    res = _run("recommend", str(root), "--min-recall", "0.5")
+    _no_crash(res)
+    assert _annoy_rows(once) == 2 and _annoy_rows(res.output) == 2, res.output  # its 2 search settings, once each
+    assert "could not be read and were ignored" in res.output
+    csv_path = tmp_path / "x.csv"
+    res = _run("results", "export", str(root), "--csv", str(csv_path))
+    assert "zz-copy.json: a copy of run annoy-c8f7ba9b-rebuild" in res.output, res.output
+    assert len(csv_path.read_text().splitlines()) - 1 == _rows_of(GOLDEN)
