@@ -39,8 +39,9 @@ from annbench.adapters.base import Metric
 from annbench.atomic import atomic_path
 from annbench.errors import ConfigError
 from annbench.groundtruth import true_distances
+from annbench.oplog import op_log
 from annbench.results import RunRecord
-from annbench.scenarios import load_scenario, op_log
+from annbench.scenarios import load_scenario
 
 _WORD = re.compile(r"\W+")
 _DISTANCE = {"l2": "euclidean", "cosine": "angular"}  # annbench's cosine is 1 - cos, ann-benchmarks' angular
@@ -254,6 +255,9 @@ CSV_FIELDS = (
     # since the cost-figures work: build parameters as used, the index's own memory, intervals and noise
     "build_params_used", "index_bytes", "library_bytes", "p99_ms_lo", "p99_ms_hi", "qps_lo", "qps_hi", "rounds",
     "noisy",
+    # since the faults issue: which index (the scenario's name for it), the workload's k and metric, threads,
+    # and why a run failed (a failed or timed-out run is one row with its status)
+    "label", "k", "metric", "threads", "error",
 )
 
 
@@ -266,7 +270,8 @@ def _spread_fields(s: results.SearchSetting) -> dict[str, Any]:
 
 
 def export_csv(results_dir: Path, out: Path) -> tuple[int, list[str]]:
-    """Write one CSV row per (run, step, search setting): (rows written, one line per file skipped)."""
+    """Write one CSV row per (run, step, search setting), and one for a run with no step (failed before
+    measuring): (rows written, one line per file skipped)."""
     loaded = results.load_dir(results_dir)
     rows = 0
     with atomic_path(out) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
@@ -283,7 +288,12 @@ def export_csv(results_dir: Path, out: Path) -> tuple[int, list[str]]:
                 else json.dumps(idx.build_params_used, sort_keys=True),
                 "index_bytes": mem.index_bytes,
                 "library_bytes": None if mem.library_bytes is None else mem.library_bytes.bytes,
+                "label": idx.label, "k": run.scenario.k, "metric": run.dataset.metric, "threads": run.threads,
+                "error": run.error,
             }
+            if not run.steps:  # a run that failed or timed out before measuring anything: its status is the row
+                w.writerow(base)
+                rows += 1
             for i, step in enumerate(run.steps):
                 common = {**base, "step": i, "op": step.op, "day": step.day, "count": step.count,
                           "live": step.live, "seconds": step.seconds}
