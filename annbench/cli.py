@@ -322,7 +322,7 @@ def check_cmd(results_dir: Path, baseline_path: Path, tolerance: float, latency_
     sys.exit(cmp.exit_code)
 
 
-# --- plot and recommend: the report and the verdict (logic in annbench/report.py and annbench/recommend.py) --
+# --- plot and recommend: the report and the verdict (logic in annbench/report/ and annbench/recommend.py) --
 from annbench.recommend import constraint_options  # noqa: E402  (the decorator is needed at definition time)
 
 
@@ -330,12 +330,38 @@ from annbench.recommend import constraint_options  # noqa: E402  (the decorator 
 @click.argument("results_dir", type=click.Path(path_type=Path))
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Folder for the figures and index.html [default: RESULTS_DIR/report].")
+@click.option("--thumbnail", "thumbnail_png", type=click.Path(path_type=Path), default=None,
+              help="Instead of the report, write only its main figure (recall vs p99, the recommendation marked), "
+                   "900 px wide, to this PNG: the README's thumbnail.")
 @constraint_options
-def plot_cmd(results_dir: Path, out_dir: Path | None, **constraints: Any) -> None:
+def plot_cmd(results_dir: Path, out_dir: Path | None, thumbnail_png: Path | None, **constraints: Any) -> None:
     """Figures (PNG + SVG) and an index.html, with the recommendation on top, from RESULTS_DIR."""
     from annbench import recommend, report
 
-    report.plot_command(results_dir, out_dir, recommend.constraints_from_options(**constraints))
+    cons = recommend.constraints_from_options(**constraints)
+    if thumbnail_png is None:
+        report.plot_command(results_dir, out_dir, cons)
+        return
+    if out_dir is not None:
+        raise ConfigError("--thumbnail writes one file: give it without --out")
+    click.echo(f"annbench: wrote {report.thumbnail(results_dir, thumbnail_png, cons=cons)}")
+
+
+# --- concurrency: which libraries release the GIL (logic in annbench/concurrency.py) ------------------------
+@main.command("concurrency")
+@click.option("--n", type=click.IntRange(min=1000), default=50_000, show_default=True,
+              help="Catalog size (dim 128).")
+@click.option("--seconds", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="Seconds per client-thread level.")
+@click.option("--families", default=None,
+              help="Comma-separated index families [default: faiss-flat,faiss-ivf,faiss-hnsw,hnswlib,annoy,scann].")
+def concurrency_cmd(n: int, seconds: float, families: str | None) -> None:
+    """Measure per index family how far its search releases the GIL, and QPS at 1 and 2 client threads."""
+    from annbench import concurrency
+
+    wanted = [f.strip() for f in families.split(",") if f.strip()] if families else None
+    for line in concurrency.library_table(n, seconds, wanted):
+        click.echo(line)
 
 
 @main.command("recommend")

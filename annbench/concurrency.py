@@ -21,27 +21,31 @@ Owns what happens inside a run's process when a scenario asks for concurrency (`
   lock's cost (a search waiting for a write batch) is inside the timed search, so it shows in the
   latency figures.
 
-Which libraries release the GIL is measured, not assumed: `python -m annbench.concurrency` prints per
-family how far a pure-Python thread gets while the library searches (`gil_share`), QPS at 1 and 2
-client threads, and the cores the machine could give at that moment (`free_cores`).
+Which libraries release the GIL is measured, not assumed: `annbench concurrency` prints per family
+(`library_table`) how far a pure-Python thread gets while the library searches (`gil_share`), QPS at
+1 and 2 client threads, and the cores the machine could give at that moment (`free_cores`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
-from annbench import metrics, timing
-from annbench.adapters.base import Adapter, Metric, Safety, declared_safety
+from annbench import adapters, catalog, metrics, timing
+from annbench.adapters.base import Adapter, Safety, declared_safety, validate_params
 from annbench.groundtruth import exact_knn, true_distances
-from annbench.policies import Policy
-from annbench.scenarios import Concurrency, ConcurrentUpdates, Op
+from annbench.oplog import Op
+from annbench.policies import Policy, make_policy
+from annbench.scenarios import Concurrency, ConcurrentUpdates
+from annbench.vectors import Metric, prepare_vectors
 
 BATCH_REPEATS = 3  # batch QPS with the library's threads: median of these
 CONTROL_SECONDS = 0.03  # the free-cores control, per thread count
@@ -310,8 +314,6 @@ def free_cores(threads: int, seconds: float = CONTROL_SECONDS) -> float:
     busy; when other processes are running, fewer. Measured just before a level, it tells a library that
     does not scale from a machine that had no second core to give.
     """
-    import hashlib
-
     budget = int(seconds * 1e9)
     barrier = threading.Barrier(threads)
 
@@ -348,8 +350,6 @@ def measure_level(policy: Policy, singles: list[np.ndarray], k: int, threads: in
 
 def batch_qps(policy: Policy, queries: np.ndarray, k: int, library_threads: int) -> dict[str, Any]:
     """One client, one call with every query, the library's own threads (and BLAS's) at `library_threads`."""
-    from threadpoolctl import threadpool_limits
-
     base = policy.adapter.threads
     try:
         policy.adapter.set_threads(library_threads)
@@ -574,7 +574,7 @@ def gil_share(call: Callable[[], Any], seconds: float = 0.3) -> float:
     return during / alone if alone > 0 else float("nan")
 
 
-_TABLE_CONFIGS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
+TABLE_CONFIGS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     # family → (policy, build params, search params): the middle settings of reseller_daily_updates
     "faiss-flat": ("native", {}, {}),
     "faiss-ivf": ("native", {"nlist": 0}, {"nprobe": 8}),
@@ -585,30 +585,24 @@ _TABLE_CONFIGS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
 }
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m annbench.concurrency`: per family, GIL release and QPS at 1 and 2 client threads."""
-    import argparse
+def library_table(n: int = 50_000, seconds: float = 1.0, families: Sequence[str] | None = None) -> Iterator[str]:
+    """`annbench concurrency`: per family, GIL release and QPS at 1 and 2 client threads, as text lines.
 
-    from annbench import adapters, catalog
-    from annbench.adapters.base import prepare_vectors, validate_params
-    from annbench.policies import make_policy
-
-    ap = argparse.ArgumentParser(prog="python -m annbench.concurrency", description=main.__doc__)
-    ap.add_argument("--n", type=int, default=50_000, help="catalog size (dim 128)")
-    ap.add_argument("--seconds", type=float, default=1.0, help="per concurrency level")
-    ap.add_argument("--families", default=",".join(_TABLE_CONFIGS))
-    args = ap.parse_args(argv)
-    ds = catalog.generate(n=args.n, seed=0)
+    A generator, so each family's line can be shown as soon as it is measured (each takes seconds).
+    `families` defaults to those of `TABLE_CONFIGS`; another family is measured with its defaults.
+    """
+    wanted = list(families) if families else list(TABLE_CONFIGS)
+    classes = {family: adapters.get(family) for family in wanted}  # an unknown name fails before any work
+    ds = catalog.generate(n=n, seed=0)
     base = prepare_vectors(ds.base, Metric.COSINE)
     queries = prepare_vectors(ds.queries[:500], Metric.COSINE)
     singles = [queries[i:i + 1] for i in range(len(queries))]
-    rows = np.arange(args.n, dtype=np.int64)
-    print(f"catalog {args.n} × {base.shape[1]}, 500 queries, k=10; cores 2 threads get now: "
-          f"{free_cores(2, 0.3):.2f}")
-    print("family      GIL share  QPS T=1  QPS T=2  ratio  cores busy T=2  free cores  batch 1 lib thr  2 lib thr")
-    for family in args.families.split(","):
-        policy_name, build, search = _TABLE_CONFIGS.get(family, ("native", {}, {}))
-        cls = adapters.get(family)
+    rows = np.arange(n, dtype=np.int64)
+    yield (f"catalog {n} × {base.shape[1]}, {len(queries)} queries, k=10; cores 2 threads get now: "
+           f"{free_cores(2, 0.3):.2f}")
+    yield "family      GIL share  QPS T=1  QPS T=2  ratio  cores busy T=2  free cores  batch 1 lib thr  2 lib thr"
+    for family, cls in classes.items():
+        policy_name, build, search = TABLE_CONFIGS.get(family, ("native", {}, {}))
         policy = make_policy(policy_name, cls, Metric.COSINE, base.shape[1], 1,
                              validate_params(cls.build_params, build, family, "build"), base, 3)
         policy.build(rows, rows)
@@ -617,12 +611,7 @@ def main(argv: list[str] | None = None) -> int:
             policy.search(q, 10)
         long_batch = np.tile(queries, (4, 1))  # ~100 ms calls: the gaps between calls then hardly count
         share = gil_share(lambda p=policy, q=long_batch: p.search(q, 10))
-        one, two = (measure_level(policy, singles, 10, t, args.seconds) for t in (1, 2))
+        one, two = (measure_level(policy, singles, 10, t, seconds) for t in (1, 2))
         b1, b2 = (batch_qps(policy, queries, 10, t)["qps"] for t in (1, 2))
-        print(f"{family:11s} {share:9.2f} {one['qps']:8.0f} {two['qps']:8.0f} {two['qps'] / one['qps']:6.2f} "
-              f"{two['cpu_utilisation']:15.2f} {two['free_cores']:11.2f} {b1:16.0f} {b2:10.0f}", flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+        yield (f"{family:11s} {share:9.2f} {one['qps']:8.0f} {two['qps']:8.0f} {two['qps'] / one['qps']:6.2f} "
+               f"{two['cpu_utilisation']:15.2f} {two['free_cores']:11.2f} {b1:16.0f} {b2:10.0f}")

@@ -23,7 +23,7 @@ import pytest
 from click.testing import CliRunner
 from matplotlib.image import imread
 
-from annbench import metrics, recommend, report, results
+from annbench import memory, metrics, recommend, report, results, timing
 from annbench.cli import main
 from annbench.recommend import Constraints
 
@@ -272,11 +272,10 @@ def test_upkeep_table_sets_each_policy_beside_native_on_the_same_build(built):
     assert "Upkeep against native writes on the same build" in (out / "index.html").read_text()
 
 
-def test_figures_drawn_by_forked_workers_equal_those_drawn_one_by_one(tmp_path, monkeypatch):
+def test_figures_drawn_by_forked_workers_equal_those_drawn_one_by_one(tmp_path):
     # `annbench plot` in its own process draws in parallel (forked workers); here, in-process, one by one
-    monkeypatch.setattr(report, "FIGURE_WORKERS", 1)
     serial = tmp_path / "serial"
-    assert CliRunner().invoke(main, ["plot", str(RESULTS), "--out", str(serial)]).exit_code == 0
+    report.plot(RESULTS, serial, Constraints(), workers=1)
     forked = tmp_path / "forked"
     proc = subprocess.run([sys.executable, "-m", "annbench.cli", "plot", str(RESULTS), "--out", str(forked)],
                           capture_output=True, text=True, timeout=600)
@@ -358,7 +357,7 @@ def _measured_like_now(runs: list[dict], noisy_label: str | None = None, noisy_d
                 s["noise"] = copy.deepcopy(NOISE) if hit else {"noisy": False, "reasons": []}
         mem = r.get("memory") or {}
         if r["status"] == "ok":
-            r["memory"] = {**mem, "index_bytes": 3 * 2**20, "index_bytes_how": report.memory.HOW,
+            r["memory"] = {**mem, "index_bytes": 3 * 2**20, "index_bytes_how": memory.HOW,
                            "library_bytes": {"bytes": 2 * 2**20, "what": "test: codes + ids"},
                            "index_bytes_last_day": 4 * 2**20}
         out.append(r)
@@ -390,7 +389,7 @@ def test_pareto_figures_ring_the_noisy_configurations_and_say_why(tmp_path):
         assert {k: v for k, v in pts.items() if k.startswith("noisy-")} == rings
         foot = _footer_text(fig)
         assert f"NOISY: {n_noisy} of {len(noisy)} configurations" in foot and "rerun on a quiet machine" in foot
-        assert f"{report.timing.ROUND_SPREAD:.0%}" in foot and f"{report.timing.MIN_CPU_SHARE:g}" in foot
+        assert f"{timing.ROUND_SPREAD:.0%}" in foot and f"{timing.MIN_CPU_SHARE:g}" in foot
         # every point is still drawn once: the ring is a mark, not a point of its own
         assert sum(v for k, v in pts.items() if re.fullmatch(r"(front|dominated)-\d+", k)) == len(noisy)
         fig, pts = report.fig_pareto(quiet, cost, "ctx")
@@ -439,7 +438,7 @@ def test_memory_figure_says_what_index_memory_counts(tmp_path):
     fig, pts = report.fig_memory(now, "ctx")
     label = fig.axes[0].get_ylabel()
     assert "held by the index in the run's process" in label and "RSS" not in label
-    assert report.memory.HOW in _footer_text(fig) and "older result files" not in _footer_text(fig)
+    assert memory.HOW in _footer_text(fig) and "older result files" not in _footer_text(fig)
     assert "library's own count" in _footer_text(fig)
     lib = _saved_svg_points(fig, tmp_path, r"lib-\d+")
     assert sum(lib.values()) == len(now) == sum(v for k, v in pts.items() if k.startswith("lib-"))
@@ -467,7 +466,7 @@ def test_configuration_table_shows_intervals_noise_and_the_librarys_count():
     assert all(r[old_head.index("index mem")].endswith("(RSS Δ)") for r in old_rows)
     assert all(r[old_head.index("library's count")] == "—" for r in old_rows)
     notes = " ".join(report.config_table_notes(cs))
-    assert "test: codes + ids" in notes and report.memory.HOW in notes
+    assert "test: codes + ids" in notes and memory.HOW in notes
 
 
 def test_build_parameters_are_printed_as_the_library_used_them():
