@@ -49,12 +49,15 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
-from annbench.adapters.base import Metric
-from annbench.datasets import Dataset
+from annbench.dataset import Dataset
 from annbench.errors import ConfigError
+from annbench.params import Param, validate_params
+from annbench.vectors import Metric
 
 KINDS = ("compression", "crop", "scribble")
 
@@ -63,11 +66,6 @@ def spectrum(dim: int, decay: float) -> np.ndarray:
     """Per-coordinate standard deviations with variance ∝ (j+1)^-decay, scaled to total variance 1."""
     var = np.arange(1, dim + 1, dtype=np.float64) ** (-float(decay))
     return np.sqrt(var / var.sum()).astype(np.float32)
-
-
-def _check(name: str, ok: bool, allowed: str, value: object) -> None:
-    if not ok:
-        raise ConfigError(f"catalog: parameter {name!r} is {value!r}; {allowed}")
 
 
 def generate(
@@ -109,34 +107,15 @@ def generate(
     perturbation_mix: probabilities of (compression only, + crop, + scribble) per query.
     id_offset: ids are id_offset + position, so ids are never mistaken for positions.
     """
-    for key, val in (("n", n), ("dim", dim), ("n_queries", n_queries), ("seed", seed),
-                     ("n_categories", n_categories), ("max_images", max_images),
-                     ("scribble_count", scribble_count), ("id_offset", id_offset)):
-        _check(key, isinstance(val, (int, np.integer)) and not isinstance(val, bool), "must be an integer", val)
-    for key, val in (("category_zipf", category_zipf), ("spectrum_decay", spectrum_decay),
-                     ("category_scale", category_scale), ("product_scale", product_scale),
-                     ("image_scale", image_scale), ("compression_noise", compression_noise),
-                     ("crop_fraction", crop_fraction), ("crop_strength", crop_strength),
-                     ("scribble_strength", scribble_strength)):
-        _check(key, isinstance(val, (int, float, np.integer, np.floating)) and not isinstance(val, bool)
-               and math.isfinite(val) and val >= 0, "must be a finite number ≥ 0", val)
-    _check("n", n >= 1, "must be ≥ 1", n)
-    _check("dim", dim >= 1, "must be ≥ 1", dim)
-    _check("n_queries", n_queries >= 0, "must be ≥ 0", n_queries)
-    _check("seed", seed >= 0, "must be ≥ 0", seed)
-    _check("n_categories", n_categories >= 1, "must be ≥ 1", n_categories)
-    _check("max_images", max_images >= 1, "must be ≥ 1", max_images)
-    _check("crop_fraction", 0 < crop_fraction <= 1, "must be in (0, 1]", crop_fraction)
-    _check("crop_strength", 0 <= crop_strength <= 1, "must be in [0, 1]", crop_strength)
-    _check("scribble_count", scribble_count >= 0, "must be ≥ 0", scribble_count)
+    args = dict(locals())  # the arguments, by name: checked before anything is drawn
+    check_params({name: args[name] for name in PARAM_NAMES})
     try:
         mix = np.asarray(perturbation_mix, dtype=np.float64)
     except (TypeError, ValueError):
         mix = np.full(1, np.nan)
-    _check("perturbation_mix", mix.shape == (3,) and bool(np.all(mix >= 0)) and mix.sum() > 0,
-           "must be 3 non-negative weights (compression, crop, scribble)", perturbation_mix)
-    _check("image_scale", product_scale + image_scale + category_scale > 0,
-           "category/product/image scales must not all be 0", image_scale)
+    if not (mix.shape == (3,) and bool(np.all(mix >= 0)) and mix.sum() > 0):
+        raise ConfigError(f"catalog: parameter 'perturbation_mix' is {perturbation_mix!r}; must be 3 non-negative "
+                          "weights (compression, crop, scribble)")
     n, dim, n_queries = int(n), int(dim), int(n_queries)
 
     # independent streams, so that e.g. more queries do not change the catalog itself
@@ -191,6 +170,56 @@ def generate(
 DEFAULTS: dict[str, object] = {
     name: p.default for name, p in inspect.signature(generate).parameters.items() if p.kind is p.KEYWORD_ONLY
 }
+
+
+def _param(name: str, typ: type, help: str, **limits: float) -> Param:
+    # the default is read off `generate`'s signature, so that it is written once
+    return Param(name, typ, inspect.signature(generate).parameters[name].default, help, **limits)
+
+
+#: the scalar parameters of `generate` (every one but perturbation_mix), with the rules each value must pass
+PARAMS: tuple[Param, ...] = (
+    _param("n", int, "catalog images", min=1),
+    _param("dim", int, "dimensions", min=1),
+    _param("n_queries", int, "reseller queries", min=0),
+    _param("seed", int, "seed of every draw", min=0),
+    _param("n_categories", int, "product categories", min=1),
+    _param("category_zipf", float, "popularity exponent of categories", min=0),
+    _param("max_images", int, "images per product, at most", min=1),
+    _param("spectrum_decay", float, "variance of coordinate j ∝ (j+1)^-decay", min=0),
+    _param("category_scale", float, "spread of category centres", min=0),
+    _param("product_scale", float, "spread of products around their centre", min=0),
+    _param("image_scale", float, "spread of images around their product", min=0),
+    _param("compression_noise", float, "norm of every query's dense noise", min=0),
+    _param("crop_fraction", float, "share of coordinates a crop changes", min=0, max=1),
+    _param("crop_strength", float, "how far a crop moves them", min=0, max=1),
+    _param("scribble_count", int, "coordinates a scribble moves", min=0),
+    _param("scribble_strength", float, "how far a scribble moves them", min=0),
+    _param("id_offset", int, "ids are id_offset + position"),
+)
+PARAM_NAMES = tuple(p.name for p in PARAMS)
+
+
+def check_params(given: Mapping[str, Any], owner: str = "catalog") -> dict[str, Any]:
+    """Every scalar parameter of `generate` (defaults filled in), after checking the `given` ones.
+
+    One ConfigError line naming `owner` and the parameter for an unknown name, a wrong type, a value out
+    of range, or values that contradict each other. `generate` checks its arguments with it, and a
+    scenario its `dataset.params` before anything is generated.
+    """
+    values = validate_params(PARAMS, given, owner)
+    if not values["crop_fraction"] > 0:
+        raise ConfigError(f"{owner}: parameter 'crop_fraction' is {values['crop_fraction']!r}; must be in (0, 1]")
+    if values["category_scale"] + values["product_scale"] + values["image_scale"] <= 0:
+        raise ConfigError(f"{owner}: parameter 'image_scale' is {values['image_scale']!r}; "
+                          "category/product/image scales must not all be 0")
+    return values
+
+
+def generate_from(params: Mapping[str, Any]) -> Dataset:
+    """`generate` with parameters by name, as a user wrote them: an unknown name is one ConfigError line."""
+    check_params({k: v for k, v in params.items() if k != "perturbation_mix"})
+    return generate(**params)
 
 
 def _normalise(x: np.ndarray) -> None:

@@ -1,9 +1,9 @@
-"""Datasets: the `Dataset` type, the file loaders, validation and `save_dataset`.
+"""Datasets: the file loaders (`open_dataset`), validation of the values, and `save_dataset`.
 
-This module owns everything between a user's embedding files (or the built-in catalog generator) and
-the in-memory `Dataset` every other part of annbench reads. It never times, prints or normalises:
-vectors are handed over as stored (float32), and `prepare_vectors` in the adapter contract normalises
-them for the cosine metric.
+This module owns everything between a user's embedding files (or the name of the built-in catalog
+generator) and the in-memory `Dataset` (annbench.dataset) every other part of annbench reads. It never
+times, prints or normalises: vectors are handed over as stored (float32), and `prepare_vectors`
+(annbench.vectors) normalises them for the cosine metric.
 
 Formats (chosen by extension, see datasets/README.md):
 
@@ -41,25 +41,19 @@ boundary.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import struct
 import zipfile
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from annbench.adapters.base import Metric
+from annbench import catalog
 from annbench.atomic import atomic_path
-from annbench.errors import AnnbenchError, ConfigError, DataError
-
-#: rows per block when scanning, hashing or converting (≈ 16 MB of float32 at d=128)
-BLOCK_ROWS = 32768
-#: memory-mapped files smaller than this keep their pages mapped after a pass (see drop_pages)
-DROP_MIN_BYTES = 32 << 20
+from annbench.dataset import BLOCK_ROWS, Dataset, data_error
+from annbench.errors import AnnbenchError, ConfigError
+from annbench.vectors import Metric
 
 VECTOR_EXTS = (".npy", ".fvecs", ".bvecs", ".fbin", ".u8bin", ".i8bin")
 INT_EXTS = (".npy", ".ibin", ".ivecs")
@@ -70,133 +64,6 @@ ALL_EXTS = VECTOR_EXTS + CONTAINER_EXTS + (".ibin", ".ivecs")
 _VECTOR_DTYPES = "float16, float32, float64 or an integer type"
 
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
-def _fail(path: str | Path, what: str) -> DataError:
-    """A DataError whose single line names the file first."""
-    return DataError(_one_line(f"{path}: {what}"))
-
-
-# ------------------------------------------------------------------------------------------------
-# The Dataset type
-# ------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, eq=False)
-class Dataset:
-    """Vectors plus what is known about them. Arrays are treated as immutable (loaders make them read-only).
-
-    `ids` are the user's int64 ids (None means 0..n-1), never positions. `query_sources` (catalog only)
-    is the base position each query was perturbed from; `neighbors` is ground truth shipped with the
-    file (ann-benchmarks ``neighbors``: base positions, nearest first), kept only for cross-checks.
-    """
-
-    name: str
-    base: np.ndarray
-    queries: np.ndarray | None = None
-    base_labels: np.ndarray | None = None
-    query_labels: np.ndarray | None = None
-    ids: np.ndarray | None = None
-    metric: Metric | None = None
-    source: str = ""
-    query_sources: np.ndarray | None = None
-    neighbors: np.ndarray | None = None
-    _hash: str | None = field(default=None, init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        # cheap structural checks only (no pass over the values): any constructor, not just the
-        # loaders, gets a clear error for mismatched shapes
-        where = self.source or self.name
-        if self.base.ndim != 2:
-            raise _fail(where, f"base must be 2-D (rows × dims), got shape {self.base.shape}")
-        for key, arr in (("query_labels", self.query_labels), ("query_sources", self.query_sources)):
-            if arr is not None and (self.queries is None or len(arr) != self.nq):
-                raise _fail(where, f"{key} has {len(arr)} entries but there are {self.nq} queries")
-        for key, arr in (("base_labels", self.base_labels), ("ids", self.ids)):
-            if arr is not None and len(arr) != self.n:
-                raise _fail(where, f"{key} has {len(arr)} entries but base has {self.n} rows")
-        if self.queries is not None and (self.queries.ndim != 2 or self.queries.shape[1] != self.dim):
-            raise _fail(where, f"queries have shape {self.queries.shape} but base vectors have {self.dim} dims")
-
-    @property
-    def n(self) -> int:
-        return int(self.base.shape[0])
-
-    @property
-    def dim(self) -> int:
-        return int(self.base.shape[1])
-
-    @property
-    def nq(self) -> int:
-        return 0 if self.queries is None else int(self.queries.shape[0])
-
-    def base_ids(self) -> np.ndarray:
-        """The int64 id of each base row: `ids`, or 0..n-1 when the file has none."""
-        return np.arange(self.n, dtype=np.int64) if self.ids is None else self.ids
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        """The non-empty arrays by field name, in a fixed order (what the hash and save cover)."""
-        keys = ("base", "queries", "base_labels", "query_labels", "ids", "query_sources", "neighbors")
-        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
-
-    def content_hash(self) -> str:
-        """sha256 hex over every array's name, dtype, shape and values; computed blockwise, cached.
-
-        The metric is included (the same vectors scored by another metric are another benchmark);
-        name and source are not (a moved file keeps its hash).
-        """
-        if self._hash is None:
-            h = hashlib.sha256()
-            h.update(f"metric={self.metric.value if self.metric else None};".encode())
-            for key, arr in self.arrays().items():
-                h.update(f"{key}:{arr.dtype.str}:{arr.shape};".encode())
-                for block in _blocks(arr):
-                    h.update(np.ascontiguousarray(block).data)
-            object.__setattr__(self, "_hash", h.hexdigest())
-        return self._hash  # type: ignore[return-value]
-
-    def memory_bytes(self) -> int:
-        """Bytes of base + queries as float32 (what an adapter is handed), whether mapped or not."""
-        return 4 * (self.n * self.dim + self.nq * self.dim)
-
-
-def _blocks(arr: np.ndarray, rows: int = BLOCK_ROWS) -> Iterator[np.ndarray]:
-    """Consecutive row blocks of `arr`; a memory-mapped block's pages are dropped once the caller is done."""
-    if arr.ndim == 0 or len(arr) == 0:
-        yield arr
-        return
-    for start in range(0, len(arr), rows):
-        block = arr[start : start + rows]
-        yield block
-        drop_pages(block)
-
-
-def drop_pages(view: np.ndarray) -> None:
-    """Tell the kernel this process is done with the file pages under `view` (part of a np.memmap).
-
-    Mapped file pages count in the process's RSS for as long as they stay mapped, so one pass over a
-    memory-mapped catalog would leave all of it in the harness's RSS. madvise(DONTNEED) unmaps them:
-    the data stay in the page cache and the file (written pages included: the mappings are shared), and
-    a later read faults them back in. A no-op for arrays that are not memory-mapped, and for mappings
-    under DROP_MIN_BYTES: they cannot crowd the machine, and the call costs ~1 ms (P3's small per-step
-    ground truths paid 0.66 of a full ground truth for it).
-    """
-    mm = getattr(view, "_mmap", None)
-    if (mm is None or view.size == 0 or min(view.strides, default=0) < 0 or not hasattr(mm, "madvise")
-            or len(mm) < DROP_MIN_BYTES):
-        return
-    import mmap
-
-    start = view.__array_interface__["data"][0] - np.frombuffer(mm, dtype=np.uint8).ctypes.data
-    end = start + sum((n - 1) * s for n, s in zip(view.shape, view.strides, strict=True)) + view.itemsize
-    start = max(0, start - start % mmap.PAGESIZE)
-    end = min(len(mm), end)
-    if end > start:
-        mm.madvise(mmap.MADV_DONTNEED, start, end - start)
-
-
 # ------------------------------------------------------------------------------------------------
 # Validation
 # ------------------------------------------------------------------------------------------------
@@ -205,21 +72,21 @@ def drop_pages(view: np.ndarray) -> None:
 def _check_vectors(arr: np.ndarray, path: str | Path, what: str, zero_rows_bad: bool = False) -> None:
     """Reject empty sets, NaN/inf and (for cosine) all-zero rows, scanning block by block."""
     if arr.ndim != 2:
-        raise _fail(path, f"{what} must be a 2-D array (rows × dims), got shape {arr.shape}")
+        raise data_error(path, f"{what} must be a 2-D array (rows × dims), got shape {arr.shape}")
     if arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise _fail(path, f"{what} is empty (shape {arr.shape}); at least 1 row and 1 dim are required")
+        raise data_error(path, f"{what} is empty (shape {arr.shape}); at least 1 row and 1 dim are required")
     for start in range(0, arr.shape[0], BLOCK_ROWS):
         block = np.asarray(arr[start : start + BLOCK_ROWS])
         finite = np.isfinite(block).all(axis=1)
         if not finite.all():
             row = start + int(np.argmin(finite))
             bad = "NaN" if np.isnan(block[row - start]).any() else "inf"
-            raise _fail(path, f"{what} row {row} holds {bad}; all values must be finite")
+            raise data_error(path, f"{what} row {row} holds {bad}; all values must be finite")
         if zero_rows_bad:
             zero = ~block.any(axis=1)
             if zero.any():
                 row = start + int(np.argmax(zero))
-                raise _fail(path, f"{what} row {row} is all zeros; its cosine similarity is undefined "
+                raise data_error(path, f"{what} row {row} is all zeros; its cosine similarity is undefined "
                                   "(drop the row, or score with metric l2)")
 
 
@@ -228,13 +95,13 @@ def _as_labels(arr: np.ndarray, path: str | Path, what: str, rows: int, rows_of:
     if arr.ndim == 2 and arr.shape[1] == 1:
         arr = arr[:, 0]
     if arr.ndim != 1:
-        raise _fail(path, f"{what} must be 1-D (one integer per row), got shape {arr.shape}")
+        raise data_error(path, f"{what} must be 1-D (one integer per row), got shape {arr.shape}")
     if arr.dtype.kind not in "iu":
-        raise _fail(path, f"{what} have dtype {arr.dtype}; only integer labels/ids are allowed")
+        raise data_error(path, f"{what} have dtype {arr.dtype}; only integer labels/ids are allowed")
     if arr.dtype.kind == "u" and arr.size and int(arr.max()) > np.iinfo(np.int64).max:
-        raise _fail(path, f"{what} hold values above the int64 range")
+        raise data_error(path, f"{what} hold values above the int64 range")
     if len(arr) != rows:
-        raise _fail(path, f"{what} have {len(arr)} entries but {rows_of} has {rows} rows; they must match")
+        raise data_error(path, f"{what} have {len(arr)} entries but {rows_of} has {rows} rows; they must match")
     out = np.ascontiguousarray(arr, dtype=np.int64)
     out.setflags(write=False)
     return out
@@ -244,7 +111,7 @@ def _check_ids(ids: np.ndarray, where: str | Path) -> None:
     srt = np.sort(ids)
     dup = srt[1:][srt[1:] == srt[:-1]]
     if dup.size:
-        raise _fail(where, f"ids are not unique (id {int(dup[0])} repeats); every row needs its own id")
+        raise data_error(where, f"ids are not unique (id {int(dup[0])} repeats); every row needs its own id")
 
 
 def validate_dataset(ds: Dataset, metric: Metric | str | None = None) -> None:
@@ -262,7 +129,7 @@ def validate_dataset(ds: Dataset, metric: Metric | str | None = None) -> None:
         _check_ids(ds.ids, where)
     if ds.query_sources is not None and ds.query_sources.size:
         if int(ds.query_sources.min()) < 0 or int(ds.query_sources.max()) >= ds.n:
-            raise _fail(where, "query_sources must be base positions in 0..n-1")
+            raise data_error(where, "query_sources must be base positions in 0..n-1")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -273,11 +140,11 @@ def validate_dataset(ds: Dataset, metric: Metric | str | None = None) -> None:
 def _file_size(path: Path) -> int:
     try:
         if not path.is_file():
-            raise _fail(path, "no such file; give the path of an existing embeddings file, or 'catalog'"
+            raise data_error(path, "no such file; give the path of an existing embeddings file, or 'catalog'"
                         if not path.exists() else "is not a regular file; give the path of an embeddings file")
         return path.stat().st_size
     except OSError as exc:
-        raise _fail(path, f"cannot read ({exc.strerror or exc})") from None
+        raise data_error(path, f"cannot read ({exc.strerror or exc})") from None
 
 
 def _readonly(arr: np.ndarray) -> np.ndarray:
@@ -291,7 +158,7 @@ def _to_float32(arr: np.ndarray, path: Path, what: str) -> np.ndarray:
     if arr.dtype == np.float32:
         return arr
     if arr.dtype.kind not in "fiu" or arr.dtype.kind == "f" and arr.dtype.itemsize > 8:
-        raise _fail(path, f"{what} have dtype {arr.dtype}; allowed: {_VECTOR_DTYPES}")
+        raise data_error(path, f"{what} have dtype {arr.dtype}; allowed: {_VECTOR_DTYPES}")
     out = np.empty(arr.shape, dtype=np.float32)
     with np.errstate(over="ignore"):  # float64 beyond float32 range becomes inf, reported by validation
         for start in range(0, arr.shape[0], BLOCK_ROWS):
@@ -307,17 +174,17 @@ def _npy_header(fh: Any, path: Path) -> tuple[tuple[int, ...], bool, np.dtype]:
             return fmt.read_array_header_1_0(fh)
         return fmt.read_array_header_2_0(fh)
     except (ValueError, OSError, SyntaxError, struct.error, EOFError) as exc:
-        raise _fail(path, f"not a valid .npy file ({_one_line(str(exc))})") from None
+        raise data_error(path, f"not a valid .npy file ({exc})") from None
 
 
 def _check_npy_dtype(dtype: np.dtype, path: Path, what: str, integer: bool) -> None:
     if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:
-        raise _fail(path, f"{what} hold Python objects or records; save a plain numeric array")
+        raise data_error(path, f"{what} hold Python objects or records; save a plain numeric array")
     if integer:
         if dtype.kind not in "iu":
-            raise _fail(path, f"{what} have dtype {dtype}; only integer labels/ids are allowed")
+            raise data_error(path, f"{what} have dtype {dtype}; only integer labels/ids are allowed")
     elif dtype.kind not in "fiu" or (dtype.kind == "f" and dtype.itemsize > 8):
-        raise _fail(path, f"{what} have dtype {dtype}; allowed: {_VECTOR_DTYPES}")
+        raise data_error(path, f"{what} have dtype {dtype}; allowed: {_VECTOR_DTYPES}")
 
 
 def _read_npy(path: Path, what: str, integer: bool = False) -> np.ndarray:
@@ -327,18 +194,18 @@ def _read_npy(path: Path, what: str, integer: bool = False) -> np.ndarray:
             shape, fortran, dtype = _npy_header(fh, path)
             offset = fh.tell()
     except OSError as exc:
-        raise _fail(path, f"cannot read ({exc.strerror or exc})") from None
+        raise data_error(path, f"cannot read ({exc.strerror or exc})") from None
     _check_npy_dtype(dtype, path, what, integer)
     need = offset + math.prod(shape) * dtype.itemsize
     if size < need:
-        raise _fail(path, f"truncated: header promises shape {shape} ({need} bytes) but the file has {size}")
+        raise data_error(path, f"truncated: header promises shape {shape} ({need} bytes) but the file has {size}")
     if not integer and len(shape) != 2:
-        raise _fail(path, f"{what} must be a 2-D array (rows × dims), got shape {shape}")
+        raise data_error(path, f"{what} must be a 2-D array (rows × dims), got shape {shape}")
     if 0 in shape:
         try:
             return np.zeros(shape, dtype=dtype)
         except ValueError:  # e.g. (0, 2**61): no values, yet a shape numpy refuses to describe
-            raise _fail(path, f"{what} are empty (shape {shape}); at least 1 row and 1 dim are required") from None
+            raise data_error(path, f"{what} are empty (shape {shape}); at least 1 row and 1 dim are required") from None
     arr = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
     return arr if integer else _to_float32(arr, path, what)
 
@@ -357,12 +224,12 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
                     raw.seek(info.header_offset)
                     local = raw.read(30)
                     if local[:4] != b"PK\x03\x04":
-                        raise _fail(path, f"member {key!r} has a corrupt zip header")
+                        raise data_error(path, f"member {key!r} has a corrupt zip header")
                     name_len, extra_len = struct.unpack("<HH", local[26:30])
                     raw.seek(info.header_offset + 30 + name_len + extra_len)
                     shape, fortran, dtype = _npy_header(raw, path)
                     if dtype.hasobject or dtype.fields is not None:
-                        raise _fail(path, f"member {key!r} holds Python objects or records; not allowed")
+                        raise data_error(path, f"member {key!r} holds Python objects or records; not allowed")
                     if dtype.kind == "U" or 0 in shape or not shape:
                         with zf.open(info) as member:
                             out[key] = np.lib.format.read_array(member, allow_pickle=False)
@@ -373,9 +240,9 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
                     with zf.open(info) as member:
                         out[key] = np.lib.format.read_array(member, allow_pickle=False)
     except zipfile.BadZipFile as exc:
-        raise _fail(path, f"not a valid .npz archive ({exc})") from None
+        raise data_error(path, f"not a valid .npz archive ({exc})") from None
     except (OSError, ValueError, EOFError, struct.error) as exc:
-        raise _fail(path, f"cannot read .npz ({_one_line(str(exc))})") from None
+        raise data_error(path, f"cannot read .npz ({exc})") from None
     return out
 
 
@@ -384,14 +251,14 @@ def _read_vecs(path: Path, kind: str) -> np.ndarray:
     size = _file_size(path)
     item = {"fvecs": 4, "ivecs": 4, "bvecs": 1}[kind]
     if size < 4:
-        raise _fail(path, f"too short for .{kind} ({size} bytes); each row starts with an int32 dim")
+        raise data_error(path, f"too short for .{kind} ({size} bytes); each row starts with an int32 dim")
     with open(path, "rb") as fh:
         d = struct.unpack("<i", fh.read(4))[0]
     row_bytes = 4 + d * item
     if d <= 0:
-        raise _fail(path, f"first row declares dim {d}; .{kind} rows need a positive int32 dim")
+        raise data_error(path, f"first row declares dim {d}; .{kind} rows need a positive int32 dim")
     if size % row_bytes:
-        raise _fail(path, f"size {size} bytes is not a multiple of the row size {row_bytes} (4 + {d}·{item}); "
+        raise data_error(path, f"size {size} bytes is not a multiple of the row size {row_bytes} (4 + {d}·{item}); "
                           "truncated or rows of different dims")
     n = size // row_bytes
     if kind == "bvecs":
@@ -407,7 +274,7 @@ def _read_vecs(path: Path, kind: str) -> np.ndarray:
         bad = np.nonzero(got != d)[0]
         if bad.size:
             row = start + int(bad[0])
-            raise _fail(path, f"row {row} declares dim {int(got[bad[0]])} but row 0 declares {d}; "
+            raise data_error(path, f"row {row} declares dim {int(got[bad[0]])} but row 0 declares {d}; "
                               f".{kind} rows must all have the same dim")
     if kind == "bvecs":
         return _to_float32(values, path, "vectors")
@@ -423,12 +290,12 @@ def _read_bin(path: Path) -> np.ndarray:
     size = _file_size(path)
     dtype = _BIN_DTYPES[path.suffix.lower()]
     if size < 8:
-        raise _fail(path, f"too short ({size} bytes); a {path.suffix} file starts with uint32 n, uint32 d")
+        raise data_error(path, f"too short ({size} bytes); a {path.suffix} file starts with uint32 n, uint32 d")
     with open(path, "rb") as fh:
         n, d = struct.unpack("<II", fh.read(8))
     expect = 8 + n * d * dtype.itemsize
     if size != expect:
-        raise _fail(path, f"header says {n} rows × {d} dims, so the size must be 8 + {n}·{d}·{dtype.itemsize}"
+        raise data_error(path, f"header says {n} rows × {d} dims, so the size must be 8 + {n}·{d}·{dtype.itemsize}"
                           f" = {expect} bytes, but the file has {size}")
     if n == 0 or d == 0:
         return np.zeros((n, d), dtype=dtype)
@@ -443,7 +310,7 @@ def _h5_array(path: Path, ds: Any, key: str) -> np.ndarray:
     shape = tuple(int(s) for s in ds.shape)
     dtype = ds.dtype
     if dtype.kind not in "fiu":
-        raise _fail(path, f"dataset {key!r} has dtype {dtype}; allowed: {_VECTOR_DTYPES} or integers")
+        raise data_error(path, f"dataset {key!r} has dtype {dtype}; allowed: {_VECTOR_DTYPES} or integers")
     if 0 in shape:
         return np.zeros(shape, dtype=dtype)
     offset = None
@@ -455,7 +322,7 @@ def _h5_array(path: Path, ds: Any, key: str) -> np.ndarray:
     if offset is not None:
         nbytes = math.prod(shape) * dtype.itemsize
         if offset + nbytes > _file_size(path):
-            raise _fail(path, f"dataset {key!r} runs past the end of the file (truncated HDF5)")
+            raise data_error(path, f"dataset {key!r} runs past the end of the file (truncated HDF5)")
         return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
     return ds[()]
 
@@ -469,12 +336,12 @@ def _read_hdf5(path: Path) -> dict[str, Any]:
         with h5py.File(path, "r") as f:
             if "train" not in f:
                 present = ", ".join(sorted(f.keys())) or "nothing"
-                raise _fail(path, f"no dataset 'train' (found: {present}); an ann-benchmarks file holds "
+                raise data_error(path, f"no dataset 'train' (found: {present}); an ann-benchmarks file holds "
                                   "train, test, neighbors, distances")
             for key in ("train", "test", "neighbors", "train_labels", "test_labels", "ids", "query_sources"):
                 if key in f:
                     if not isinstance(f[key], h5py.Dataset):
-                        raise _fail(path, f"{key!r} is a group, expected a dataset")
+                        raise data_error(path, f"{key!r} is a group, expected a dataset")
                     out[key] = _h5_array(path, f[key], key)
             dist = f.attrs.get("distance")
             if isinstance(dist, bytes):
@@ -483,7 +350,7 @@ def _read_hdf5(path: Path) -> dict[str, Any]:
     except AnnbenchError:
         raise
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise _fail(path, f"not a readable HDF5 file, or truncated ({_one_line(str(exc))})") from None
+        raise data_error(path, f"not a readable HDF5 file, or truncated ({exc})") from None
     return out
 
 
@@ -494,7 +361,7 @@ def _parse_metric(value: Any, path: Path, attr: str) -> Metric | None:
     try:
         return Metric.parse(text)
     except ConfigError:
-        raise _fail(path, f"{attr} {text!r} is not supported; allowed: euclidean/l2, angular/cosine") from None
+        raise data_error(path, f"{attr} {text!r} is not supported; allowed: euclidean/l2, angular/cosine") from None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -511,10 +378,10 @@ def _read_vectors(path: Path, what: str) -> np.ndarray:
     if ext in (".fbin", ".u8bin", ".i8bin"):
         return _read_bin(path)
     if ext in (".ibin", ".ivecs"):
-        raise _fail(path, f"{ext} holds integer vectors (labels, ids or ground truth), not embeddings; "
+        raise data_error(path, f"{ext} holds integer vectors (labels, ids or ground truth), not embeddings; "
                           "pass it as labels=, query_labels= or ids=")
     _file_size(path)  # a missing file is reported as missing, not as a bad extension
-    raise _fail(path, f"unknown extension {ext or '(none)'!r} for {what}; allowed: "
+    raise data_error(path, f"unknown extension {ext or '(none)'!r} for {what}; allowed: "
                       f"{', '.join(VECTOR_EXTS)} (vectors), .npz, .h5, .hdf5 (whole datasets)")
 
 
@@ -527,7 +394,7 @@ def _read_ints(path: Path, what: str) -> np.ndarray:
     if ext == ".ibin":
         return _read_bin(path)
     _file_size(path)
-    raise _fail(path, f"unknown extension {ext or '(none)'!r} for {what}; allowed: {', '.join(INT_EXTS)}")
+    raise data_error(path, f"unknown extension {ext or '(none)'!r} for {what}; allowed: {', '.join(INT_EXTS)}")
 
 
 def _sibling(base: Path, role: str, exts: tuple[str, ...]) -> Path | None:
@@ -558,13 +425,7 @@ def open_dataset(
         if any(x is not None for x in (queries, labels, query_labels, ids)):
             raise ConfigError("the catalog generator makes its own queries, labels and ids; "
                               "pass only generator parameters with 'catalog'")
-        from annbench import catalog
-
-        valid = ("n", "dim", "n_queries", "seed", *catalog.DEFAULTS)
-        unknown = sorted(set(generator_params) - set(valid))
-        if unknown:
-            raise ConfigError(f"catalog: unknown parameter {unknown[0]!r}; valid: {', '.join(valid)}")
-        return catalog.generate(**generator_params)
+        return catalog.generate_from(generator_params)
     if generator_params:
         raise ConfigError(f"{spec}: generator parameters ({', '.join(sorted(generator_params))}) "
                           "apply only to 'catalog'")
@@ -590,7 +451,7 @@ def open_dataset(
     elif ext == ".npz":
         parts = _read_npz(path)
         if "base" not in parts:
-            raise _fail(path, f"no array 'base' (found: {', '.join(sorted(parts)) or 'nothing'}); "
+            raise data_error(path, f"no array 'base' (found: {', '.join(sorted(parts)) or 'nothing'}); "
                               "an annbench .npz holds base, queries, base_labels, query_labels, ids")
         base = _to_float32(parts["base"], path, "base")
         q = _to_float32(parts["queries"], path, "queries") if "queries" in parts else None
@@ -611,7 +472,7 @@ def open_dataset(
     if q is not None:
         _check_vectors(q, q_path or path, "queries", zero_rows_bad=cosine)
         if q.shape[1] != base.shape[1]:
-            raise _fail(q_path or path, f"queries have {q.shape[1]} dims but the base vectors in {path.name} "
+            raise data_error(q_path or path, f"queries have {q.shape[1]} dims but the base vectors in {path.name} "
                                         f"have {base.shape[1]}; they must match")
 
     def ints(arg: PathLike | None, role: str, held: np.ndarray | None, rows: int, rows_of: str,
@@ -625,7 +486,7 @@ def open_dataset(
 
     b_lab = ints(labels, "labels", b_lab, base.shape[0], "base", "base labels")
     if (query_labels is not None or q_lab is not None) and q is None:
-        raise _fail(path, "query labels given but the dataset has no queries")
+        raise data_error(path, "query labels given but the dataset has no queries")
     q_lab = ints(query_labels, "query_labels", q_lab, 0 if q is None else q.shape[0], "queries",
                  "query labels") if q is not None else None
     id_path = extra(ids, "ids", INT_EXTS)
@@ -668,4 +529,4 @@ def save_dataset(ds: Dataset, path: Path | str) -> None:
             if ds.metric is not None:
                 f.attrs["distance"] = "angular" if ds.metric is Metric.COSINE else "euclidean"
     else:
-        raise _fail(path, f"cannot save with extension {ext or '(none)'!r}; allowed: .npz, .h5, .hdf5")
+        raise data_error(path, f"cannot save with extension {ext or '(none)'!r}; allowed: .npz, .h5, .hdf5")

@@ -35,9 +35,9 @@ from typing import Any
 
 import numpy as np
 
-from annbench.adapters.base import Metric
 from annbench.atomic import atomic_path
-from annbench.datasets import drop_pages
+from annbench.dataset import drop_pages
+from annbench.vectors import Metric
 
 GT_SCHEMA = 1
 """Version of the ground-truth definition; part of every cache key.

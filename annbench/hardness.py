@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from annbench.adapters.base import Metric, prepare_vectors
-from annbench.datasets import Dataset
+from annbench.dataset import Dataset
+from annbench.vectors import Metric, prepare_vectors
 
 #: base rows per block in the distance scan (sample × BLOCK float32 stays ≈ 32 MB at sample=1000)
 BLOCK = 8192

@@ -33,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from annbench.adapters.base import Adapter, Metric
-from annbench.scenarios import check_policy
+from annbench.adapters.base import Adapter, check_policy
+from annbench.vectors import Metric
 
 # A dense table is used while the span of the ids (largest − smallest + 1) stays below DENSE_FACTOR × the
 # ids written plus DENSE_FLOOR: for ids that are a range, even offset (the catalog's run from 1,000,000),

@@ -1,10 +1,11 @@
-"""big-ann-benchmarks runbooks: the NeurIPS'23 streaming track's YAML, replayed as annbench's op log.
+"""big-ann-benchmarks runbooks: the NeurIPS'23 streaming track's YAML, read and checked.
 
-Owns the runbook format (parsing and validation, the choice of the dataset key), what each operation
-means as an annbench op, and the scenario file `annbench run --runbook` writes so that every run's
-process, which re-reads its scenario, replays the same runbook. A scenario uses a runbook with
-`timeline: {kind: runbook, path: FILE.yaml, dataset: KEY}`; `scenarios.op_log` then hands over to
-`op_log` here. Everything after the op log (ground truth over the live set, policies, results,
+Owns the runbook format (parsing and validation, the choice of the dataset key) and the scenario file
+`annbench run --runbook` writes, so that a runbook is run as any scenario is (and the same command run
+again resumes, its workload hash unchanged). A scenario uses a runbook with
+`timeline: {kind: runbook, path: FILE.yaml, dataset: KEY}`: annbench.scenarios reads it here when the
+scenario is loaded, and annbench.oplog turns its steps into annbench's op log (what each operation means
+is written down there). Everything after the op log (ground truth over the live set, policies, results,
 reports) is the same as for a native update scenario.
 
 The format, as in big-ann-benchmarks' `neurips23/streaming/*.yaml`::
@@ -17,25 +18,9 @@ The format, as in big-ann-benchmarks' `neurips23/streaming/*.yaml`::
       4: {operation: replace, tags_start: 0, tags_end: 100, ids_start: 300000, ids_end: 300100}
       gt_url: https://...          # where big-ann downloads its ground truth; not needed here
 
-Semantics (written down for users in configs/scenarios/README.md):
-
-- A *tag* is a point's identity: the row number of the dataset's base array it was inserted from.
-  annbench's id of tag t is the dataset's id of row t (the row number itself when the dataset has no
-  ids), so results, leaks and labels mean what they mean for any other scenario.
-- Ranges are half-open, `[start, end)`. Steps are numbered 1..N without gaps; step s is the op log's
-  day s, so reports plot per-step curves and `rebuild_every` counts runbook steps.
-- `insert`: rows start..end-1 become live under their own tags. The first insert is the build.
-- `delete`: the live tags in [start, end) leave. Tags that are not live are skipped: published
-  runbooks delete overlapping ranges.
-- `replace`: tag tags_start+i is re-pointed to row ids_start+i (an annbench update: same ids, new
-  vectors). Every tag must be live and both ranges the same length.
-- `search`: every query (or the scenario's `queries.count`), ground truth over the live tags.
-- Refused with one line naming the step: a row outside the dataset, inserting a tag that is live or
-  was deleted (annbench never reuses an id, so that a deleted id returned is a leak), replacing a tag
-  that is not live, a search with fewer live points than k or before any insert.
-- `max_pts` is read (a positive integer) but not enforced: annbench's indexes grow, and published
-  runbooks exceed it (big-ann's delete_runbook.yaml, random-xs-clustered: 6,051 live at step 72,
-  max_pts 6,000).
+A tag is a point's identity (the row of the dataset's base array it was inserted from); ranges are
+half-open, `[start, end)`; steps are numbered 1..N without gaps. `max_pts` is read (a positive integer)
+but not enforced (see annbench.oplog).
 """
 
 from __future__ import annotations
@@ -46,10 +31,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 
+from annbench import adapters
+from annbench.adapters.base import check_policy
+from annbench.atomic import atomic_path
 from annbench.errors import ConfigError
+from annbench.params import is_integer
+from annbench.yamlfiles import absolute_paths, read_scenario_file, read_yaml
 
 OPERATIONS = ("insert", "delete", "search", "replace")
 _FIELDS = {"insert": ("start", "end"), "delete": ("start", "end"), "search": (),
@@ -85,8 +74,6 @@ class Runbook:
 
 def read_runbook(path: Path | str, key: str | None = None) -> Runbook:
     """Parse and check a runbook file; `key` picks the dataset (optional when the file holds one)."""
-    from annbench.scenarios import read_yaml  # refuses duplicate keys, names the file on any YAML error
-
     path = Path(path)
     try:
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -108,13 +95,13 @@ def read_runbook(path: Path | str, key: str | None = None) -> Runbook:
     if not isinstance(body, dict):
         raise ConfigError(f"{where}: must map step numbers to operations, got {type(body).__name__}")
     max_pts = body.get("max_pts")
-    if max_pts is not None and (isinstance(max_pts, bool) or not isinstance(max_pts, int) or max_pts < 1):
+    if max_pts is not None and (not is_integer(max_pts) or max_pts < 1):
         raise ConfigError(f"{where}: max_pts must be a positive integer, got {max_pts!r}")
     numbers = []
     for k in body:
         if k == "max_pts" or k in _IGNORED_KEYS:
             continue
-        if isinstance(k, bool) or not isinstance(k, int):
+        if not is_integer(k):
             raise ConfigError(f"{where}: {k!r} is neither a step number nor max_pts or gt_url")
         numbers.append(k)
     if not numbers:
@@ -145,7 +132,7 @@ def _step(number: int, entry: Any, where: str) -> Step:
         v = entry.get(f)
         if v is None:
             raise ConfigError(f"{at}: {op} needs {f}")
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        if not is_integer(v) or v < 0:
             raise ConfigError(f"{at}: {f} must be a non-negative integer, got {v!r}")
         values[f] = v
     for lo, hi in (("start", "end"), ("tags_start", "tags_end"), ("ids_start", "ids_end")):
@@ -155,103 +142,6 @@ def _step(number: int, entry: Any, where: str) -> Step:
         raise ConfigError(f"{at}: replace re-points {values['tags_end'] - values['tags_start']} tags to "
                           f"{values['ids_end'] - values['ids_start']} rows; the ranges must have the same length")
     return Step(number, op, **values)
-
-
-def timeline_section(sec: Any) -> Any:
-    """`timeline: {kind: runbook, path, dataset}` of a scenario (a `scenarios._Section`) → its Timeline.
-
-    The runbook is parsed and checked here, at scenario load, before anything is built; the checks that
-    need the dataset (row ranges, k against the live set) run when the op log is made.
-    """
-    from annbench.scenarios import Timeline
-
-    raw = sec.get("path", str)
-    path = Path(raw)
-    if not path.is_absolute():
-        path = Path(sec.path).parent / path
-    key = sec.get("dataset", str, None)
-    sec.finish()
-    if not path.is_file():
-        raise sec.fail("path", f"{raw!r}: no such runbook file")
-    rb = read_runbook(path, key)
-    # kind stays "daily" for everything downstream: a runbook is an update timeline whose days are steps
-    return Timeline("daily", days=len(rb.steps), runbook=rb)
-
-
-def op_log(sc: Any, base_ids: np.ndarray, base_labels: np.ndarray | None, query_labels: np.ndarray | None,
-           nq: int, size: int | None = None) -> list[Any]:
-    """The op log of scenario `sc` (whose timeline holds a Runbook) over a dataset, per the module's semantics."""
-    from annbench.scenarios import Op, _active
-
-    rb: Runbook = sc.timeline.runbook
-    where = f"{sc.path}: runbook {rb.path} [{rb.key}]"
-    if size is not None:
-        raise ConfigError(f"{where}: a runbook timeline has no catalog sizes")
-    n = len(base_ids)
-    base_ids = np.asarray(base_ids, dtype=np.int64)
-    q_all = np.arange(min(nq, sc.n_queries) if sc.n_queries else nq)
-    if len(q_all) == 0:
-        raise ConfigError(f"{sc.path}: the dataset has no queries; a scenario needs at least one")
-    row_of = np.full(n, -1, dtype=np.int64)  # tag -> row holding its current vector; -1: not live
-    deleted_at = np.zeros(n, dtype=np.int64)  # tag -> step that deleted it; 0: never
-    live = 0
-    ops: list[Op] = []
-    for st in rb.steps:
-        at = f"{where} step {st.number}"
-        if st.operation == "insert":
-            _rows_exist(st.start, st.end, n, at)
-            tags = np.arange(st.start, st.end, dtype=np.int64)
-            if len(tags) == 0:
-                continue
-            again = tags[row_of[tags] >= 0]
-            if len(again):
-                raise ConfigError(f"{at}: inserts tag {again[0]}, which is already live")
-            back = tags[deleted_at[tags] > 0]
-            if len(back):
-                raise ConfigError(f"{at}: inserts tag {back[0]} again after step {deleted_at[back[0]]} deleted it; "
-                                  "annbench never reuses an id (a deleted id returned is a leak)")
-            row_of[tags] = tags
-            live += len(tags)
-            ops.append(Op("insert" if ops else "build", st.number, tags.copy(), base_ids[tags]))
-        elif st.operation == "delete":
-            lo, hi = min(st.start, n), min(st.end, n)  # a tag past the dataset's rows was never live
-            tags = np.arange(lo, hi, dtype=np.int64)
-            tags = tags[row_of[tags] >= 0]
-            if len(tags) == 0:
-                continue
-            row_of[tags] = -1
-            deleted_at[tags] = st.number
-            live -= len(tags)
-            ops.append(Op("delete", st.number, None, base_ids[tags]))
-        elif st.operation == "replace":
-            _rows_exist(st.ids_start, st.ids_end, n, at)
-            if st.tags_end > n:
-                raise ConfigError(f"{at}: tags_end {st.tags_end} is past the dataset's {n} rows; no such tag is live")
-            tags = np.arange(st.tags_start, st.tags_end, dtype=np.int64)
-            if len(tags) == 0:
-                continue
-            dead = tags[row_of[tags] < 0]
-            if len(dead):
-                raise ConfigError(f"{at}: replaces tag {dead[0]}, which is not live")
-            rows = np.arange(st.ids_start, st.ids_end, dtype=np.int64)
-            row_of[tags] = rows
-            ops.append(Op("update", st.number, rows, base_ids[tags]))
-        else:  # search
-            if live == 0:
-                raise ConfigError(f"{at}: searches before any point is live")
-            if sc.k > live:
-                raise ConfigError(f"{at}: k={sc.k} is larger than the {live} points live")
-            labelled = base_labels is not None and query_labels is not None and sc.query_rule != "keep"
-            live_rows = row_of[row_of >= 0] if labelled else np.empty(0, np.int64)
-            ops.append(Op("search", st.number, queries=_active(q_all, live_rows, base_labels, query_labels, sc)))
-    if not any(op.kind == "search" for op in ops):
-        raise ConfigError(f"{where}: no search step; nothing would be measured")
-    return ops
-
-
-def _rows_exist(start: int, end: int, n: int, at: str) -> None:
-    if end > n:
-        raise ConfigError(f"{at}: rows [{start}, {end}) go past the dataset's {n} rows")
 
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -272,10 +162,6 @@ def write_scenario(runbook_path: Path, out_dir: Path, *, dataset: str | None = N
     usearch, voyager) at their default parameters, under the native policy when the index supports
     updates and under rebuild otherwise, with k=10, on `dataset`.
     """
-    from annbench import adapters
-    from annbench.atomic import atomic_path
-    from annbench.scenarios import absolute_paths, check_policy, read_scenario_file
-
     runbook_path = Path(runbook_path)
     if not runbook_path.is_file():
         raise ConfigError(f"--runbook {runbook_path}: no such file")

@@ -21,9 +21,10 @@ from annbench.adapters import get
 from annbench.adapters.base import Metric, validate_params
 from annbench.cli import main
 from annbench.errors import ConfigError
+from annbench.oplog import op_log
 from annbench.policies import make_policy
 from annbench.recommend import LevelFigures, StepFigures
-from annbench.scenarios import load_scenario, op_log
+from annbench.scenarios import load_scenario
 from tests.conftest import small_scenario
 from tests.test_report import _svg_points
 

@@ -337,7 +337,7 @@ def test_a_pass_over_a_memory_mapped_file_does_not_keep_it_in_rss(tmp_path: Path
     """datasets._blocks drops each memory-mapped block's pages after use; data read and written stay right."""
     import psutil
 
-    from annbench.datasets import _blocks, drop_pages
+    from annbench.dataset import _blocks, drop_pages
 
     src = np.random.default_rng(1).standard_normal((200_000, 64)).astype(np.float32)  # 51 MB
     np.save(tmp_path / "x.npy", src)

@@ -31,7 +31,8 @@ from hypothesis import strategies as st
 
 from annbench.datasets import open_dataset, validate_dataset
 from annbench.errors import AnnbenchError, DataError
-from annbench.scenarios import load_scenario, op_log
+from annbench.oplog import op_log
+from annbench.scenarios import load_scenario
 
 # ANNBENCH_FUZZ_EXAMPLES=5000 for a longer hunt than the suite's few seconds
 FUZZ = settings(max_examples=int(os.environ.get("ANNBENCH_FUZZ_EXAMPLES", "150")), deadline=None, database=None,

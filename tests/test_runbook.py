@@ -19,7 +19,8 @@ from click.testing import CliRunner
 from annbench import runbook
 from annbench.cli import main
 from annbench.errors import ConfigError
-from annbench.scenarios import load_scenario, op_log
+from annbench.oplog import op_log
+from annbench.scenarios import load_scenario
 
 N, DIM, NQ, K = 1000, 12, 30, 10
 ID_BASE, ID_STRIDE = 1_000_000, 3  # the dataset's ids are not row numbers: tag t has id 1e6 + 3t

@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from annbench.errors import ConfigError
-from annbench.scenarios import load_scenario, op_log, resolve_scenario_path
+from annbench.oplog import op_log
+from annbench.scenarios import load_scenario, resolve_scenario_path
 from tests.conftest import REPO, small_scenario
 
 IVF = [{"family": "faiss-ivf", "build": {"nlist": [8, 16]}, "search": {"nprobe": [1, 2, 4]}}]

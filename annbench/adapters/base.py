@@ -1,4 +1,4 @@
-"""The adapter contract: metric, capabilities, declared parameters, the base class and the registry.
+"""The adapter contract: capabilities and the policies they allow, concurrency safety, the base class.
 
 An adapter wraps one index library behind a small typed surface (build / add / delete / update /
 search / save). Adapters are pure: they never time, print, normalise in place, or keep references
@@ -8,6 +8,10 @@ Vectors handed to an adapter are C-contiguous float32; for the cosine metric the
 L2-normalised by annbench (`prepare_vectors`), so every adapter implements cosine as inner product.
 Ids are int64 chosen by the user's data, never array positions; an adapter maps them if its library
 needs positions.
+
+`Metric` and `prepare_vectors` live in `annbench.vectors`, `Param` and `validate_params` in
+`annbench.params` (the data layer and the scenario checks use them too, without the adapters); they are
+imported here under their old names, which adapters and plugins use.
 """
 
 from __future__ import annotations
@@ -16,7 +20,6 @@ import enum
 import os
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -24,24 +27,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from annbench.errors import CapabilityError, ConfigError, DataError
-
-
-class Metric(str, enum.Enum):
-    """Distance the benchmark is scored with. Cosine = inner product on vectors annbench normalised."""
-
-    L2 = "l2"
-    COSINE = "cosine"
-
-    @classmethod
-    def parse(cls, value: str | Metric) -> Metric:
-        if isinstance(value, Metric):
-            return value
-        aliases = {"euclidean": "l2", "angular": "cosine", "ip_normalized": "cosine"}
-        key = aliases.get(str(value).lower(), str(value).lower())
-        try:
-            return cls(key)
-        except ValueError:
-            raise ConfigError(f"unknown metric {value!r}: allowed are l2, cosine") from None
+from annbench.params import Param, is_integer, validate_params
+from annbench.vectors import Metric
+from annbench.vectors import prepare_vectors as prepare_vectors  # re-exported: adapters and plugins import it here
 
 
 class Support(str, enum.Enum):
@@ -63,6 +51,29 @@ class Capabilities:
 
 
 STATIC = Capabilities(Support.UNSUPPORTED, Support.UNSUPPORTED, Support.UNSUPPORTED)
+
+#: the update policies every index may be run under; an adapter's `maintenance` calls add more
+POLICIES = ("native", "tombstone", "rebuild")
+
+
+def check_policy(caps: Capabilities, policy: str, family: str, static: bool = False,
+                 maintenance: tuple[str, ...] = ()) -> None:
+    """Refuse, before anything runs, a policy the index cannot honestly support.
+
+    A maintenance policy (one of the family's declared `maintenance` calls) writes like `native`.
+    """
+    if policy not in POLICIES and policy not in maintenance:
+        raise ConfigError(f"{family} has no policy {policy!r}; allowed: {', '.join(POLICIES + tuple(maintenance))}")
+    if static:
+        return
+    need = {"native": ("add", "delete", "update"), "tombstone": ("add", "update"),
+            "rebuild": ()}.get(policy, ("add", "delete", "update"))
+    for op in need:
+        if getattr(caps, op) is Support.UNSUPPORTED:
+            raise ConfigError(
+                f"{family} cannot run policy {policy!r}: it does not support {op} after build "
+                f"(declared {caps.as_dict()}); use policy 'rebuild'"
+            )
 
 
 @dataclass(frozen=True)
@@ -92,81 +103,6 @@ def declared_safety(cls: type) -> Safety | None:
             return value
     return None
 
-_TYPES: dict[type, str] = {int: "int", float: "float", str: "str", bool: "bool"}
-
-
-@dataclass(frozen=True)
-class Param:
-    """One declared build or search parameter, with its type, default and allowed range."""
-
-    name: str
-    type: type
-    default: Any
-    help: str = ""
-    min: float | None = None
-    max: float | None = None
-    choices: tuple[Any, ...] | None = None
-
-    def coerce(self, value: Any, owner: str) -> Any:
-        """Return `value` checked against this declaration, or raise ConfigError naming owner and param."""
-        where = f"{owner}: parameter {self.name!r}"
-        if self.type is bool:
-            if not isinstance(value, bool):
-                raise ConfigError(f"{where} must be true or false, got {value!r}")
-        elif self.type is int:
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                raise ConfigError(f"{where} must be an integer, got {value!r}")
-            value = int(value)
-        elif self.type is float:
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-                raise ConfigError(f"{where} must be a number, got {value!r}")
-            value = float(value)
-        elif self.type is str:
-            if not isinstance(value, str):
-                raise ConfigError(f"{where} must be a string, got {value!r}")
-        if self.choices is not None and value not in self.choices:
-            raise ConfigError(f"{where} is {value!r}; allowed: {', '.join(map(str, self.choices))}")
-        if self.min is not None and value < self.min:
-            raise ConfigError(f"{where} is {value!r}; must be ≥ {self.min}")
-        if self.max is not None and value > self.max:
-            raise ConfigError(f"{where} is {value!r}; must be ≤ {self.max}")
-        return value
-
-    def describe(self) -> str:
-        rng = ""
-        if self.choices is not None:
-            rng = " {" + ",".join(map(str, self.choices)) + "}"
-        elif self.min is not None or self.max is not None:
-            rng = f" [{'' if self.min is None else self.min}..{'' if self.max is None else self.max}]"
-        return f"{self.name}: {_TYPES.get(self.type, self.type.__name__)}={self.default!r}{rng}"
-
-
-def validate_params(
-    declared: tuple[Param, ...], given: Mapping[str, Any], owner: str, kind: str
-) -> dict[str, Any]:
-    """Fill defaults and check every given value; an unknown name is an error listing the valid ones."""
-    by_name = {p.name: p for p in declared}
-    unknown = sorted(set(given) - set(by_name))
-    if unknown:
-        valid = ", ".join(by_name) or "(none)"
-        raise ConfigError(f"{owner}: unknown {kind} parameter {unknown[0]!r}; valid: {valid}")
-    return {p.name: p.coerce(given[p.name], owner) if p.name in given else p.default for p in declared}
-
-
-def prepare_vectors(x: np.ndarray, metric: Metric) -> np.ndarray:
-    """Return C-contiguous float32 vectors ready for an adapter: a normalised copy for cosine.
-
-    The caller's array is never modified. Zero vectors are left at zero (their cosine is undefined;
-    dataset validation reports them).
-    """
-    out = np.ascontiguousarray(x, dtype=np.float32)
-    if metric is Metric.COSINE:
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
-        norms[norms == 0] = 1.0
-        out = (out / norms).astype(np.float32, copy=False)
-    return out
-
-
 def as_vectors(x: np.ndarray, dim: int, owner: str) -> np.ndarray:
     """`x` as C-contiguous float32 (a copy only if needed); DataError naming `owner` unless its shape is (n, dim)."""
     x = np.ascontiguousarray(x, dtype=np.float32)
@@ -191,7 +127,7 @@ def as_ids(ids: np.ndarray, owner: str, n: int | None = None) -> np.ndarray:
 
 def check_k(k: int, owner: str) -> int:
     """`k` as an int; ConfigError naming `owner` unless it is a positive integer (a bool is not)."""
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+    if not is_integer(k) or k < 1:
         raise ConfigError(f"{owner}: k must be a positive integer, got {k!r}")
     return int(k)
 
@@ -217,6 +153,9 @@ class Adapter(ABC):
     # Which calls may overlap (see `Safety`). Declared by every subclass, never defaulted here: the
     # conformance suite fails an adapter without one, and at run time it is locked as if nothing may.
     concurrency: ClassVar[Safety]
+    # The Python distributions (PyPI names) of the library the adapter drives: their versions are
+    # recorded with every run of it (results.library_versions). A plugin's own distribution is added too.
+    distributions: ClassVar[tuple[str, ...]] = ()
     build_params: ClassVar[tuple[Param, ...]] = ()
     search_params: ClassVar[tuple[Param, ...]] = ()
     # The library's own upkeep calls, by name (a database's "optimize", "reindex", "vacuum"). Each is also
