@@ -39,11 +39,11 @@ def test_every_fixture_loads_and_validates():
     assert len(files) >= 30
     timelines = {}
     for path in files:
-        doc = results.load(path)  # raises on any schema violation
-        assert doc["schema"] == results.SCHEMA
-        timelines.setdefault(doc["scenario"]["name"], set()).add(doc["scenario"]["timeline"])
+        run = results.load(path)  # raises on any schema violation
+        assert run.schema == results.SCHEMA
+        timelines.setdefault(run.scenario.name, set()).add(run.scenario.timeline)
     assert timelines["ci_smoke"] == {"daily"} and timelines["catalog_size"] == {"static"}
-    sizes = {results.load(p)["index"]["size"] for p in (RESULTS / "catalog_size").glob("*.json")}
+    sizes = {results.load(p).index.size for p in (RESULTS / "catalog_size").glob("*.json")}
     assert len(sizes) >= 3
     assert sum(f.stat().st_size for f in RESULTS.rglob("*.json")) < 2_000_000
 
@@ -129,6 +129,11 @@ def test_every_figure_exists_as_png_and_svg_and_is_not_blank(built):
         assert all(w in text for w in ("dataset catalog", "k=10", "EPYC", "cores", "thread")), key
 
 
+def _docs(folder: Path) -> list[dict]:
+    """The result files below `folder` as JSON documents, for a test to change before `results.parse`."""
+    return [results.dump(r) for r in results.load_dir(folder).runs]
+
+
 def _configs(scenario: str, size: int | None = None) -> list[recommend.Config]:
     runs = results.load_dir(RESULTS / scenario).runs
     cs, _ = recommend.configurations(runs)
@@ -174,13 +179,13 @@ def test_day_by_day_draws_every_setting_and_policy_as_its_own_line(built):
 
 def test_day_by_day_gives_each_build_of_a_small_grid_its_own_row():
     runs = []
-    for r in results.load_dir(RESULTS / "ci_smoke").runs:  # hnswlib becomes a grid of two builds
-        for m in ((8, 16) if r["index"]["label"] == "hnswlib" else (None,)):
-            r = copy.deepcopy(r)
+    for doc in _docs(RESULTS / "ci_smoke"):  # hnswlib becomes a grid of two builds
+        for m in ((8, 16) if doc["index"]["label"] == "hnswlib" else (None,)):
+            r = copy.deepcopy(doc)
             if m is not None:
                 r["index"]["label"], r["run_id"] = f"hnswlib[M={m}]", f"{r['run_id']}-{m}"
                 r["index"]["build_params"] = {**r["index"]["build_params"], "M": m}
-            runs.append(r)
+            runs.append(results.parse(r))
     configs, _ = recommend.configurations(runs)
     fig, pts = report.fig_days(configs, "context")
     rows = [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel() and ax.get_subplotspec().colspan.start == 0]
@@ -254,20 +259,20 @@ def test_upkeep_table_sets_each_policy_beside_native_on_the_same_build(built):
     runs = results.load_dir(RESULTS / "ci_smoke").runs
     head, rows = report.upkeep_table(recommend.configurations(runs)[0])
     col = {h: i for i, h in enumerate(head)}
-    by = {(r["index"]["label"], r["index"]["policy"]): r for r in runs}
-    expected = [(label, p) for (label, pol) in by for p in by[(label, pol)]["index"]["search_grid"]
+    by = {(r.index.label, r.index.policy): r for r in runs}
+    expected = [(label, p) for (label, pol) in by for p in by[(label, pol)].index.search_grid
                 if pol != "native" and (label, "native") in by]
     assert len(rows) == len(expected) > 0
     for row in rows:
         native, policy = by[(row[col["index"]], "native")], by[(row[col["index"]], row[col["policy"]])]
-        last = [[s for s in st["settings"] if recommend.params_text(s["params"]) == row[col["setting"]]][0]
-                for run in (native, policy) for st in run["steps"] if st["op"] == "search"]
+        last = [[s for s in st.settings if recommend.params_text(s.params) == row[col["setting"]]][0]
+                for run in (native, policy) for st in run.search_steps]
         n = len(last) // 2
         before, after = (float(x) for x in row[col["recall last day"]].split(" → "))
-        assert (before, after) == (round(last[n - 1]["recall"], 4), round(last[-1]["recall"], 4))
+        assert (before, after) == (round(last[n - 1].recall, 4), round(last[-1].recall, 4))
         worst = [float(x) for x in row[col["worst-day recall"]].split(" → ")]
-        assert worst == [round(min(s["recall"] for s in last[:n]), 4), round(min(s["recall"] for s in last[n:]), 4)]
-        calls = [st for st in policy["steps"] if st["op"] in ("maintain", "rebuild")]
+        assert worst == [round(min(s.recall for s in last[:n]), 4), round(min(s.recall for s in last[n:]), 4)]
+        calls = [st for st in policy.steps if st.op in ("maintain", "rebuild")]
         assert row[col["upkeep calls"]] == str(len(calls))
     assert "Upkeep against native writes on the same build" in (out / "index.html").read_text()
 
@@ -337,13 +342,13 @@ NOISE = {"noisy": True, "reasons": ["rounds disagree: p50 0.1–0.2 ms (+100%)"]
          "qps_round_spread": 0.0, "min_cpu_share": 0.97, "thresholds": {"round_spread": 0.25, "min_cpu_share": 0.85}}
 
 
-def _measured_like_now(runs: list[dict], noisy_label: str | None = None, noisy_days: set[int] | None = None,
-                       spread: float = 0.1) -> list[dict]:
+def _measured_like_now(runs: list[results.RunRecord], noisy_label: str | None = None,
+                       noisy_days: set[int] | None = None, spread: float = 0.1) -> list[results.RunRecord]:
     """The fixture runs as a run writes them now: every timed setting with rounds, 95 % intervals (±`spread`)
     and a noise verdict — noisy for every setting of the runs of index `noisy_label` (on `noisy_days`, or on
     every day) — and the index's own memory with the library's count beside it."""
     out = []
-    for r in copy.deepcopy(runs):
+    for r in (results.dump(run) for run in runs):
         for st in r["steps"]:
             if st["op"] != "search":
                 continue
@@ -360,7 +365,7 @@ def _measured_like_now(runs: list[dict], noisy_label: str | None = None, noisy_d
             r["memory"] = {**mem, "index_bytes": 3 * 2**20, "index_bytes_how": memory.HOW,
                            "library_bytes": {"bytes": 2 * 2**20, "what": "test: codes + ids"},
                            "index_bytes_last_day": 4 * 2**20}
-        out.append(r)
+        out.append(results.parse(r))
     return out
 
 
@@ -470,10 +475,11 @@ def test_configuration_table_shows_intervals_noise_and_the_librarys_count():
 
 
 def test_build_parameters_are_printed_as_the_library_used_them():
-    runs = results.load_dir(RESULTS / "ci_smoke").runs
-    for r in runs:
+    docs = _docs(RESULTS / "ci_smoke")
+    for r in docs:
         if r["index"]["label"] == "ivf-flat":
             r["index"]["build_params_used"] = {**r["index"]["build_params"], "nlist": 894}
+    runs = [results.parse(r) for r in docs]
     cs, _ = recommend.configurations(runs)
     head, rows = report.config_table(cs)
     builds = [row[head.index("build")] for row in rows if row[head.index("index")] == "ivf-flat"]
@@ -485,8 +491,7 @@ def test_index_html_shows_the_tie_set_and_the_noisy_warning(tmp_path):
     res = tmp_path / "results" / "ci_smoke"
     res.mkdir(parents=True)
     for r in runs:
-        r.pop("_path", None)
-        results.write_atomic(res / f"{r['run_id']}.json", r)
+        results.write(res / f"{r.run_id}.json", r)
     rec = recommend.recommend(results.load_dir(res).runs, Constraints())[0][0]
     assert len(rec.ties) > 1 and rec.noisy  # intervals ±90 % overlap; the hnswlib settings are noisy
     out = tmp_path / "report"

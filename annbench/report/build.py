@@ -32,6 +32,7 @@ from annbench.report.tables import (
     scenario_key,
     upkeep_table,
 )
+from annbench.results import RunRecord
 
 FIGURE_KINDS = ("pareto-p50", "pareto-p99", "pareto-qps", "memory", "catalog", "days", "upkeep", "labels",
                 "concurrency", "ingest")
@@ -54,13 +55,13 @@ def plot(results_dir: Path, out_dir: Path | None = None, cons: Constraints | Non
     winners = {r.workload: r.winner for r in recs}
     ties = {r.workload: r.ties for r in recs}
     all_configs, failures = configurations(loaded.runs)
-    by_scen: dict[str, list[dict[str, Any]]] = {}
+    by_scen: dict[str, list[RunRecord]] = {}
     for r in loaded.runs:
-        by_scen.setdefault(r["scenario"]["name"], []).append(r)
+        by_scen.setdefault(r.scenario.name, []).append(r)
     scenario_reports: list[ScenarioReport] = []
     tasks: list[Callable[[], dict[str, int]]] = []
     # daily scenarios first: the question the toolkit exists for
-    for name in sorted(by_scen, key=lambda n: (by_scen[n][0]["scenario"].get("timeline") != "daily", n)):
+    for name in sorted(by_scen, key=lambda n: (by_scen[n][0].scenario.timeline != "daily", n)):
         srep, jobs = _scenario_report(name, by_scen[name], all_configs, winners, ties, cons, out_dir, only)
         scenario_reports.append(srep)
         tasks += [partial(figures.draw_and_save, key, draw, out_dir) for key, draw in jobs]
@@ -79,27 +80,27 @@ def _want(only: Sequence[str] | None, kind: str) -> bool:
     return only is None or kind in only
 
 
-def _scenario_report(name: str, runs: list[dict[str, Any]], all_configs: list[Config],
+def _scenario_report(name: str, runs: list[RunRecord], all_configs: list[Config],
                      winners: dict[Any, Config | None], ties: dict[Any, list[Config]], cons: Constraints,
                      out_dir: Path, only: Sequence[str] | None
                      ) -> tuple[ScenarioReport, list[tuple[str, figures.Drawing]]]:
     """One scenario's section of the report, its figures not drawn yet, and the (key, drawing) of each."""
     # the newest workload of this scenario name (a rerun at another --scale overwrites most, not always all)
-    newest = max(runs, key=lambda r: r.get("started_at") or "")
-    kept = [r for r in runs if r["scenario"]["hash"] == newest["scenario"]["hash"]]
+    newest = max(runs, key=lambda r: r.started_at)
+    kept = [r for r in runs if r.scenario.hash == newest.scenario.hash]
     notes = []
     if len(kept) < len(runs):
         notes.append(f"{len(runs) - len(kept)} older run(s) of {name} measured a different workload (the scenario "
                      "or --scale changed) and are left out of these figures; the recommendation lists them apart.")
     runs = kept
     configs = [c for c in all_configs if c.workload.scenario == name
-               and c.workload.scenario_hash == newest["scenario"]["hash"]]
-    timeline = newest["scenario"].get("timeline", "static")
+               and c.workload.scenario_hash == newest.scenario.hash]
+    timeline = newest.scenario.timeline
     sizes = sorted({c.workload.size for c in configs if c.workload.size})
     key = scenario_key(name)
     # Pareto figures compare one workload: for a static scenario with several sizes, the largest
     pareto = [c for c in configs if not sizes or c.workload.size == sizes[-1]]
-    prun = [r for r in runs if not sizes or r["index"].get("size") == sizes[-1]]
+    prun = [r for r in runs if not sizes or r.index.size == sizes[-1]]
     pctx = context_line(prun)
     winner = next((w for wl, w in winners.items() if w is not None and pareto and wl == pareto[0].workload), None)
     tie_set = ties.get(pareto[0].workload, []) if pareto else []
@@ -161,8 +162,7 @@ def _scenario_report(name: str, runs: list[dict[str, Any]], all_configs: list[Co
         head, rows = upkeep_table(configs)
         if rows:
             tables.append(("Upkeep against native writes on the same build (native → policy)", head, rows))
-    srep = ScenarioReport(name, timeline, str(newest["scenario"].get("description") or ""), ctx_all, figs,
-                          configs, notes + sanity_notes(configs), tables)
+    srep = ScenarioReport(name, timeline, ctx_all, figs, configs, notes + sanity_notes(configs), tables)
     return srep, jobs
 
 
@@ -191,10 +191,10 @@ def thumbnail(results_dir: Path, out_png: Path, width_px: int = 900, cons: Const
     largest = max((c.workload.size or 0) for c in configs if c.workload.scenario == scen)
     mine = [c for c in configs if c.workload.scenario == scen and (c.workload.size or 0) == largest]
     wl = mine[0].workload
-    recs, _ = recommend([r for r in runs if r["scenario"]["name"] == scen], cons)
+    recs, _ = recommend([r for r in runs if r.scenario.name == scen], cons)
     winner = next((r.winner for r in recs if r.workload == wl), None)
     ties = next((r.ties for r in recs if r.workload == wl and len(r.ties) > 1), [])
-    ctx = context_line([r for r in runs if r["scenario"]["name"] == scen and (r["index"].get("size") or 0) == largest])
+    ctx = context_line([r for r in runs if r.scenario.name == scen and (r.index.size or 0) == largest])
     out_png = Path(out_png)
     with matplotlib.rc_context(figures.RC):
         fig, _pts = figures.fig_pareto(mine, "p99", ctx, winner, cons, ties)

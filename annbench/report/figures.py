@@ -54,17 +54,18 @@ from annbench.report.tables import (
     SCALES,
     catalog_points,
     config_key,
+    ingest_days,
     ingest_runs,
     is_daily,
     is_runbook,
     library_bytes,
     memory_measure,
-    rest_recall,
     rounds_text,
     run_name,
     scaling,
     update_costs,
 )
+from annbench.results import RunRecord
 
 RECALL_CLIP = 1e-4  # recall 1.0 (and 0.0) cannot sit on a logit axis: drawn at 1 − 1e-4 (1e-4)
 # the generic policies, then the databases' maintenance policies (optimize, reindex, vacuum)
@@ -595,18 +596,18 @@ def fig_days(configs: Sequence[Config], context: str) -> tuple[Any, dict[str, in
 
 
 # --- upkeep per day ------------------------------------------------------------------------------------
-def fig_update_cost(runs: Sequence[dict[str, Any]], context: str) -> tuple[Any, dict[str, int]]:
+def fig_update_cost(runs: Sequence[RunRecord], context: str) -> tuple[Any, dict[str, int]]:
     """One panel per (index name, policy) that ran; lines: seconds per day of each op, log scale, y shared.
 
     The builds of a build grid share their name's panel (median line, min–max band), so a sweep of hundreds
     of configurations still gives a figure a person can read (and draw in seconds).
     """
-    daily = [r for r in runs if r["status"] == "ok" and r["scenario"].get("timeline") == "daily"]
+    daily = [r for r in runs if r.ok and r.scenario.timeline == "daily"]
     order = {"native": 0, "tombstone": 1, "rebuild": 2}
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    groups: dict[tuple[str, str], list[RunRecord]] = {}
     for r in daily:
-        name = str(r["index"].get("label") or r["index"]["family"]).split("[")[0]
-        groups.setdefault((name, r["index"]["policy"]), []).append(r)
+        name = (r.index.label or r.index.family).split("[")[0]
+        groups.setdefault((name, r.index.policy), []).append(r)
     ok = sorted(groups.items(), key=lambda g: (g[0][0], order.get(g[0][1], 9), g[0][1]))
     ncols = min(4, max(1, len(ok)))
     nrows = max(1, math.ceil(len(ok) / ncols))
@@ -777,7 +778,7 @@ def fig_concurrency(configs: Sequence[Config], context: str) -> tuple[Any, dict[
 
 
 # --- search while updating -----------------------------------------------------------------------------------
-def fig_ingest(runs: Sequence[dict[str, Any]], context: str) -> tuple[Any, dict[str, int]]:
+def fig_ingest(runs: Sequence[RunRecord], context: str) -> tuple[Any, dict[str, int]]:
     """Search while updating, per run: p99 under ingestion vs at rest, ingest rate vs target, snapshot recall."""
     mine = ingest_runs(runs)
     fig = _new_figure(13.5, 4.6 + 0.12 * len(mine))
@@ -787,21 +788,20 @@ def fig_ingest(runs: Sequence[dict[str, Any]], context: str) -> tuple[Any, dict[
     targets: set[float] = set()
     for ri, run in enumerate(mine):
         col = colours[run_name(run)]
-        steps = [st for st in run["steps"] if st["op"] == "ingest"]
-        rest = [st["at_rest"]["latency_ms"]["p99"] for st in steps]
-        under = [st["under_ingest"]["latency_ms"]["p99"] for st in steps]
+        days = ingest_days(run)
+        rest = [d.at_rest.latency_ms.p99 for d in days]
+        under = [d.under_ingest.latency_ms.p99 for d in days]
         axes[0].plot([ri - 0.12] * len(rest), rest, linestyle="none", marker="o", markerfacecolor="none",
                      color=col, gid=f"ingest0-rest-{ri}")
         axes[0].plot([ri + 0.12] * len(under), under, linestyle="none", marker="o", color=col,
                      gid=f"ingest0-under-{ri}")
         points[f"ingest0-rest-{ri}"], points[f"ingest0-under-{ri}"] = len(rest), len(under)
-        rates = [st.get("achieved_rate") or 0.0 for st in steps]
-        targets.update(float(st["target_rate"]) for st in steps)
+        rates = [d.step.achieved_rate or 0.0 for d in days]
+        targets.update(d.step.target_rate for d in days if d.step.target_rate is not None)
         axes[1].plot([ri] * len(rates), rates, linestyle="none", marker="D", color=col, gid=f"ingest1-{ri}")
         points[f"ingest1-{ri}"] = len(rates)
-        snap = [s["recall"] for st in steps for sn in st["snapshots"] for s in sn["settings"]
-                if s["params"] == st["params"]]
-        at_rest = [v for st in steps if (v := rest_recall(run, st["day"], st["params"])) is not None]
+        snap = [r for d in days for r in d.snapshot_recalls]
+        at_rest = [d.rest_recall for d in days if d.rest_recall is not None]
         axes[2].plot([ri + 0.12] * len(snap), snap, linestyle="none", marker="o", color=col,
                      gid=f"ingest2-snap-{ri}")
         axes[2].plot([ri - 0.12] * len(at_rest), at_rest, linestyle="none", marker="o",

@@ -122,8 +122,6 @@ with the first constraint each fails)</summary>
 </section>
 {% for s in scenarios %}
 <h2 id='s-{{ s.key }}'>{{ s.name }} <span class='muted'>({{ s.timeline }})</span></h2>
-{% if s.description %}<p>{{ s.description }}</p>
-{% endif %}
 <p class='muted'>{{ s.context }}</p>
 {% if s.figures %}
 <div class='figs'>
@@ -208,7 +206,7 @@ def render(rep: Report, results_dir: Path, cons: Constraints, generated: datetim
         head, rows = config_table(s.configs)
         numeric = {i for i, h in enumerate(head) if h not in ("size", "index", "build", "search", "policy", "noise")}
         scenarios.append({
-            "key": scenario_key(s.name), "name": s.name, "timeline": s.timeline, "description": s.description,
+            "key": scenario_key(s.name), "name": s.name, "timeline": s.timeline,
             "context": s.context, "notes": s.notes,
             "figures": [{"wide": not f.key.endswith(("-recall-p50", "-recall-qps")), "svg": f.svg.name,
                          "png": f.png.name, "title": f.title, "caption": f.caption} for f in s.figures],

@@ -22,6 +22,7 @@ import numpy as np
 
 from annbench import memory, timing
 from annbench.recommend import Config, Failure, Recommendation, fmt_bytes, params_text
+from annbench.results import ClientLoad, RunRecord, Step
 
 SCALES = 1.2  # QPS gained from the fewest to the most client threads below which an index "does not scale"
 
@@ -47,7 +48,6 @@ class FigureInfo:
 class ScenarioReport:
     name: str
     timeline: str
-    description: str
     context: str
     figures: list[FigureInfo]
     configs: list[Config]
@@ -94,22 +94,20 @@ OLD_MEMORY = "older result files: RSS after build − before, which counts the d
 
 def _own_memory(c: Config) -> bool:
     """Whether `c.index_bytes` is the index's own memory (annbench.memory), not an older file's RSS delta."""
-    return (c.run.get("memory") or {}).get("index_bytes") is not None
+    return c.run.memory.index_bytes is not None
 
 
 def library_bytes(c: Config) -> tuple[float, str] | None:
     """(bytes, what is counted) of the library's own count of its index's size, when the run recorded one."""
-    lib = (c.run.get("memory") or {}).get("library_bytes")
-    if isinstance(lib, dict) and isinstance(lib.get("bytes"), (int, float)):
-        return float(lib["bytes"]), str(lib.get("what") or "")
-    return None
+    lib = c.run.memory.library_bytes
+    return (float(lib.bytes), lib.what) if lib is not None else None
 
 
 def memory_measure(configs: Sequence[Config]) -> tuple[str, list[str]]:
     """(y label, footer sentences): what the figures' index memory is, for these configurations' files."""
     own = [c for c in configs if _own_memory(c)]
     old = len(configs) - len(own)
-    hows = sorted({str((c.run.get("memory") or {}).get("index_bytes_how") or memory.HOW) for c in own})
+    hows = sorted({c.run.memory.index_bytes_how or memory.HOW for c in own})
     ext = " plus a database's files and server outside the process"
     if own and not old:
         label = "index memory (MiB, log):\nheld by the index in the run's process"
@@ -148,23 +146,20 @@ def catalog_points(configs: Sequence[Config], target: float) -> dict[str, list[t
     return out
 
 
-def is_runbook(runs: Sequence[dict[str, Any]]) -> bool:
+def is_runbook(runs: Sequence[RunRecord]) -> bool:
     """True when every run replays a big-ann runbook, whose 'days' are the runbook's step numbers."""
-    return bool(runs) and all(r["scenario"].get("runbook") for r in runs)
+    return bool(runs) and all(r.scenario.runbook for r in runs)
 
 
-def update_costs(run: dict[str, Any]) -> dict[str, dict[int, float]]:
+def update_costs(run: RunRecord) -> dict[str, dict[int, float]]:
     """Seconds per day of each maintenance op (insert, delete, update, rebuild) of one run, and the build."""
     out: dict[str, dict[int, float]] = {}
-    for st in run.get("steps", []):
+    for st in run.steps:
         # an ingest step's seconds are its write calls (and lock waits), applied while clients searched
-        if st["op"] in ("insert", "delete", "update", "ingest", "rebuild", "build", "maintain"):
-            secs = st.get("seconds")
-            if isinstance(secs, (int, float)):
-                day = int(st.get("day") or 0)
-                op = "rebuild" if st["op"] == "maintain" else st["op"]  # a database's optimize / reindex / vacuum
-                out.setdefault(op, {})
-                out[op][day] = out[op].get(day, 0.0) + float(secs)
+        if st.op in ("insert", "delete", "update", "ingest", "rebuild", "build", "maintain"):
+            op = "rebuild" if st.op == "maintain" else st.op  # a database's optimize / reindex / vacuum
+            out.setdefault(op, {})
+            out[op][st.day] = out[op].get(st.day, 0.0) + float(st.seconds)
     return out
 
 
@@ -210,7 +205,7 @@ def scaling_notes(configs: Sequence[Config]) -> list[str]:
         if ratio >= SCALES:
             continue
         # what "busy" means at `hi` threads on this machine: halfway between one core and all it could use
-        half = 0.5 * (1 + min(hi, c.run.get("machine", {}).get("cores") or hi))
+        half = 0.5 * (1 + min(hi, c.run.machine.cores or hi))
         what = (f"QPS ×{ratio:.2f} from {lo} to {hi} client threads at its best setting ({c.search_text()}), "
                 f"{cores:.2f} cores busy")
         if free < half:
@@ -227,53 +222,72 @@ def scaling_notes(configs: Sequence[Config]) -> list[str]:
 
 
 # --- search while updating -----------------------------------------------------------------------------------
-def ingest_runs(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def ingest_runs(runs: Sequence[RunRecord]) -> list[RunRecord]:
     """The ok runs with a search-while-updating (ingest) step, in a stable order."""
-    ok = [r for r in runs if r["status"] == "ok" and any(st["op"] == "ingest" for st in r.get("steps", []))]
-    return sorted(ok, key=lambda r: (str(r["index"].get("label") or r["index"]["family"]), r["index"]["policy"]))
+    ok = [r for r in runs if r.ok and any(st.op == "ingest" for st in r.steps)]
+    return sorted(ok, key=lambda r: (r.index.label or r.index.family, r.index.policy))
 
 
-def run_name(run: dict[str, Any]) -> str:
+def run_name(run: RunRecord) -> str:
     """"label · policy" of one run."""
-    return f"{run['index'].get('label') or run['index']['family']} · {run['index']['policy']}"
+    return f"{run.index.label or run.index.family} · {run.index.policy}"
 
 
-def rest_recall(run: dict[str, Any], day: int, params: dict[str, Any]) -> float | None:
+def rest_recall(run: RunRecord, day: int, params: dict[str, Any] | None) -> float | None:
     """Recall of one setting at the day's search step (at rest, after the day's writes)."""
-    for st in run["steps"]:
-        if st["op"] == "search" and st.get("day") == day:
-            for s in st.get("settings", []):
-                if s.get("params") == params:
-                    return float(s["recall"])
+    for st in run.search_steps:
+        if st.day == day:
+            for s in st.settings:
+                if s.params == params:
+                    return float(s.recall)
     return None
 
 
-def ingest_table(runs: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+@dataclass(frozen=True)
+class IngestDay:
+    """One day of search while updating (an `ingest` step of a run), as the figure and the table read it."""
+
+    step: Step
+    at_rest: ClientLoad  # the same client threads and setting right after the day's writes
+    under_ingest: ClientLoad
+    snapshot_recalls: list[float]  # the step's setting, at each snapshot taken during the writes
+    rest_recall: float | None  # the same setting at the day's search step
+
+
+def ingest_days(run: RunRecord) -> list[IngestDay]:
+    """The run's ingest steps, in order (a step without both loads, which the run never writes, is left out)."""
+    out = []
+    for st in run.steps:
+        if st.op == "ingest" and st.at_rest is not None and st.under_ingest is not None:
+            snaps = [s.recall for sn in st.snapshots or [] for s in sn.settings if s.params == st.params]
+            out.append(IngestDay(st, st.at_rest, st.under_ingest, snaps, rest_recall(run, st.day, st.params)))
+    return out
+
+
+def ingest_table(runs: Sequence[RunRecord]) -> tuple[list[str], list[list[str]]]:
     """One row per ingest day: write rate against target, latency and QPS at rest → during ingestion, recall."""
     head = ["index · policy", "day", "written", "target /s", "achieved /s", "write s", "lock wait s",
             "search threads", "p50 ms rest → ingest", "p99 ms rest → ingest", "QPS rest → ingest",
             "recall rest", "snapshot recall (min)", "setting", "writes"]
     rows = []
     for run in ingest_runs(runs):
-        for st in (x for x in run["steps"] if x["op"] == "ingest"):
-            rest, under = st["at_rest"], st["under_ingest"]
-            snaps = [s["recall"] for sn in st["snapshots"] for s in sn["settings"] if s["params"] == st["params"]]
-            r = rest_recall(run, st["day"], st["params"])
-            rows.append([run_name(run), str(st["day"]), f"{st['count']:,}", f"{st['target_rate']:,.0f}",
-                         _fmt(st.get("achieved_rate"), ",.0f"), _fmt(st["seconds"], ".3g"),
-                         _fmt(st.get("lock_wait_seconds"), ".3g"), str(st["search_threads"]),
-                         _pair(rest["latency_ms"]["p50"], under["latency_ms"]["p50"], ".3g"),
-                         _pair(rest["latency_ms"]["p99"], under["latency_ms"]["p99"], ".3g"),
-                         _pair(rest["qps"], under["qps"], ",.0f"), _fmt(r, ".4f"),
-                         _fmt(min(snaps), ".4f") if snaps else "—", params_text(st["params"]),
-                         str((st.get("guard") or {}).get("writes", "—"))])
+        for d in ingest_days(run):
+            st, rest, under = d.step, d.at_rest, d.under_ingest
+            rows.append([run_name(run), str(st.day), f"{st.count:,}", _fmt(st.target_rate, ",.0f"),
+                         _fmt(st.achieved_rate, ",.0f"), _fmt(st.seconds, ".3g"),
+                         _fmt(st.lock_wait_seconds, ".3g"), str(st.search_threads),
+                         _pair(rest.latency_ms.p50, under.latency_ms.p50, ".3g"),
+                         _pair(rest.latency_ms.p99, under.latency_ms.p99, ".3g"),
+                         _pair(rest.qps, under.qps, ",.0f"), _fmt(d.rest_recall, ".4f"),
+                         _fmt(min(d.snapshot_recalls), ".4f") if d.snapshot_recalls else "—",
+                         params_text(st.params or {}), st.guard.writes if st.guard is not None else "—"])
     return head, rows
 
 
-def _external_total(run: dict[str, Any]) -> int | None:
+def _external_total(run: RunRecord) -> int | None:
     """Bytes a database holds outside the process at the last search step (files, server), if it reports any."""
-    last = [st for st in run["steps"] if st["op"] == "search" and st.get("external_bytes")]
-    return int(sum(last[-1]["external_bytes"].values())) if last else None
+    last = [st.external_bytes for st in run.search_steps if st.external_bytes]
+    return int(sum(last[-1].values())) if last else None
 
 
 def _pair(before: float | None, after: float | None, spec: str) -> str:
@@ -302,7 +316,7 @@ def upkeep_table(configs: Sequence[Config]) -> tuple[list[str], list[list[str]]]
         base = native.get(same(c))
         if c.policy == "native" or base is None:
             continue
-        calls = [float(st["seconds"]) for st in c.run["steps"] if st["op"] in ("maintain", "rebuild")]
+        calls = [float(st.seconds) for st in c.run.steps if st.op in ("maintain", "rebuild")]
         ext = (_external_total(base.run), _external_total(c.run))
         last = c.steps[-1]
         before = next((s for s in base.steps if s.day == last.day), None)
@@ -379,14 +393,14 @@ def config_table(configs: Sequence[Config]) -> tuple[list[str], list[list[str]]]
     for c in sorted(configs, key=lambda c: (c.workload.size or 0, c.name, c.label, c.policy, c.worst_recall)):
         upkeep = sum(v for op, d in update_costs(c.run).items() if op != "build" for v in d.values())
         lib = library_bytes(c)
-        last = (c.run.get("memory") or {}).get("index_bytes_last_day")
+        last = c.run.memory.index_bytes_last_day
         rows.append(([f"{c.workload.size:,}"] if multi_size else []) + [
             c.label, c.build_text(), c.search_text(), c.policy, f"{c.worst_recall:.4f}",
             *([f"{c.mean_recall:.4f}"] if daily else []), _fmt(c.worst_hit), _fmt(c.worst_p_at_k),
             _fmt(c.worst_p50_ms, ".3g"), _p99_ci_text(c), _fmt(c.worst_qps, ",.0f"), c.noise_mark(),
             fmt_bytes(c.index_bytes) + ("" if _own_memory(c) else " (RSS Δ)"),
             fmt_bytes(lib[0]) if lib else "—",
-            *([fmt_bytes(float(last)) if isinstance(last, (int, float)) else "—"] if daily else []),
+            *([fmt_bytes(float(last)) if last is not None else "—"] if daily else []),
             fmt_bytes(c.steady_bytes), fmt_bytes(c.peak_bytes), fmt_bytes(c.saved_bytes),
             _fmt(c.build_seconds, ".3g"), *([str(c.total_leaks), _fmt(upkeep, ".3g")] if daily else [])])
     return head, rows
