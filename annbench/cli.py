@@ -15,7 +15,23 @@ from typing import Any
 
 import click
 
+from annbench import (
+    adapters,
+    check,
+    concurrency,
+    executors,
+    export,
+    hardness,
+    harness,
+    recommend,
+    report,
+    results,
+    runbook,
+)
+from annbench.datasets import open_dataset, save_dataset
 from annbench.errors import AnnbenchError, ConfigError
+from annbench.recommend import constraint_options
+from annbench.scenarios import load_scenario, resolve_scenario_path
 
 EXIT_VERDICT, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
@@ -87,17 +103,12 @@ def run(scenario_spec: str | None, runbook_path: Path | None, runbook_key: str |
         retry_failed: bool, max_memory_gb: float | None, cache_dir: Path | None, executor: str,
         scheduler: str | None) -> None:
     """Run a scenario: every index configuration × policy, each in its own process."""
-    from annbench import executors, results
-    from annbench.scenarios import load_scenario, resolve_scenario_path
-
     if max_memory_gb is not None and not max_memory_gb > 0:
         raise ConfigError(f"--max-memory-gb must be a positive number, got {max_memory_gb}")
     if scheduler is not None and executor != "dask":
         raise ConfigError("--scheduler needs --executor dask")
     wanted = [s.strip() for s in indexes.split(",") if s.strip()] if indexes else None
     if runbook_path is not None:
-        from annbench import runbook
-
         # every run's process re-reads its scenario, so the runbook's becomes a file (annbench.runbook)
         base = resolve_scenario_path(scenario_spec, configs_dir) if scenario_spec else None
         path = runbook.write_scenario(runbook_path, (cache_dir or out_dir / ".cache") / "runbooks",
@@ -122,9 +133,7 @@ def run(scenario_spec: str | None, runbook_path: Path | None, runbook_key: str |
 
 def _run_sweep(sc: Any, ex: Any, out_dir: Path, cache_dir: Path | None, force: bool, retry_failed: bool,
                max_memory_gb: float | None, t0: float) -> None:
-    from tqdm import tqdm
-
-    from annbench import executors, harness
+    from tqdm import tqdm  # deferred: a third-party import of ~17 ms that only `run` needs, not every command
 
     prep = harness.prepare(sc, cache_dir or out_dir / ".cache", progress=lambda m: click.echo(f"annbench: {m}"))
     runs = list(sc.runs())
@@ -165,8 +174,6 @@ def _run_sweep(sc: Any, ex: Any, out_dir: Path, cache_dir: Path | None, force: b
 @main.command("list")
 def list_() -> None:
     """Every index family with its parameters, defaults and update capabilities."""
-    from annbench import adapters
-
     for name in adapters.names():
         try:
             cls = adapters.get(name)
@@ -194,10 +201,7 @@ def datasets() -> None:
 @click.option("--queries", default=None, help="Queries file, for a base file without them.")
 def datasets_info(spec: str, queries: str | None) -> None:
     """Size, dim, metric, memory and hardness (LID, relative contrast) of NAME (catalog) or PATH."""
-    from annbench import datasets as ds_mod
-    from annbench import hardness
-
-    ds = ds_mod.open_dataset(spec, queries=queries)
+    ds = open_dataset(spec, queries=queries)
     info = hardness.describe(ds)
     for key, value in info.items():
         if isinstance(value, float):
@@ -215,11 +219,9 @@ def datasets_info(spec: str, queries: str | None) -> None:
 def datasets_generate(name: str, n: int | None, dim: int | None, n_queries: int | None, seed: int,
                       out: Path) -> None:
     """Generate the synthetic reseller catalog and save it."""
-    from annbench import datasets as ds_mod
-
     params = {k: v for k, v in {"n": n, "dim": dim, "n_queries": n_queries}.items() if v is not None}
-    ds = ds_mod.open_dataset(name, seed=seed, **params)
-    ds_mod.save_dataset(ds, out)
+    ds = open_dataset(name, seed=seed, **params)
+    save_dataset(ds, out)
     click.echo(f"annbench: wrote {ds.n} × {ds.dim} vectors and {ds.nq} queries to {out}")
 
 
@@ -234,9 +236,9 @@ def results_group() -> None:
 @click.option("--csv", "csv_path", type=click.Path(path_type=Path), required=True)
 def results_export(results_dir: Path, csv_path: Path) -> None:
     """One CSV row per (run, step, search setting), for pandas."""
-    from annbench import results
-
-    n = results.export_csv(results_dir, csv_path)
+    n, skipped = export.export_csv(results_dir, csv_path)
+    for why in skipped:
+        click.echo(f"annbench: skipped {why}", err=True)
     click.echo(f"annbench: wrote {n} rows to {csv_path}")
 
 
@@ -248,8 +250,6 @@ def results_export(results_dir: Path, csv_path: Path) -> None:
               help="The runs' cache of data and ground truth [default: RESULTS_DIR/.cache or its parent's].")
 def results_export_ann_benchmarks(results_dir: Path, out_dir: Path, cache_dir: Path | None) -> None:
     """ann-benchmarks' per-run HDF5 files of runs whose scenario set keep_answers: true (annbench/export.py)."""
-    from annbench import export
-
     rep = export.export_ann_benchmarks(results_dir, out_dir, cache_dir, progress=lambda m: click.echo(f"annbench: {m}"))
     for why in rep.skipped:
         click.echo(f"annbench: skipped {why}", err=True)
@@ -261,13 +261,11 @@ def results_export_ann_benchmarks(results_dir: Path, out_dir: Path, cache_dir: P
 @click.argument("results_dir", type=click.Path(path_type=Path))
 def results_verify(results_dir: Path) -> None:
     """Re-read every result file and list the corrupt ones (exit 1 if any)."""
-    from annbench import results
-
-    report = results.load_dir(results_dir)
-    for _path, why in report.bad:
+    loaded = results.load_dir(results_dir)
+    for _path, why in loaded.bad:
         click.echo(f"BAD  {why}")
-    click.echo(f"annbench: {len(report.runs)} valid, {len(report.bad)} bad result file(s) in {results_dir}")
-    if report.bad:
+    click.echo(f"annbench: {len(loaded.runs)} valid, {len(loaded.bad)} bad result file(s) in {results_dir}")
+    if loaded.bad:
         sys.exit(EXIT_VERDICT)
 
 
@@ -284,8 +282,6 @@ def baseline_group() -> None:
 @click.option("--scenario", default=None, help="The scenario to baseline, when RESULTS_DIR holds several.")
 def baseline_save(results_dir: Path, out: Path, scenario: str | None) -> None:
     """Write a small, reviewable baseline (recall, hit@k, latency quantiles) of a scenario's ok runs."""
-    from annbench import check
-
     rep = check.save_baseline(results_dir, out, scenario)
     for what in rep.skipped:
         click.echo(f"annbench: warning: not baselined (not ok): {what}", err=True)
@@ -311,8 +307,6 @@ def baseline_save(results_dir: Path, out: Path, scenario: str | None) -> None:
 def check_cmd(results_dir: Path, baseline_path: Path, tolerance: float, latency_factor: float | None,
               markdown_path: Path | None, junit_path: Path | None) -> None:
     """Compare RESULTS_DIR with a baseline: exit 0 within tolerance, 1 on a regression, 2 if not comparable."""
-    from annbench import check
-
     cmp = check.compare(results_dir, baseline_path, tolerance, latency_factor)
     click.echo(check.render_text(cmp))
     if markdown_path is not None:
@@ -323,9 +317,6 @@ def check_cmd(results_dir: Path, baseline_path: Path, tolerance: float, latency_
 
 
 # --- plot and recommend: the report and the verdict (logic in annbench/report/ and annbench/recommend.py) --
-from annbench.recommend import constraint_options  # noqa: E402  (the decorator is needed at definition time)
-
-
 @main.command("plot")
 @click.argument("results_dir", type=click.Path(path_type=Path))
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
@@ -336,8 +327,6 @@ from annbench.recommend import constraint_options  # noqa: E402  (the decorator 
 @constraint_options
 def plot_cmd(results_dir: Path, out_dir: Path | None, thumbnail_png: Path | None, **constraints: Any) -> None:
     """Figures (PNG + SVG) and an index.html, with the recommendation on top, from RESULTS_DIR."""
-    from annbench import recommend, report
-
     cons = recommend.constraints_from_options(**constraints)
     if thumbnail_png is None:
         report.plot_command(results_dir, out_dir, cons)
@@ -357,8 +346,6 @@ def plot_cmd(results_dir: Path, out_dir: Path | None, thumbnail_png: Path | None
               help="Comma-separated index families [default: faiss-flat,faiss-ivf,faiss-hnsw,hnswlib,annoy,scann].")
 def concurrency_cmd(n: int, seconds: float, families: str | None) -> None:
     """Measure per index family how far its search releases the GIL, and QPS at 1 and 2 client threads."""
-    from annbench import concurrency
-
     wanted = [f.strip() for f in families.split(",") if f.strip()] if families else None
     for line in concurrency.library_table(n, seconds, wanted):
         click.echo(line)
@@ -370,8 +357,6 @@ def concurrency_cmd(n: int, seconds: float, families: str | None) -> None:
 @constraint_options
 def recommend_cmd(results_dir: Path, scenario: str | None, **constraints: Any) -> None:
     """Rank the configurations meeting every constraint at every step; exit 1 when none does."""
-    from annbench import recommend
-
     text, code = recommend.run_command(results_dir, recommend.constraints_from_options(**constraints), scenario)
     click.echo(text, nl=False)
     sys.exit(code)
