@@ -214,7 +214,8 @@ def swu(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def _docs(out: Path) -> dict[str, dict]:
-    docs = [results.load(p) for p in sorted((out / "small").glob("*.json"))]
+    """The run files as JSON documents (checked by `results.load`): these tests read what a run wrote."""
+    docs = [results.dump(results.load(p)) for p in sorted((out / "small").glob("*.json"))]
     return {d["index"]["label"]: d for d in docs}
 
 
@@ -319,7 +320,7 @@ def test_recommend_min_qps(swu) -> None:
     bad = runner.invoke(main, ["recommend", str(out), "--min-qps", "-3"])
     assert bad.exit_code == 2 and "--min-qps must be a positive number" in bad.output
     runs = results.load_dir(out).runs
-    exact = [r for r in runs if r["index"]["label"] == "exact"]
+    exact = [r for r in runs if r.index.label == "exact"]
     recs, _ = recommend.recommend(exact, recommend.Constraints(min_recall=0.5, min_qps=1.0))
     c = recs[0].ranked[0]
     measured = [s for s in c.steps if s.concurrency]
