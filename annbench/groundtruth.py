@@ -29,6 +29,7 @@ import hashlib
 import json
 import zipfile
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -298,8 +299,6 @@ def _approx_topm_threads(pool: np.ndarray, qs: np.ndarray, rows: np.ndarray | No
     the GIL in both. Each base block is gathered once and handed to every worker; a query's tiles are
     all merged by the same thread, in base-block order, so the result does not depend on the schedule.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     nq = qs.shape[0]
     mine = [list(range(w * query_block, nq, workers * query_block)) for w in range(workers)]
     shape = (min(query_block, nq), min(block_size, n))

@@ -26,6 +26,8 @@ import resource
 from dataclasses import dataclass, field
 from typing import Any
 
+import psutil
+
 _ROLLUP = "/proc/self/smaps_rollup"
 HOW = ("anonymous resident memory (/proc/self/smaps_rollup) after build − just before build, each read after "
        "gc and malloc_trim(0); the mmapped dataset's file pages are not counted")
@@ -42,8 +44,6 @@ _TRIM = _malloc_trim()  # looked up at import, never inside a run's measured reg
 
 
 def rss() -> int:
-    import psutil
-
     return int(psutil.Process().memory_info().rss)
 
 

@@ -25,6 +25,12 @@ def is_integer(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
+def _shown(value: Any) -> str:
+    """`value`'s repr, cut short: a 400-digit integer or a long list must not become a 400-character line."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "…"
+
+
 def check_value(value: Any, typ: type | tuple[type, ...], where: str, *, lo: float | None = None,
                 hi: float | None = None, choices: tuple[Any, ...] | None = None,
                 expected: str | None = None) -> Any:
@@ -37,7 +43,7 @@ def check_value(value: Any, typ: type | tuple[type, ...], where: str, *, lo: flo
     numeric = int in types or float in types
     if numeric and isinstance(value, (float, np.floating)) and not math.isfinite(value):
         # nan passes every range check (each comparison is False), and inf is no count either
-        raise ConfigError(f"{where} must be a finite number, got {value!r}")
+        raise ConfigError(f"{where} must be a finite number, got {_shown(value)}")
     if isinstance(value, bool):
         ok = bool in types
     elif int in types and is_integer(value):
@@ -46,18 +52,18 @@ def check_value(value: Any, typ: type | tuple[type, ...], where: str, *, lo: flo
         try:
             value, ok = float(value), True
         except OverflowError:  # an integer beyond any float, e.g. 10**400
-            raise ConfigError(f"{where} must be a finite number, got {value!r}") from None
+            raise ConfigError(f"{where} must be a finite number, got {_shown(value)}") from None
     else:
         ok = isinstance(value, types)
     if not ok:
         names = expected or "/".join(t.__name__ for t in types)
-        raise ConfigError(f"{where} must be {names}, got {value!r}")
+        raise ConfigError(f"{where} must be {names}, got {_shown(value)}")
     if choices is not None and value not in choices:
-        raise ConfigError(f"{where} is {value!r}; allowed: {', '.join(map(str, choices))}")
+        raise ConfigError(f"{where} is {_shown(value)}; allowed: {', '.join(map(str, choices))}")
     if lo is not None and value < lo:
-        raise ConfigError(f"{where} is {value!r}; must be ≥ {lo}")
+        raise ConfigError(f"{where} is {_shown(value)}; must be ≥ {lo}")
     if hi is not None and value > hi:
-        raise ConfigError(f"{where} is {value!r}; must be ≤ {hi}")
+        raise ConfigError(f"{where} is {_shown(value)}; must be ≤ {hi}")
     return value
 
 
