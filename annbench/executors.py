@@ -1,15 +1,16 @@
 """Where a sweep's runs execute: here, one at a time (`local`), or as tasks on a Dask cluster (`dask`).
 
-Owns the dispatch only. What a run is (a small task dict), how it is executed (a supervised
-`annbench.replay` subprocess: time limit, memory limit, crash containment) and how its result is
-written stay in annbench.harness, identical for both executors: the executor moves the task to the
-machine that executes it and brings its record back; the sweep's own process writes every result file.
+Owns the dispatch only. What a run is (a small task dict) and how it is executed (a supervised
+`annbench.replay` subprocess: time limit, memory limit, crash containment) are annbench.supervisor's,
+identical for both executors; how its result is written is annbench.harness's, whose caller (the CLI)
+makes the executor and hands it to the sweep. The executor moves the task to the machine that executes
+it and brings its record back; the sweep's own process writes every result file.
 
 Dask is optional (`pip install 'annbench[dask]'`) and imported only when asked for. With Dask:
 
-- one task per run; its payload is the task dict (paths and settings, a few hundred bytes). Workers read
-  the dataset, the ground truth and the scenario file from the paths in it, so the cache folder and the
-  scenario file must be on a path every worker shares; nothing big is ever pickled.
+- one task per run; its payload is the task dict (the run's validated workload: paths and settings, a
+  few hundred bytes). Workers read the dataset, the ground truth and the op log from the paths in it, so
+  the cache folder must be on a path every worker shares; nothing big is ever pickled.
 - each task reserves the cores its run uses through the worker resource `cores` (`dask worker ADDR
   --resources cores=N`), so a worker never runs more threads of annbench's than it has cores for.
 - a run whose task fails, is lost, or whose worker dies is recorded as that run's failure and the rest
@@ -31,9 +32,9 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
-from annbench import harness
 from annbench.errors import ConfigError
 from annbench.scenarios import Scenario
+from annbench.supervisor import execute_task, failed_record
 
 EXECUTORS = ("local", "dask")
 WAIT_S = 0.25  # how often the client looks at Ctrl-C while waiting for tasks
@@ -47,7 +48,7 @@ class LocalExecutor:
         for task in tasks:
             if stop.is_set():
                 raise KeyboardInterrupt
-            yield task["run_id"], harness.execute_task(task, stop)
+            yield task["run_id"], execute_task(task, stop)
 
     def close(self) -> None:
         pass
@@ -87,7 +88,7 @@ class DaskExecutor:
     @classmethod
     def connect(cls, scheduler: str | None, cores: int) -> DaskExecutor:
         """Connect to `scheduler` (or start a LocalCluster when None) and check a worker can run a task."""
-        try:
+        try:  # deferred: Dask is optional (pip install 'annbench[dask]') and slow to import
             import dask
             from distributed import Client, LocalCluster
         except ImportError as e:
@@ -134,7 +135,7 @@ class DaskExecutor:
             self.cluster.close()
 
     def execute(self, tasks: list[dict[str, Any]], stop: threading.Event) -> Iterator[tuple[str, dict[str, Any]]]:
-        from distributed import wait
+        from distributed import wait  # deferred, as every Dask import here: Dask is optional
 
         token = uuid.uuid4().hex[:12]  # names this sweep's tasks and attempt markers apart from any other's
         futures = {self.client.submit(_run_on_worker, task, token, key=f"annbench-{task['run_id']}-{token}",
@@ -170,20 +171,20 @@ def _workers(client: Any) -> dict[str, Any]:
 
 def _record(fut: Any) -> dict[str, Any]:
     """The run's record from its finished future; a task that failed or was lost becomes a failed record."""
-    from distributed.scheduler import KilledWorker
+    from distributed.scheduler import KilledWorker  # deferred: Dask is optional
 
     if fut.status == "finished":
         try:
             return fut.result()
         except Exception as e:  # noqa: BLE001  the worker holding the result died before it was fetched
-            return harness.failed_record(f"the run's result was lost before it reached the client: {_one_line(e)}")
+            return failed_record(f"the run's result was lost before it reached the client: {_one_line(e)}")
     if fut.status == "error":
         exc = fut.exception()
         if isinstance(exc, KilledWorker):
-            return harness.failed_record(f"the Dask worker running this run died ({_one_line(exc)}); "
+            return failed_record(f"the Dask worker running this run died ({_one_line(exc)}); "
                                          "rerun with --retry-failed")
-        return harness.failed_record(f"the run's Dask task failed: {type(exc).__name__}: {_one_line(exc)}")
-    return harness.failed_record(f"the Dask cluster lost this run's task (status {fut.status}); "
+        return failed_record(f"the run's Dask task failed: {type(exc).__name__}: {_one_line(exc)}")
+    return failed_record(f"the Dask cluster lost this run's task (status {fut.status}); "
                                  "rerun with --retry-failed")
 
 
@@ -193,7 +194,7 @@ def _marker(token: str, run_id: str) -> str:
 
 def _forget_markers(client: Any, token: str, run_ids: list[str]) -> None:
     """Clear this sweep's attempt markers on the scheduler (a cleared distributed Event is deleted)."""
-    from distributed import Event
+    from distributed import Event  # deferred: Dask is optional
 
     for run_id in run_ids:
         try:
@@ -204,21 +205,21 @@ def _forget_markers(client: Any, token: str, run_ids: list[str]) -> None:
 
 def _run_on_worker(task: dict[str, Any], token: str) -> dict[str, Any]:
     """A Dask task: execute one run on this worker, as the local executor does, once per sweep."""
-    from distributed import Event, get_worker
+    from distributed import Event, get_worker  # deferred: Dask is optional (this runs on a worker, which has it)
 
     # The scheduler reschedules a task whose worker died while running it. The first attempt set this
     # marker before starting the replay, so a second attempt knows the run's worker died and says so.
     started = Event(_marker(token, task["run_id"]))
     if started.is_set():
-        return harness.failed_record("the Dask worker running this run died while it ran (lost worker: not "
+        return failed_record("the Dask worker running this run died while it ran (lost worker: not "
                                      "retried, so that a run that kills its machine is seen); rerun with "
                                      "--retry-failed")
     started.set()
     try:
         worker = get_worker()
-        return harness.execute_task(task, _TaskCancelled(worker, worker.get_current_task()))
+        return execute_task(task, _TaskCancelled(worker, worker.get_current_task()))
     except KeyboardInterrupt:  # the task was cancelled: the replay process is killed, nobody wants a result
-        return harness.failed_record("cancelled")
+        return failed_record("cancelled")
 
 
 class _TaskCancelled:

@@ -3,46 +3,46 @@
 `prepare` validates everything that can be validated before the first index exists (the scenario, the
 dataset, every run's op log) and materialises the dataset once as memory-mapped .npy files in the
 cache, normalised for cosine, so each run's subprocess maps the same bytes instead of regenerating or
-copying them. The exact ground truth of every search step (over that step's live set, maintained
-incrementally) is computed once per (scenario workload, dataset, catalog size) and cached.
+copying them. The op log of each catalog size and the exact ground truth of its search steps (over each
+step's live set, maintained incrementally) are computed once per (scenario workload, dataset, catalog
+size) and cached side by side.
 
-`run_sweep` then starts one fresh subprocess per run (`annbench.replay`), with a time limit: a crash,
-an abort or a hang becomes that run's status and the sweep goes on. Where that subprocess starts (here,
-or on a Dask worker) is the executor's business (annbench.executors); a run travels as a small task dict
-(`make_task`), is executed by `execute_task`, and comes back as a record that `make_doc` turns into the
-result. The sweep's process alone writes result files, atomically, so an interrupted sweep leaves
-finished results intact and nothing half-written.
+`run_sweep` then hands each run its validated workload as data (annbench.workload: settings, resolved
+parameters, the paths of the dataset, ground truth and op log) in a small task dict, to the executor its
+caller chose (annbench.executors: here, or on a Dask worker), which starts one fresh subprocess per run
+(annbench.supervisor, annbench.replay) with a time limit: a crash, an abort or a hang becomes that run's
+status and the sweep goes on. The run's record comes back and `make_doc` turns it into the result. The
+sweep's process alone writes result files, atomically, so an interrupted sweep leaves finished results
+intact and nothing half-written.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import inspect
 import json
 import os
-import platform
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 import annbench
-from annbench import adapters, results, tempdirs
-from annbench.adapters.base import SHARED_TMP_ENV, Metric, prepare_vectors, shared_tmp
-from annbench.datasets import drop_pages
+from annbench import adapters, catalog, datasets, results, supervisor, workload
+from annbench.dataset import drop_pages
 from annbench.errors import ConfigError
-from annbench.scenarios import RunSpec, Scenario, check_dataset_dim, op_log
+from annbench.groundtruth import LiveGroundTruth, cache_key, cached
+from annbench.oplog import op_log
+from annbench.scenarios import RunSpec, Scenario, check_dataset_dim
+from annbench.vectors import Metric, prepare_vectors
 
 BLOCK_ROWS = 65_536  # rows copied at a time when materialising a dataset: bounded memory at any n
 
@@ -56,16 +56,13 @@ class Prepared:
     data_dir: Path
     dataset_info: dict[str, Any]
     gt_paths: dict[int | None, Path]
+    ops_paths: dict[int | None, Path]  # the op log of each catalog size (annbench.workload.save_ops)
 
 
 def open_scenario_dataset(sc: Scenario) -> Any:
     """The scenario's dataset, scaled: generated (catalog) or loaded from the user's files."""
-    from annbench import datasets
-
     spec = dict(sc.dataset)
     if "path" not in spec:
-        from annbench import catalog
-
         params = dict(spec.get("params", {}))
         scale = params.pop("scale", 1.0)
         if scale != 1.0:
@@ -81,8 +78,6 @@ def open_scenario_dataset(sc: Scenario) -> Any:
     if scale > 1.0:
         raise ConfigError(f"--scale {scale} asks for more vectors than {spec['path']} holds; use --scale ≤ 1")
     if scale < 1.0:
-        import dataclasses
-
         m = max(1, int(round(ds.n * scale)))
         ds = dataclasses.replace(
             ds, base=ds.base[:m], ids=None if ds.ids is None else ds.ids[:m],
@@ -95,9 +90,7 @@ def resolve_metric(sc: Scenario, ds: Any) -> Metric:
 
 
 def prepare(sc: Scenario, cache_dir: Path, progress: Callable[[str], None] = lambda _m: None) -> Prepared:
-    """Validate every run and materialise data and ground truth; raises AnnbenchError before any build."""
-    from annbench import datasets
-
+    """Validate every run and materialise data, op logs and ground truth; raises AnnbenchError before any build."""
     ds = open_scenario_dataset(sc)
     check_dataset_dim(sc, ds.dim, ds.source)
     if ds.queries is None or len(ds.queries) == 0:
@@ -113,10 +106,11 @@ def prepare(sc: Scenario, cache_dir: Path, progress: Callable[[str], None] = lam
         _materialise(ds, metric, data_dir)
     info = {"name": ds.name, "hash": ds_hash, "source": ds.source, "n": int(ds.n), "dim": int(ds.dim),
             "nq": int(len(ds.queries)), "metric": metric.value, "labels": ds.base_labels is not None}
-    gt_paths = {}
+    gt_paths, ops_paths = {}, {}
     for size, ops in logs.items():
         gt_paths[size] = _ground_truth(sc, metric, data_dir, ds_hash, size, ops, progress)
-    return Prepared(sc, metric, data_dir, info, gt_paths)
+        ops_paths[size] = _op_log_file(gt_paths[size], ops)
+    return Prepared(sc, metric, data_dir, info, gt_paths, ops_paths)
 
 
 def _materialise(ds: Any, metric: Metric, data_dir: Path) -> None:
@@ -150,8 +144,6 @@ def _materialise(ds: Any, metric: Metric, data_dir: Path) -> None:
 def _ground_truth(sc: Scenario, metric: Metric, data_dir: Path, ds_hash: str, size: int | None, ops: list,
                   progress: Callable[[str], None]) -> Path:
     """The cached file of the per-step exact ground truth (search steps × queries × k)."""
-    from annbench.groundtruth import LiveGroundTruth, cache_key, cached
-
     key = {"kind": "step-gt", "version": 1, "scenario": sc.content_hash(), "dataset": ds_hash,
            "metric": metric.value, "k": sc.k, "size": size}
 
@@ -178,6 +170,19 @@ def _ground_truth(sc: Scenario, metric: Metric, data_dir: Path, ds_hash: str, si
 
     cached(data_dir / "gt", key, compute)
     return data_dir / "gt" / f"gt-{hashlib.sha256(cache_key(key).encode()).hexdigest()}.npz"
+
+
+def _op_log_file(gt_path: Path, ops: list[Any]) -> Path:
+    """The op log the ground truth at `gt_path` was computed over, stored beside it for the runs to replay.
+
+    Same key, same log: the ground truth's file name is the hash of everything the op log depends on
+    (scenario workload, dataset, catalog size), so a file already there under that key is kept.
+    """
+    path = gt_path.with_name("ops-" + gt_path.name.removeprefix("gt-"))
+    key = gt_path.name
+    if workload.ops_key(path) != key:
+        workload.save_ops(path, ops, key)
+    return path
 
 
 # --- the sweep --------------------------------------------------------------------------------------
@@ -211,25 +216,20 @@ def _index_record(spec: RunSpec, sc: Scenario) -> dict[str, Any]:
             "rebuild_every": sc.rebuild_every if spec.policy == "rebuild" else None, "size": spec.size}
 
 
-def run_sweep(prep: Prepared, out_dir: Path, *, force: bool = False, retry_failed: bool = False,
-              max_memory_bytes: int | None = None,
-              on_done: Callable[[RunOutcome], None] = lambda _o: None,
-              executor: Executor | None = None) -> list[RunOutcome]:
+def run_sweep(prep: Prepared, out_dir: Path, *, executor: Executor, force: bool = False,
+              retry_failed: bool = False, max_memory_bytes: int | None = None,
+              on_done: Callable[[RunOutcome], None] = lambda _o: None) -> list[RunOutcome]:
     """Run every configuration of the scenario, each in its own subprocess; return what happened.
 
-    `executor` decides where each run's subprocess is started (annbench.executors: this machine, one
-    run at a time, by default; or the workers of a Dask cluster). Wherever it runs, this process alone
-    writes the result files, atomically, in the same place and under the same names.
+    `executor` decides where each run's subprocess is started (annbench.executors, chosen by the caller:
+    this machine, one run at a time; or the workers of a Dask cluster). Wherever it runs, this process
+    alone writes the result files, atomically, in the same place and under the same names.
 
     Ctrl-C (SIGINT) only sets a flag, acted on at safe points (between runs, and while waiting for a
     run, which is then killed): a KeyboardInterrupt raised wherever the signal lands could be swallowed
     by a library's lock or land between writing a result and reporting it. It then raises
     KeyboardInterrupt with every finished result on disk.
     """
-    if executor is None:
-        from annbench.executors import LocalExecutor  # lazy: executors imports this module
-
-        executor = LocalExecutor()
     with _stop_on_sigint() as stop:
         return _sweep(prep, out_dir, force, retry_failed, max_memory_bytes, on_done, stop, executor)
 
@@ -272,20 +272,9 @@ def _sweep(prep: Prepared, out_dir: Path, force: bool, retry_failed: bool, max_m
     return outcomes
 
 
-def run_one(prep: Prepared, spec: RunSpec, max_memory_bytes: int | None = None,
-            stop: StopFlag | None = None) -> dict[str, Any]:
-    """Replay one run in a fresh subprocess here and return its result document (any status)."""
-    return make_doc(prep, spec, execute_task(make_task(prep, spec, max_memory_bytes), stop))
-
-
-class StopFlag(Protocol):
-    """What `execute_task` polls to abandon a run: a threading.Event, or a Dask task's cancellation."""
-
-    def is_set(self) -> bool: ...
-
-
 class Executor(Protocol):
-    """Where runs are executed (annbench.executors): yields (run id, record of `execute_task`) as runs finish.
+    """Where runs are executed (annbench.executors): yields (run id, record of annbench.supervisor's
+    `execute_task`) as runs finish.
 
     Raises KeyboardInterrupt once `stop` is set, after abandoning the runs not finished.
     """
@@ -294,101 +283,30 @@ class Executor(Protocol):
         ...
 
 
-def make_task(prep: Prepared, spec: RunSpec, max_memory_bytes: int | None = None) -> dict[str, Any]:
-    """Everything a run needs to execute, wherever it executes: a small JSON-able dict of paths and settings.
-
-    The dataset and ground truth travel as paths into the prepared cache, never as arrays: a remote
-    worker reads them from the shared folder.
-    """
+def make_workload(prep: Prepared, spec: RunSpec) -> workload.Workload:
+    """What one run replays and how, as data: the scenario's settings, the run's index and policy, its files."""
     sc = prep.scenario
-    # The child re-validates the whole scenario, so it must know every family in it, not just its own.
-    families = {c.family for c in sc.indexes}
-    modules = sorted({adapters.get(f).__module__ for f in families})
-    child_spec = {
-        "scenario_path": str(Path(sc.path).resolve()), "scale": sc.scale, "metric": prep.metric.value,
-        "dataset_override": None, "data_dir": str(prep.data_dir.resolve()),
-        "gt_path": str(prep.gt_paths[spec.size].resolve()), "size": spec.size,
-        "family": spec.index.family, "build_params": spec.index.build, "search_grid": spec.index.search,
-        "policy": spec.policy,
-        "adapter_modules": [m for m in modules if not m.startswith("annbench.")],
-    }
-    return {"run_id": spec.run_id, "child_spec": child_spec, "threads": sc.threads,
-            "timeout_s": spec.index.timeout_s or sc.timeout_s, "max_memory_bytes": max_memory_bytes,
-            "annbench_version": annbench.__version__}
+    return workload.Workload(
+        family=spec.index.family, adapter_module=adapters.module_of(spec.index.family),
+        build_params=spec.index.build, search_grid=spec.index.search, policy=spec.policy, metric=prep.metric,
+        k=sc.k, seed=sc.seed, threads=sc.threads, timeline=sc.timeline.kind, rebuild_every=sc.rebuild_every,
+        maintain_every=sc.maintain_every, rounds=sc.rounds, warmup=sc.warmup, keep_answers=sc.keep_answers,
+        concurrency=_settings(workload.Concurrency, sc.concurrency),
+        concurrent_updates=_settings(workload.ConcurrentUpdates, sc.timeline.concurrent_updates),
+        data_dir=str(prep.data_dir.resolve()), gt_path=str(prep.gt_paths[spec.size].resolve()),
+        ops_path=str(prep.ops_paths[spec.size].resolve()))
 
 
-def execute_task(task: dict[str, Any], stop: StopFlag | None = None) -> dict[str, Any]:
-    """Run one task's replay in a fresh, supervised subprocess on this machine; return its record.
-
-    The record holds what only the executing machine knows: status, error, the child's measurements,
-    start time, wall time, machine and library versions. Raises KeyboardInterrupt (child killed) on stop.
-    """
-    started = datetime.now(timezone.utc)
-    t0 = time.perf_counter()
-    status, error, payload = "ok", None, None
-    missing = [p for p in (task["child_spec"]["data_dir"], task["child_spec"]["gt_path"],
-                           task["child_spec"]["scenario_path"]) if not Path(p).exists()]
-    if task["annbench_version"] != annbench.__version__:
-        status, error = "failed", (f"annbench {annbench.__version__} here, {task['annbench_version']} in the "
-                                   "sweep: install the same version on every machine")
-    elif missing:  # a worker of a cluster that does not share the client's folders
-        status, error = "failed", (f"{missing[0]} is not readable on {platform.node()}: the scenario file and "
-                                   "the cache (--out/.cache or --cache) must be on a path every machine shares")
-    else:
-        status, error, payload = _replay(task, stop)
-    return {"started_at": started.isoformat(), "wall_seconds": time.perf_counter() - t0,
-            "machine": results.machine_info(), "libraries": results.library_versions(),
-            "status": status, "error": error, "payload": payload}
+def _settings(cls: type, validated: Any) -> Any:
+    """The scenario's validated settings record as the workload's record of the same fields (or None)."""
+    return None if validated is None else cls(**dataclasses.asdict(validated))
 
 
-def failed_record(error: str) -> dict[str, Any]:
-    """The record of a run that never reported back (its task or its worker was lost): no machine to name."""
-    return {"started_at": datetime.now(timezone.utc).isoformat(), "wall_seconds": 0.0, "machine": {},
-            "libraries": {}, "status": "failed", "error": error, "payload": None}
-
-
-_WORK_PREFIX = "annbench-run-"
-
-
-def _replay(task: dict[str, Any], stop: StopFlag | None) -> tuple[str, str | None, dict[str, Any] | None]:
-    status, error, payload = "ok", None, None
-    # work folders of SIGKILLed sweeps; an unmarked one may be a running older annbench's: left alone
-    tempdirs.sweep(_WORK_PREFIX, unmarked=False)
-    work_dir = tempdirs.make(_WORK_PREFIX)
-    try:
-        out_path = work_dir / "payload.json"
-        spec_path = work_dir / "spec.json"
-        spec_path.write_text(json.dumps({**task["child_spec"], "out_path": str(out_path)}))
-        log_path = work_dir / "log.txt"
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-        # The run's own TMPDIR lies inside its work folder and goes with it, even when the run is killed
-        # (a LanceDB directory, saved indexes); caches meant to outlive a run use the shared one.
-        (work_dir / "tmp").mkdir()
-        env[SHARED_TMP_ENV] = str(shared_tmp())
-        env["TMPDIR"] = str(work_dir / "tmp")
-        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-            env[var] = str(task["threads"])
-        prctl = _prctl()  # resolved here: the child, forked from a possibly threaded process, must not dlopen
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "annbench.replay", str(spec_path)], stdout=log,
-                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                    start_new_session=True, preexec_fn=lambda: _die_with_parent(prctl))
-            try:
-                rc, status, error = _supervise(proc, task["timeout_s"], task["max_memory_bytes"], stop)
-            except BaseException:
-                _kill(proc)  # Ctrl-C: the child must not outlive the sweep
-                raise
-        if status == "ok":
-            if rc != 0:
-                status, error = "failed", _describe_exit(rc, log_path)
-            elif not out_path.exists():
-                status, error = "failed", "the run exited without writing its measurements"
-            else:
-                payload = json.loads(out_path.read_text())
-    finally:
-        shutil.rmtree(work_dir, ignore_errors=True)
-    return status, error, payload
+def make_task(prep: Prepared, spec: RunSpec, max_memory_bytes: int | None = None) -> dict[str, Any]:
+    """The task an executor runs (annbench.supervisor.make_task): the run's workload and its limits."""
+    return supervisor.make_task(spec.run_id, make_workload(prep, spec),
+                                spec.index.timeout_s or prep.scenario.timeout_s, max_memory_bytes,
+                                adapters.get(spec.index.family).distributions)
 
 
 def make_doc(prep: Prepared, spec: RunSpec, record: dict[str, Any]) -> dict[str, Any]:
@@ -415,79 +333,6 @@ def make_doc(prep: Prepared, spec: RunSpec, record: dict[str, Any]) -> dict[str,
         "threadpools": payload.get("threadpools", []),
         "steps": payload.get("steps", []),
     }
-
-
-POLL_S = 0.05  # how often a running child's time and memory are checked
-
-
-def _supervise(proc: subprocess.Popen, timeout_s: float, max_memory_bytes: int | None,
-               stop: StopFlag | None = None) -> tuple[int | None, str, str | None]:
-    """Wait for the child, killing it past its time limit or memory limit: (exit code, status, error)."""
-    import psutil
-
-    deadline = time.monotonic() + timeout_s
-    watched = psutil.Process(proc.pid)
-    while True:
-        try:
-            return proc.wait(timeout=POLL_S), "ok", None
-        except subprocess.TimeoutExpired:
-            pass
-        if stop is not None and stop.is_set():
-            raise KeyboardInterrupt  # the caller kills the child
-        if time.monotonic() > deadline:
-            _kill(proc)
-            return None, "timeout", f"no result after the time limit of {timeout_s:g} s; killed"
-        if max_memory_bytes is not None:
-            try:
-                rss = watched.memory_info().rss
-            except psutil.Error:  # exited between the two calls: the next wait() reaps it
-                continue
-            if rss > max_memory_bytes:
-                _kill(proc)
-                return None, "failed", (f"memory limit exceeded: RSS {rss / 2**30:.2f} GiB > "
-                                        f"--max-memory-gb {max_memory_bytes / 2**30:g}; killed")
-
-
-def _prctl() -> Callable[..., int] | None:
-    """libc's prctl, looked up in the parent: loading a library after fork() can deadlock a threaded parent."""
-    try:
-        import ctypes
-
-        return ctypes.CDLL("libc.so.6", use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None  # not Linux: an orphaned run still ends at its own time limit
-
-
-def _die_with_parent(prctl: Callable[..., int] | None) -> None:
-    """In the child, before exec: ask Linux to SIGKILL it if the sweep dies (even by SIGKILL).
-
-    Linux sends the signal when the thread that started the child ends: the sweep's main thread, or the
-    Dask worker thread that supervises the run, which stays in `_supervise` for the child's whole life.
-    """
-    if prctl is not None:
-        prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-def _kill(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait()
-
-
-def _describe_exit(rc: int, log_path: Path) -> str:
-    if rc < 0:
-        try:
-            what = f"killed by {signal.Signals(-rc).name}"
-        except ValueError:
-            what = f"killed by signal {-rc}"
-    else:
-        what = f"exited with status {rc}"
-    lines = [ln for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
-    errors = [ln for ln in lines if "Error" in ln or "error" in ln or "Assertion" in ln or "abort" in ln.lower()]
-    tail = (errors or lines)[-1].strip() if lines else ""
-    return f"the run {what}" + (f": {tail[:400]}" if tail else "")
 
 
 def noisy_settings(doc: dict[str, Any]) -> int:

@@ -1,12 +1,14 @@
 """One run, inside its own subprocess: replay the op log on one index under one policy and measure it.
 
-Started by the harness as `python -m annbench.replay SPEC.json`. It reads the prepared dataset
-(memory-mapped .npy files) and the per-step ground truth from the harness's cache, replays the op log
-(recomputed from the scenario: it is deterministic), and writes its measurements as JSON to the path the
-spec names. Everything measured here is this process's alone: the index's own memory (annbench.memory:
-anonymous memory after the build beyond the reading the policy takes just before it), the build's peak,
-threads. Every search setting is timed in `search.rounds` rounds (annbench.timing: medians, 95 %
-intervals, the noisy verdict, each round's CPU share and load). Only the library call (and, for a policy,
+Started as `python -m annbench.replay WORKLOAD.json OUT.json` (annbench.supervisor). The workload
+(annbench.workload) is what the sweep's parent validated: settings, the index's resolved parameters, its
+policy, and the paths of the prepared dataset (memory-mapped .npy files), the per-step ground truth and
+the op log in the harness's cache. The scenario file is never read here, so this process imports neither
+the scenario reader (YAML) nor any adapter module but its own family's. It replays the op log and writes
+its measurements as JSON to OUT.json. Everything measured here is this process's alone: the index's own
+memory (annbench.memory: anonymous memory after the build beyond the reading the policy takes just before
+it), the build's peak, threads. Every search setting is timed in `search.rounds` rounds (annbench.timing:
+medians, 95 % intervals, the noisy verdict, each round's CPU share and load). Only the library call (and, for a policy,
 the filtering or merging it needs) is inside a timed region; recall, leaks and labels are computed
 afterwards from the answers.
 """
@@ -22,67 +24,62 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import threadpoolctl
 
-from annbench import adapters, memory, metrics, timing
-from annbench.adapters.base import Metric, folder_bytes
+from annbench import adapters, concurrency, memory, metrics, timing
+from annbench.adapters.base import folder_bytes
 from annbench.groundtruth import true_distances
+from annbench.oplog import Op
 from annbench.policies import Policy, make_policy
 from annbench.results import json_default
-from annbench.scenarios import Op, load_scenario, op_log
+from annbench.workload import Workload, load_ops
 
 FRESHNESS_SAMPLE = 200  # items searched by their own vector per step to measure freshness
 WARMUP_SINGLES = 20
 BATCH_MIN_NS = 20_000_000  # a round's batch call is repeated until this much time has passed
 
 
-def run(spec: dict[str, Any]) -> dict[str, Any]:
-    for module in spec.get("adapter_modules", []):
-        importlib.import_module(module)  # registers adapters that live outside annbench (tests, plugins)
-    sc = load_scenario(Path(spec["scenario_path"]), scale=spec["scale"], dataset_path=spec.get("dataset_override"))
-    data = Path(spec["data_dir"])
+def run(w: Workload) -> dict[str, Any]:
+    """Replay the workload's op log on its index under its policy; the run's measurements."""
+    if w.adapter_module is not None:
+        importlib.import_module(w.adapter_module)  # registers an adapter that lives outside annbench (tests)
+    data = Path(w.data_dir)
     pool = np.load(data / "base.npy", mmap_mode="r")
     queries_all = np.load(data / "queries.npy")
-    ids = np.load(data / "ids.npy", mmap_mode="r")
     base_labels = np.load(data / "base_labels.npy", mmap_mode="r") if (data / "base_labels.npy").exists() else None
     query_labels = np.load(data / "query_labels.npy") if (data / "query_labels.npy").exists() else None
-    gt = np.load(spec["gt_path"])
+    gt = np.load(w.gt_path)
     gt_d = gt["dists"]  # (search steps × all queries × k), exact over each step's live set
 
-    ops = op_log(sc, np.asarray(ids), base_labels, query_labels, len(queries_all), spec["size"])
-    metric = Metric(spec["metric"])
-    cls = adapters.get(spec["family"])
+    ops = load_ops(Path(w.ops_path))  # the very log the parent computed the ground truth over
+    cls = adapters.get(w.family)
     cls.load_library()  # a library the adapter imports lazily is loaded here, outside the timed build
-    policy = make_policy(spec["policy"], cls, metric, pool.shape[1], sc.threads, spec["build_params"], pool,
-                         sc.rebuild_every, static=sc.timeline.kind == "static", maintain_every=sc.maintain_every)
+    policy = make_policy(w.policy, cls, w.metric, pool.shape[1], w.threads, w.build_params, pool,
+                         w.rebuild_every, static=w.timeline == "static", maintain_every=w.maintain_every)
     try:
-        return _replay(sc, spec, policy, ops, pool, queries_all, gt_d, base_labels, query_labels, metric)
+        return _replay(w, policy, ops, pool, queries_all, gt_d, base_labels, query_labels)
     finally:
         policy.close()  # a database's server or folder must not outlive the run
 
 
-def _replay(sc: Any, spec: dict[str, Any], policy: Policy, ops: list[Op], pool: np.ndarray, queries_all: np.ndarray,
-            gt_d: np.ndarray, base_labels: np.ndarray | None, query_labels: np.ndarray | None,
-            metric: Metric) -> dict[str, Any]:
-    from threadpoolctl import threadpool_limits
-
-    threads = sc.threads
-    out: dict[str, Any] = {"steps": [], "memory": {}, "threads": threads}
-    rng = np.random.default_rng(sc.seed + 1)
-    with threadpool_limits(limits=threads):
+def _replay(w: Workload, policy: Policy, ops: list[Op], pool: np.ndarray, queries_all: np.ndarray,
+            gt_d: np.ndarray, base_labels: np.ndarray | None, query_labels: np.ndarray | None) -> dict[str, Any]:
+    out: dict[str, Any] = {"steps": [], "memory": {}}  # the run's threads are the workload's: not repeated
+    rng = np.random.default_rng(w.seed + 1)
+    with threadpoolctl.threadpool_limits(limits=w.threads):
         out["threadpools"] = [
             {k: info.get(k) for k in ("user_api", "internal_api", "num_threads", "version")}
-            for info in __import__("threadpoolctl").threadpool_info()
+            for info in threadpoolctl.threadpool_info()
         ]
         search_i = 0
         build_memory: memory.IndexMemory | None = None
         ingested: set[int] = set()
         for i, op in enumerate(ops):
-            if _concurrent_day(sc, op):
+            if _concurrent_day(w, op):
                 # the day's deletes, inserts and updates, applied together while clients search
                 if op.day not in ingested:
                     ingested.add(op.day)
-                    out["steps"].append(_ingest_step(sc, metric, policy, ops, i, spec["search_grid"], queries_all,
-                                                     pool))
+                    out["steps"].append(_ingest_step(w, policy, ops, i, queries_all, pool))
                 continue
             if op.kind == "search":
                 t0 = time.perf_counter()
@@ -96,8 +93,8 @@ def _replay(sc: Any, spec: dict[str, Any], policy: Policy, ops: list[Op], pool: 
                     if action != "rebuild":
                         step["action"] = action
                     out["steps"].append(step)
-                step = _search_step(sc, metric, policy, op, spec["search_grid"], queries_all, pool, gt_d[search_i],
-                                    base_labels, query_labels, rng)
+                step = _search_step(w, policy, op, queries_all, pool, gt_d[search_i], base_labels, query_labels,
+                                    rng)
                 search_i += 1
                 out["steps"].append(step)
                 continue
@@ -118,30 +115,28 @@ def _replay(sc: Any, spec: dict[str, Any], policy: Policy, ops: list[Op], pool: 
             out["steps"].append(step)
             if mem is not None:
                 policy.before_index_build = None  # a rebuild's memory is not the day-0 build's
-                out["memory"] = _build_memory(policy, queries_all, sc.k, mem, peak_reset)
+                out["memory"] = _build_memory(policy, queries_all, w.k, mem, peak_reset)
                 out["build_params_used"] = policy.adapter.resolved_params()  # e.g. nlist 0 → the 4·√n it used
                 build_memory = mem
-        if build_memory is not None and sc.timeline.kind == "daily":
+        if build_memory is not None and w.timeline == "daily":
             # what the index and the policy's search-side state (tombstones, fresh buffer) hold at the end
             out["memory"]["index_bytes_last_day"] = build_memory.held()
     return out
 
 
-def _concurrent_day(sc: Any, op: Op) -> bool:
-    cu = sc.timeline.concurrent_updates
+def _concurrent_day(w: Workload, op: Op) -> bool:
+    cu = w.concurrent_updates
     return cu is not None and op.kind in ("delete", "insert", "update") and cu.applies(op.day)
 
 
-def _ingest_step(sc: Any, metric: Metric, policy: Policy, ops: list[Op], i: int, grid: list[dict[str, Any]],
-                 queries_all: np.ndarray, pool: np.ndarray) -> dict[str, Any]:
+def _ingest_step(w: Workload, policy: Policy, ops: list[Op], i: int, queries_all: np.ndarray,
+                 pool: np.ndarray) -> dict[str, Any]:
     """Search while updating (annbench.concurrency.ingest_day) for the day of ops[i], its first write."""
-    from annbench import concurrency
-
     day = ops[i].day
     day_ops = [o for o in ops[i:] if o.day == day and o.kind in ("delete", "insert", "update")]
     search_op = next(o for o in ops[i:] if o.kind == "search")
-    return concurrency.ingest_day(policy, day_ops, search_op, grid, queries_all, pool, sc.k, metric,
-                                  sc.timeline.concurrent_updates)
+    return concurrency.ingest_day(policy, day_ops, search_op, w.search_grid, queries_all, pool, w.k, w.metric,
+                                  w.concurrent_updates)
 
 
 def _build_memory(policy: Policy, queries: np.ndarray, k: int, mem: memory.IndexMemory,
@@ -174,13 +169,14 @@ def _external(policy: Policy) -> dict[str, Any]:
     return {"external_bytes": {key: int(v) for key, v in external.items()}} if external else {}
 
 
-def _search_step(sc: Any, metric: Metric, policy: Policy, op: Op, grid: list[dict[str, Any]], queries_all: np.ndarray,
-                 pool: np.ndarray, gt_d: np.ndarray, base_labels: np.ndarray | None,
-                 query_labels: np.ndarray | None, rng: np.random.Generator) -> dict[str, Any]:
+def _search_step(w: Workload, policy: Policy, op: Op, queries_all: np.ndarray, pool: np.ndarray, gt_d: np.ndarray,
+                 base_labels: np.ndarray | None, query_labels: np.ndarray | None,
+                 rng: np.random.Generator) -> dict[str, Any]:
+    grid, metric = w.search_grid, w.metric
     qidx = op.queries
     queries = np.ascontiguousarray(queries_all[qidx])
     singles = [queries[i:i + 1] for i in range(len(queries))]  # views prepared outside the timed loop
-    k = sc.k
+    k = w.k
     kth = gt_d[qidx, k - 1]
     fresh = sorted(policy.fresh_ids)
     if len(fresh) > FRESHNESS_SAMPLE:
@@ -188,7 +184,7 @@ def _search_step(sc: Any, metric: Metric, policy: Policy, op: Op, grid: list[dic
     fresh_ids = np.asarray(fresh, np.int64)
     fresh_vecs = np.ascontiguousarray(pool[policy.live.rows_for(fresh_ids)], dtype=np.float32) if fresh else None
     deleted = np.fromiter(policy.live.deleted, np.int64, len(policy.live.deleted))
-    timed = _timed_rounds(sc, policy, grid, queries, singles, k)
+    timed = _timed_rounds(w, policy, grid, queries, singles, k)
     settings = []
     for si, params in enumerate(grid):
         policy.set_search_params(**params)
@@ -209,20 +205,18 @@ def _search_step(sc: Any, metric: Metric, policy: Policy, op: Op, grid: list[dic
             labels = np.where(rows >= 0, np.asarray(base_labels)[np.maximum(rows, 0)], -1)
             s["hit_at_k"] = float(metrics.hit_at_k(labels, query_labels[qidx]).mean())
             s["p_at_k"] = float(metrics.precision_at_k(labels, query_labels[qidx], k).mean())
-        if sc.keep_answers:
+        if w.keep_answers:
             s["answers"] = found.tolist()
             s["query_indices"] = qidx.tolist()
         if fresh_vecs is not None:
             got = policy.search(fresh_vecs, k)
             s["freshness"] = float((got == fresh_ids[:, None]).any(axis=1).mean())
             s["freshness_sample"] = len(fresh_ids)
-        if sc.concurrency is not None and sc.concurrency.applies(op.day):
-            from annbench import concurrency
-
+        if w.concurrency is not None and w.concurrency.applies(op.day):
             # T client threads, then batch with T library threads beside it (annbench.concurrency)
-            s["concurrency"] = concurrency.measure_levels(policy, queries, singles, k, sc.concurrency,
-                                                          {"library_threads": sc.threads, "qps": s["qps"]},
-                                                          rounds=sc.rounds)
+            s["concurrency"] = concurrency.measure_levels(policy, queries, singles, k, w.concurrency,
+                                                          {"library_threads": w.threads, "qps": s["qps"]},
+                                                          rounds=w.rounds)
         settings.append(s)
     step = {"op": "search", "day": op.day, "count": int(len(qidx)), "live": len(policy.live.row_of),
             "seconds": float(sum(s["batch_seconds"] for s in settings)), "settings": settings}
@@ -230,16 +224,16 @@ def _search_step(sc: Any, metric: Metric, policy: Policy, op: Op, grid: list[dic
     return step
 
 
-def _timed_rounds(sc: Any, policy: Policy, grid: list[dict[str, Any]], queries: np.ndarray,
+def _timed_rounds(w: Workload, policy: Policy, grid: list[dict[str, Any]], queries: np.ndarray,
                   singles: list[np.ndarray], k: int) -> list[dict[str, Any]]:
-    """Every search setting's single-query loop and batch call, repeated in `sc.rounds` rounds.
+    """Every search setting's single-query loop and batch call, repeated in `w.rounds` rounds.
 
     Rounds interleave the settings (round 1 of every setting, then round 2 …), so a burst of load on the
     machine lands on several settings' rounds instead of wholly on one setting's figures, and each round
     alternates the one-query loop with the batch call. Per timed loop the process's CPU time ÷ wall time
     (did the timed thread have its core?) and the load average are kept beside the timings.
     """
-    rounds, n = sc.rounds, len(singles)
+    rounds, n = w.rounds, len(singles)
     lat = np.empty((len(grid), rounds, n), dtype=np.int64)
     batch_s: list[list[float]] = [[] for _ in grid]
     loops: list[list[dict[str, float]]] = [[] for _ in grid]
@@ -248,7 +242,7 @@ def _timed_rounds(sc: Any, policy: Policy, grid: list[dict[str, Any]], queries: 
     for r in range(rounds):
         for si, params in enumerate(grid):
             policy.set_search_params(**params)
-            if r == 0 and sc.warmup:  # both paths: the batch call and the one-query call reach different code
+            if r == 0 and w.warmup:  # both paths: the batch call and the one-query call reach different code
                 policy.search(queries, k)
                 for q in singles[:WARMUP_SINGLES]:
                     policy.search(q, k)
@@ -274,7 +268,7 @@ def _timed_rounds(sc: Any, policy: Policy, grid: list[dict[str, Any]], queries: 
             loops[si].append({"round": r, "single_seconds": (w1 - w0) / 1e9,
                               "single_cpu_share": timing.cpu_share(c1 - c0, (w1 - w0) / 1e9),
                               "batch_calls": calls,
-                              "batch_cpu_share": timing.cpu_share(c2 - c1, (w2 - w1) / 1e9, sc.threads),
+                              "batch_cpu_share": timing.cpu_share(c2 - c1, (w2 - w1) / 1e9, w.threads),
                               "load1": timing.load_average()})
     out = []
     for si in range(len(grid)):
@@ -292,12 +286,12 @@ def _timed_rounds(sc: Any, policy: Policy, grid: list[dict[str, Any]], queries: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    spec = json.loads(Path(argv[0]).read_text())
-    out = run(spec)
-    tmp = Path(spec["out_path"] + ".tmp")
+    """`python -m annbench.replay WORKLOAD.json OUT.json`: replay the run, write its measurements to OUT.json."""
+    workload_path, out_path = sys.argv[1:] if argv is None else argv
+    out = run(Workload.load(Path(workload_path)))
+    tmp = Path(out_path + ".tmp")
     tmp.write_text(json.dumps(out, default=json_default))
-    tmp.replace(spec["out_path"])
+    tmp.replace(out_path)
     return 0
 
 

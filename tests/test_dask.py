@@ -26,9 +26,11 @@ import pytest
 from click.testing import CliRunner
 from distributed import Client, LocalCluster
 
-import annbench
+from annbench.adapters.base import Metric
 from annbench.cli import main
 from annbench.executors import DaskExecutor
+from annbench.supervisor import make_task
+from annbench.workload import Workload
 from tests import test_bad_input as bad
 from tests.conftest import REPO
 from tests.test_reliability import (
@@ -112,7 +114,7 @@ def _replays() -> list[psutil.Process]:
 
 def _family(replay: psutil.Process) -> str | None:
     try:
-        return json.loads(Path(replay.cmdline()[-1]).read_text())["family"]
+        return json.loads(Path(replay.cmdline()[-2]).read_text())["family"]  # [..., WORKLOAD.json, OUT.json]
     except (psutil.Error, OSError, ValueError, KeyError):
         return None
 
@@ -271,10 +273,13 @@ def test_a_cluster_without_enough_cores_is_an_input_error(tmp_path: Path, cluste
 
 def test_a_worker_that_cannot_read_the_cache_says_so(tmp_path: Path, cluster: LocalCluster) -> None:
     # what a worker without the shared folder sees: the task's paths do not exist there
-    absent = str(tmp_path / "not-shared")
-    task = {"run_id": "r", "threads": 1, "timeout_s": 10, "max_memory_bytes": None,
-            "annbench_version": annbench.__version__,
-            "child_spec": {"data_dir": absent, "gt_path": absent, "scenario_path": absent}}
+    absent = tmp_path / "not-shared"
+    work = Workload(family="test-exact", adapter_module="tests.fake_adapters", build_params={}, search_grid=[{}],
+                    policy="native", metric=Metric.L2, k=10, seed=0, threads=1, timeline="static", rebuild_every=1,
+                    maintain_every=1, rounds=1, warmup=False, keep_answers=False, concurrency=None,
+                    concurrent_updates=None, data_dir=str(absent), gt_path=str(absent / "gt.npz"),
+                    ops_path=str(absent / "ops.npz"))
+    task = make_task("r", work, 10, None)
     with Client(cluster.scheduler_address) as client:
         [(run_id, record)] = list(DaskExecutor(client, None, 1).execute([task], threading.Event()))
     assert run_id == "r" and record["status"] == "failed"

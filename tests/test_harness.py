@@ -12,7 +12,8 @@ from click.testing import CliRunner
 from annbench import results
 from annbench.cli import main
 from annbench.datasets import open_dataset
-from annbench.scenarios import load_scenario, op_log
+from annbench.oplog import op_log
+from annbench.scenarios import load_scenario
 from tests.conftest import REPO
 
 
@@ -22,7 +23,7 @@ def run_cli(*args: str) -> tuple[int, str]:
 
 
 def load_runs(out: Path, scenario: str = "small") -> dict[str, dict]:
-    docs = [results.load(p) for p in sorted((out / scenario).glob("*.json"))]
+    docs = [results.dump(results.load(p)) for p in sorted((out / scenario).glob("*.json"))]  # checked, as plain dicts
     return {f"{d['index']['label']}/{d['index']['policy']}": d for d in docs}
 
 
@@ -186,7 +187,7 @@ def test_catalog_size_scaled_down(tmp_path: Path) -> None:
     code, text = run_cli("run", "--scenario", "catalog_size", "--scale", "0.1", "--out", str(out),
                          "--configs", str(REPO / "configs" / "scenarios"))
     assert code == 0, text
-    docs = [results.load(p) for p in (out / "catalog_size").glob("*.json")]
+    docs = [results.dump(results.load(p)) for p in (out / "catalog_size").glob("*.json")]
     sizes = {d["index"]["size"] for d in docs}
     assert sizes == {1000, 2500, 5000, 10000}
     assert all(d["status"] == "ok" for d in docs), [d["error"] for d in docs if d["status"] != "ok"]

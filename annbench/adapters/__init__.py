@@ -60,8 +60,8 @@ def _builtin(name: str, spec: Builtin) -> Callable[[], type[Adapter]]:
         try:
             module = importlib.import_module(f"annbench.adapters.{spec.module}")
         except ModuleNotFoundError as e:
-            missing = e.name or ""
-            if spec.extra is None or missing.split(".")[0] == "annbench":
+            missing = (e.name or "").split(".")[0]  # the package, not the submodule that failed
+            if spec.extra is None or missing in ("", "annbench"):
                 raise
             raise MissingExtra(f"the {name} family needs {missing}, which annbench's optional {spec.extra!r} "
                                f"extra installs: pip install 'annbench[{spec.extra}]'") from None
@@ -153,10 +153,12 @@ def names() -> list[str]:
 
 
 def get(name: str) -> type[Adapter]:
-    """Return the adapter class registered as `name`, or raise ConfigError listing the known names."""
-    known = _all()
-    try:
-        load = known[name]
-    except KeyError:
-        raise ConfigError(f"unknown index family {name!r}; known: {', '.join(known)}") from None
+    """Return the adapter class registered as `name`, or raise ConfigError listing the known names.
+
+    Imports that family's module alone; a built-in or registered family is found without reading the
+    installed distributions' entry points.
+    """
+    load = _REGISTRY.get(name) or discover_plugins().get(name)
+    if load is None:
+        raise ConfigError(f"unknown index family {name!r}; known: {', '.join(_all())}") from None
     return load()
