@@ -148,7 +148,8 @@ def measure_incremental(days: int, n: int, initial_fraction: float, repeats: int
     """P3: the harness's per-step ground truth over a `days`-day replay ÷ one full exact_knn on the final set."""
     from annbench import harness
     from annbench.groundtruth import exact_knn
-    from annbench.scenarios import load_scenario, op_log
+    from annbench.oplog import op_log
+    from annbench.scenarios import load_scenario
 
     with tempfile.TemporaryDirectory(prefix="annbench-p3-") as tmp_s:
         tmp = Path(tmp_s)

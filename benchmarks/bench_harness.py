@@ -79,7 +79,8 @@ def _child_start_seconds(modules: list[str], repeats: int = 3) -> dict[str, floa
 def _child_setup_seconds(scenario: Path, scale: float, repeats: int = 3) -> float:
     """What each run's process repeats before building: re-validating the scenario and its op log."""
     from annbench import harness
-    from annbench.scenarios import load_scenario, op_log
+    from annbench.oplog import op_log
+    from annbench.scenarios import load_scenario
 
     sc = load_scenario(scenario, scale=scale)
     ds = harness.open_scenario_dataset(sc)

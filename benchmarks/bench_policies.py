@@ -111,7 +111,8 @@ def scenario_data(scale: float) -> tuple[Any, np.ndarray, np.ndarray, Any, list[
     """(scenario, pool, all queries, metric, op log) as a run of the shipped main job sees them."""
     from annbench import harness
     from annbench.adapters.base import prepare_vectors
-    from annbench.scenarios import load_scenario, op_log
+    from annbench.oplog import op_log
+    from annbench.scenarios import load_scenario
 
     sc = load_scenario(repo_root() / SCENARIO, scale=scale)
     ds = harness.open_scenario_dataset(sc)
