@@ -4,6 +4,11 @@ This module owns the embedded default dataset: a product-photo catalog and the p
 upload of the same products. It exists so that annbench runs out of the box and so that the usual
 parameters of each index family land in the interesting recall range, where they can be told apart.
 
+The generator's parameters, with the rules each value must pass, are declared once in `PARAMS`, and
+`check_params` is the one check of them: `generate` runs it on its own arguments, `generate_from` (the
+loaders' 'catalog') on the names a user passed, and annbench.scenarios on a scenario's `dataset.params`
+when the scenario is loaded, before anything is generated.
+
 Model (all knobs are keywords of `generate`, documented there and in datasets/README.md):
 
 * a 128-d space whose per-coordinate variance falls off like a power law, var_j ∝ (j+1)^-decay, the
