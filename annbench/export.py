@@ -35,13 +35,13 @@ from typing import Any
 import numpy as np
 
 from annbench import harness, results
-from annbench.adapters.base import Metric
 from annbench.atomic import atomic_path
 from annbench.errors import ConfigError
 from annbench.groundtruth import true_distances
 from annbench.oplog import op_log
 from annbench.results import RunRecord
 from annbench.scenarios import load_scenario
+from annbench.vectors import Metric
 
 _WORD = re.compile(r"\W+")
 _DISTANCE = {"l2": "euclidean", "cosine": "angular"}  # annbench's cosine is 1 - cos, ann-benchmarks' angular
