@@ -10,6 +10,7 @@ every scenario in one go through the fork pool (`annbench.report.pool`) and writ
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
@@ -169,6 +170,8 @@ def _scenario_report(name: str, runs: list[RunRecord], all_configs: list[Config]
 def plot_command(results_dir: Path, out_dir: Path | None, cons: Constraints, workers: int | None = None) -> Report:
     """`annbench plot`: write the report and say where it is."""
     rep = plot(results_dir, out_dir, cons, workers=workers)
+    for _path, why in rep.bad:  # listed on the page too; said here so a skipped file is never a surprise
+        print(f"annbench: skipped {why}", file=sys.stderr)
     print(f"annbench: wrote {len(rep.figures)} figures (PNG + SVG) and {rep.index_html}")
     for rec in rep.recommendations:
         w = rec.winner

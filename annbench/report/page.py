@@ -156,9 +156,7 @@ loading='lazy'></a><figcaption><b>{{ f.title }}.</b> {{ f.caption }}</figcaption
 
 @functools.cache
 def _template() -> Any:
-    # deferred: jinja2 costs ~25 ms to import and every CLI command imports this package; only
-    # index.html needs it
-    import jinja2
+    import jinja2  # deferred: ~25 ms to import; every CLI command imports this package, only index.html needs it
 
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
                              lstrip_blocks=True, keep_trailing_newline=True)
