@@ -34,21 +34,22 @@ from typing import Any
 
 from annbench.errors import ConfigError
 from annbench.scenarios import Scenario
-from annbench.supervisor import execute_task, failed_record
+from annbench.supervisor import Task, execute_task, failed_record
 
 EXECUTORS = ("local", "dask")
 WAIT_S = 0.25  # how often the client looks at Ctrl-C while waiting for tasks
+CORES = "cores"  # the Dask worker resource a run reserves (`dask worker … --resources cores=N`)
 CANCEL_CHECK_S = 0.5  # how often a worker looks whether its run's task was cancelled
 
 
 class LocalExecutor:
     """Run each task on this machine, one after another, in the order given."""
 
-    def execute(self, tasks: list[dict[str, Any]], stop: threading.Event) -> Iterator[tuple[str, dict[str, Any]]]:
+    def execute(self, tasks: list[Task], stop: threading.Event) -> Iterator[tuple[str, dict[str, Any]]]:
         for task in tasks:
             if stop.is_set():
                 raise KeyboardInterrupt
-            yield task["run_id"], execute_task(task, stop)
+            yield task.run_id, execute_task(task, stop)
 
     def close(self) -> None:
         pass
@@ -102,7 +103,7 @@ class DaskExecutor:
                 with warnings.catch_warnings():  # its health-check HTTP port moves if 8787 is taken: say nothing
                     warnings.filterwarnings("ignore", message="Port .* is already in use")
                     cluster = LocalCluster(n_workers=1, threads_per_worker=have, processes=True, host="127.0.0.1",
-                                           dashboard_address=None, resources={"cores": have}, memory_limit=0,
+                                           dashboard_address=None, resources={CORES: have}, memory_limit=0,
                                            silence_logs=logging.ERROR)
                 client = Client(cluster)
             else:
@@ -116,7 +117,7 @@ class DaskExecutor:
             raise ConfigError(f"cannot {where}: {_one_line(e)}") from None
         executor = cls(client, cluster, cores)
         workers = _workers(client)
-        if not any(w.get("resources", {}).get("cores", 0) >= cores for w in workers.values()):
+        if not any(_cores(w) >= cores for w in workers.values()):
             executor.close()
             raise ConfigError(f"no worker of the Dask cluster at {scheduler} offers the resource cores={cores} a run "
                               f"of this scenario reserves ({len(workers)} worker(s)); start workers with "
@@ -125,7 +126,7 @@ class DaskExecutor:
 
     def describe(self) -> str:
         workers = _workers(self.client)
-        cores = sum(w.get("resources", {}).get("cores", 0) for w in workers.values())
+        cores = sum(_cores(w) for w in workers.values())
         where = "a local cluster" if self.cluster is not None else self.client.scheduler.address
         return f"dask: {where}, {len(workers)} worker(s), {cores:g} cores; each run reserves {self.cores}"
 
@@ -134,12 +135,12 @@ class DaskExecutor:
         if self.cluster is not None:
             self.cluster.close()
 
-    def execute(self, tasks: list[dict[str, Any]], stop: threading.Event) -> Iterator[tuple[str, dict[str, Any]]]:
+    def execute(self, tasks: list[Task], stop: threading.Event) -> Iterator[tuple[str, dict[str, Any]]]:
         from distributed import wait  # deferred, as every Dask import here: Dask is optional
 
         token = uuid.uuid4().hex[:12]  # names this sweep's tasks and attempt markers apart from any other's
-        futures = {self.client.submit(_run_on_worker, task, token, key=f"annbench-{task['run_id']}-{token}",
-                                      resources={"cores": self.cores}, pure=False, retries=0): task["run_id"]
+        futures = {self.client.submit(_run_on_worker, task, token, key=f"annbench-{task.run_id}-{token}",
+                                      resources={CORES: self.cores}, pure=False, retries=0): task.run_id
                    for task in tasks}
         pending = set(futures)
         try:
@@ -169,6 +170,11 @@ def _workers(client: Any) -> dict[str, Any]:
     return info.get("workers", {})
 
 
+def _cores(worker: dict[str, Any]) -> float:
+    """The cores a worker offers (its `CORES` resource), as the scheduler describes the worker."""
+    return worker.get("resources", {}).get(CORES, 0)
+
+
 def _record(fut: Any) -> dict[str, Any]:
     """The run's record from its finished future; a task that failed or was lost becomes a failed record."""
     from distributed.scheduler import KilledWorker  # deferred: Dask is optional
@@ -182,10 +188,10 @@ def _record(fut: Any) -> dict[str, Any]:
         exc = fut.exception()
         if isinstance(exc, KilledWorker):
             return failed_record(f"the Dask worker running this run died ({_one_line(exc)}); "
-                                         "rerun with --retry-failed")
+                                 "rerun with --retry-failed")
         return failed_record(f"the run's Dask task failed: {type(exc).__name__}: {_one_line(exc)}")
     return failed_record(f"the Dask cluster lost this run's task (status {fut.status}); "
-                                 "rerun with --retry-failed")
+                         "rerun with --retry-failed")
 
 
 def _marker(token: str, run_id: str) -> str:
@@ -203,17 +209,17 @@ def _forget_markers(client: Any, token: str, run_ids: list[str]) -> None:
             return
 
 
-def _run_on_worker(task: dict[str, Any], token: str) -> dict[str, Any]:
+def _run_on_worker(task: Task, token: str) -> dict[str, Any]:
     """A Dask task: execute one run on this worker, as the local executor does, once per sweep."""
     from distributed import Event, get_worker  # deferred: Dask is optional (this runs on a worker, which has it)
 
     # The scheduler reschedules a task whose worker died while running it. The first attempt set this
     # marker before starting the replay, so a second attempt knows the run's worker died and says so.
-    started = Event(_marker(token, task["run_id"]))
+    started = Event(_marker(token, task.run_id))
     if started.is_set():
         return failed_record("the Dask worker running this run died while it ran (lost worker: not "
-                                     "retried, so that a run that kills its machine is seen); rerun with "
-                                     "--retry-failed")
+                             "retried, so that a run that kills its machine is seen); rerun with "
+                             "--retry-failed")
     started.set()
     try:
         worker = get_worker()

@@ -279,7 +279,7 @@ class Executor(Protocol):
     Raises KeyboardInterrupt once `stop` is set, after abandoning the runs not finished.
     """
 
-    def execute(self, tasks: list[dict[str, Any]], stop: threading.Event) -> Iterator[tuple[str, dict[str, Any]]]:
+    def execute(self, tasks: list[supervisor.Task], stop: threading.Event) -> Iterator[tuple[str, dict[str, Any]]]:
         ...
 
 
@@ -302,11 +302,10 @@ def _settings(cls: type, validated: Any) -> Any:
     return None if validated is None else cls(**dataclasses.asdict(validated))
 
 
-def make_task(prep: Prepared, spec: RunSpec, max_memory_bytes: int | None = None) -> dict[str, Any]:
-    """The task an executor runs (annbench.supervisor.make_task): the run's workload and its limits."""
-    return supervisor.make_task(spec.run_id, make_workload(prep, spec),
-                                spec.index.timeout_s or prep.scenario.timeout_s, max_memory_bytes,
-                                adapters.get(spec.index.family).distributions)
+def make_task(prep: Prepared, spec: RunSpec, max_memory_bytes: int | None = None) -> supervisor.Task:
+    """The task an executor runs (annbench.supervisor): the run's workload and its limits."""
+    return supervisor.Task(spec.run_id, make_workload(prep, spec), spec.index.timeout_s or prep.scenario.timeout_s,
+                           max_memory_bytes, tuple(adapters.get(spec.index.family).distributions))
 
 
 def make_doc(prep: Prepared, spec: RunSpec, record: dict[str, Any]) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """One run's task executed on this machine: a fresh `annbench.replay` subprocess, supervised.
 
-Owns the task (a small JSON-able dict: the run's id, its workload — annbench.workload — and its limits),
+Owns the task (`Task`: the run's id, its workload — annbench.workload — its limits, plain values),
 the run's private work folder and environment (threads, TMPDIR), and the supervision: a time limit, a
 memory limit, crash containment (a segfault or an abort is the run's status, not the sweep's), the child
 dying with the process that started it, and Ctrl-C. `execute_task` returns the run's record: what only
@@ -8,8 +8,8 @@ the executing machine knows (status, error, the child's measurements, start, wal
 versions). Every executor (annbench.executors) calls it, on this machine or on a Dask worker; the sweep
 (annbench.harness) makes the tasks and turns records into results, and imports neither.
 
-The task stays a dict of plain values, not a pickled class: a worker with another annbench version must
-still be able to read it far enough to say so.
+A task travels to a Dask worker pickled; pickle restores a dataclass's attributes without calling its
+constructor, so a worker with another annbench version still reads `annbench_version` and says so.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
@@ -45,20 +46,24 @@ class StopFlag(Protocol):
     def is_set(self) -> bool: ...
 
 
-def make_task(run_id: str, workload: Workload, timeout_s: float, max_memory_bytes: int | None,
-              distributions: Sequence[str] = ()) -> dict[str, Any]:
-    """Everything a run needs to execute, wherever it executes: a small JSON-able dict.
+@dataclass(frozen=True)
+class Task:
+    """Everything a run needs to execute, wherever it executes: a few hundred bytes of plain values.
 
-    The dataset, ground truth and op log travel as paths into the prepared cache, never as arrays: a
-    remote worker reads them from the shared folder. `distributions` (the family's `Adapter.distributions`)
-    name the libraries whose versions on the executing machine the record keeps.
+    The dataset, ground truth and op log travel as paths into the prepared cache (in the workload), never
+    as arrays: a remote worker reads them from the shared folder.
     """
-    return {"run_id": run_id, "workload": workload.to_dict(), "timeout_s": timeout_s,
-            "max_memory_bytes": max_memory_bytes, "distributions": list(distributions),
-            "annbench_version": annbench.__version__}
+
+    run_id: str
+    workload: Workload
+    timeout_s: float
+    max_memory_bytes: int | None = None
+    # the family's `Adapter.distributions`: the libraries whose versions on the executing machine are recorded
+    distributions: tuple[str, ...] = ()
+    annbench_version: str = field(default=annbench.__version__)
 
 
-def execute_task(task: dict[str, Any], stop: StopFlag | None = None) -> dict[str, Any]:
+def execute_task(task: Task, stop: StopFlag | None = None) -> dict[str, Any]:
     """Run one task's replay in a fresh, supervised subprocess on this machine; return its record.
 
     Raises KeyboardInterrupt (child killed) on stop.
@@ -66,19 +71,17 @@ def execute_task(task: dict[str, Any], stop: StopFlag | None = None) -> dict[str
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
     status, error, payload = "ok", None, None
-    if task["annbench_version"] != annbench.__version__:
-        status, error = "failed", (f"annbench {annbench.__version__} here, {task['annbench_version']} in the "
+    missing = [p for p in task.workload.paths() if not Path(p).exists()]
+    if task.annbench_version != annbench.__version__:
+        status, error = "failed", (f"annbench {annbench.__version__} here, {task.annbench_version} in the "
                                    "sweep: install the same version on every machine")
+    elif missing:  # a worker of a cluster that does not share the client's folders
+        status, error = "failed", (f"{missing[0]} is not readable on {platform.node()}: the cache "
+                                   "(--out/.cache or --cache) must be on a path every machine shares")
     else:
-        workload = Workload.from_dict(task["workload"])
-        missing = [p for p in workload.paths() if not Path(p).exists()]
-        if missing:  # a worker of a cluster that does not share the client's folders
-            status, error = "failed", (f"{missing[0]} is not readable on {platform.node()}: the cache "
-                                       "(--out/.cache or --cache) must be on a path every machine shares")
-        else:
-            status, error, payload = _replay(workload, task["timeout_s"], task["max_memory_bytes"], stop)
+        status, error, payload = _replay(task.workload, task.timeout_s, task.max_memory_bytes, stop)
     return {"started_at": started.isoformat(), "wall_seconds": time.perf_counter() - t0,
-            "machine": results.machine_info(), "libraries": results.library_versions(task["distributions"]),
+            "machine": results.machine_info(), "libraries": results.library_versions(task.distributions),
             "status": status, "error": error, "payload": payload}
 
 

@@ -26,15 +26,15 @@ import pytest
 from click.testing import CliRunner
 from distributed import Client, LocalCluster
 
+from annbench import results
 from annbench.adapters.base import Metric
 from annbench.cli import main
 from annbench.executors import DaskExecutor
-from annbench.supervisor import make_task
+from annbench.supervisor import Task
 from annbench.workload import Workload
 from tests import test_bad_input as bad
 from tests.conftest import REPO
 from tests.test_reliability import (
-    _docs,
     _wait_for_results,
     finished_results,
     interrupt_exits_130,
@@ -94,6 +94,11 @@ def cluster() -> Iterator[LocalCluster]:
                      if conn.status == psutil.CONN_LISTEN]
         assert listening and all(addr.ip == "127.0.0.1" for _, addr in listening), listening
         yield c
+
+
+def _docs(out: Path, scenario: str = "small") -> dict[str, dict]:
+    """The result files of a sweep, each loaded (checked) and compared as its plain document."""
+    return {p.name: results.dump(results.load(p)) for p in sorted((out / scenario).glob("*.json"))}
 
 
 def _invoke(*args: str) -> Any:
@@ -279,7 +284,7 @@ def test_a_worker_that_cannot_read_the_cache_says_so(tmp_path: Path, cluster: Lo
                     maintain_every=1, rounds=1, warmup=False, keep_answers=False, concurrency=None,
                     concurrent_updates=None, data_dir=str(absent), gt_path=str(absent / "gt.npz"),
                     ops_path=str(absent / "ops.npz"))
-    task = make_task("r", work, 10, None)
+    task = Task("r", work, 10)
     with Client(cluster.scheduler_address) as client:
         [(run_id, record)] = list(DaskExecutor(client, None, 1).execute([task], threading.Event()))
     assert run_id == "r" and record["status"] == "failed"

@@ -108,7 +108,7 @@ def _child_modules(tmp_path: Path, index: dict) -> tuple[dict, set[str]]:
     sc = load_scenario(path)
     prep = harness.prepare(sc, tmp_path / "cache")
     (spec,) = sc.runs()
-    work = Workload.from_dict(harness.make_task(prep, spec)["workload"])
+    work = harness.make_task(prep, spec).workload
     folder = tmp_path / "work"
     folder.mkdir()
     work.dump(folder / "workload.json")
