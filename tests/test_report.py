@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import hashlib
 import html
+import os
 import re
 import shutil
 import subprocess
@@ -26,6 +28,7 @@ from matplotlib.image import imread
 from annbench import memory, metrics, recommend, report, results, timing
 from annbench.cli import main
 from annbench.recommend import Constraints
+from annbench.report import pool
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 RESULTS = FIXTURES / "results"
@@ -505,3 +508,31 @@ def test_index_html_shows_the_tie_set_and_the_noisy_warning(tmp_path):
     assert any("noisy timings" in n for n in rep.scenarios[0].notes)
     tied = _svg_points(out / "ci_smoke-recall-p99.svg", "tied")
     assert tied == {"tied": len([c for c in rec.ties if c.workload == rep.scenarios[0].configs[0].workload]) - 1}
+
+
+# --- the fork pool (annbench.report.pool) ----------------------------------------------------------------------
+def _square(x: int) -> int:
+    return x * x
+
+
+def _fail(x: int) -> int:
+    if x == 3:
+        raise ValueError(f"figure {x} cannot be drawn")
+    return x
+
+
+def _die(x: int) -> int:
+    if x == 2:
+        os._exit(3)  # a worker killed mid-figure (a segfault in a C library looks the same to the parent)
+    return x
+
+
+def test_the_fork_pool_returns_results_in_order_and_raises_a_tasks_error_here():
+    tasks = [functools.partial(_square, i) for i in range(9)]
+    assert pool.run_tasks(tasks, workers=1) == [i * i for i in range(9)]
+    assert pool._forked(tasks, 2) == [i * i for i in range(9)]  # the forked path, whatever this session loaded
+    with pytest.raises(ValueError, match="figure 3 cannot be drawn") as info:
+        pool._forked([functools.partial(_fail, i) for i in range(6)], 2)
+    assert isinstance(info.value.__cause__, pool.WorkerError) and "_fail" in str(info.value.__cause__)
+    with pytest.raises(pool.WorkerError, match="exited with code 3 while running task 2"):
+        pool._forked([functools.partial(_die, i) for i in range(5)], 2)
