@@ -162,7 +162,7 @@ def _run_sweep(sc: Any, ex: Any, out_dir: Path, cache_dir: Path | None, force: b
     counts = {s: sum(o.status == s for o in done) for s in ("ok", "skipped", "failed", "timeout")}
     tally = ", ".join(f"{v} {k}" for k, v in counts.items())
     click.echo(f"annbench: done in {time.perf_counter() - t0:.0f} s: {tally}; results in {out_dir / sc.name}")
-    noisy = sum(harness.noisy_settings(o.doc or {}) > 0 for o in done if o.status == "ok")
+    noisy = sum(harness.noisy_settings(o.record) > 0 for o in done if o.status == "ok" and o.record)
     if noisy:
         click.echo(f"annbench: {noisy} run(s) had noisy timing steps (rounds that disagree, or a timed thread "
                    "without its core): their latency figures are marked; rerun them on a quiet machine (--force)")

@@ -44,8 +44,8 @@ from annbench.adapters.base import Adapter, Safety, declared_safety, validate_pa
 from annbench.groundtruth import exact_knn, true_distances
 from annbench.oplog import Op
 from annbench.policies import Policy, make_policy
-from annbench.scenarios import Concurrency, ConcurrentUpdates
 from annbench.vectors import Metric, prepare_vectors
+from annbench.workload import Concurrency, ConcurrentUpdates
 
 BATCH_REPEATS = 3  # batch QPS with the library's threads: median of these
 CONTROL_SECONDS = 0.03  # the free-cores control, per thread count

@@ -4,7 +4,7 @@ Owns the dispatch only. What a run is (a small task dict) and how it is executed
 `annbench.replay` subprocess: time limit, memory limit, crash containment) are annbench.supervisor's,
 identical for both executors; how its result is written is annbench.harness's, whose caller (the CLI)
 makes the executor and hands it to the sweep. The executor moves the task to the machine that executes
-it and brings its record back; the sweep's own process writes every result file.
+it and brings its execution back; the sweep's own process writes every result file.
 
 Dask is optional (`pip install 'annbench[dask]'`) and imported only when asked for. With Dask:
 
@@ -34,7 +34,7 @@ from typing import Any
 
 from annbench.errors import ConfigError
 from annbench.scenarios import Scenario
-from annbench.supervisor import Task, execute_task, failed_record
+from annbench.supervisor import Execution, Task, execute_task, failed_execution
 
 EXECUTORS = ("local", "dask")
 WAIT_S = 0.25  # how often the client looks at Ctrl-C while waiting for tasks
@@ -45,7 +45,7 @@ CANCEL_CHECK_S = 0.5  # how often a worker looks whether its run's task was canc
 class LocalExecutor:
     """Run each task on this machine, one after another, in the order given."""
 
-    def execute(self, tasks: list[Task], stop: threading.Event) -> Iterator[tuple[str, dict[str, Any]]]:
+    def execute(self, tasks: list[Task], stop: threading.Event) -> Iterator[tuple[str, Execution]]:
         for task in tasks:
             if stop.is_set():
                 raise KeyboardInterrupt
@@ -135,7 +135,7 @@ class DaskExecutor:
         if self.cluster is not None:
             self.cluster.close()
 
-    def execute(self, tasks: list[Task], stop: threading.Event) -> Iterator[tuple[str, dict[str, Any]]]:
+    def execute(self, tasks: list[Task], stop: threading.Event) -> Iterator[tuple[str, Execution]]:
         from distributed import wait  # deferred, as every Dask import here: Dask is optional
 
         token = uuid.uuid4().hex[:12]  # names this sweep's tasks and attempt markers apart from any other's
@@ -152,9 +152,9 @@ class DaskExecutor:
                 except TimeoutError:
                     continue
                 for fut in done:
-                    record = _record(fut)
+                    execution = _execution(fut)
                     fut.release()  # the result is no longer needed on the worker
-                    yield futures[fut], record
+                    yield futures[fut], execution
         finally:
             if pending:  # Ctrl-C, or the caller stopped early: nothing more is wanted of the cluster
                 self.client.cancel(list(pending), force=True)
@@ -175,23 +175,23 @@ def _cores(worker: dict[str, Any]) -> float:
     return worker.get("resources", {}).get(CORES, 0)
 
 
-def _record(fut: Any) -> dict[str, Any]:
-    """The run's record from its finished future; a task that failed or was lost becomes a failed record."""
+def _execution(fut: Any) -> Execution:
+    """The run's execution from its finished future; a task that failed or was lost becomes a failed one."""
     from distributed.scheduler import KilledWorker  # deferred: Dask is optional
 
     if fut.status == "finished":
         try:
             return fut.result()
         except Exception as e:  # noqa: BLE001  the worker holding the result died before it was fetched
-            return failed_record(f"the run's result was lost before it reached the client: {_one_line(e)}")
+            return failed_execution(f"the run's result was lost before it reached the client: {_one_line(e)}")
     if fut.status == "error":
         exc = fut.exception()
         if isinstance(exc, KilledWorker):
-            return failed_record(f"the Dask worker running this run died ({_one_line(exc)}); "
-                                 "rerun with --retry-failed")
-        return failed_record(f"the run's Dask task failed: {type(exc).__name__}: {_one_line(exc)}")
-    return failed_record(f"the Dask cluster lost this run's task (status {fut.status}); "
-                         "rerun with --retry-failed")
+            return failed_execution(f"the Dask worker running this run died ({_one_line(exc)}); "
+                                    "rerun with --retry-failed")
+        return failed_execution(f"the run's Dask task failed: {type(exc).__name__}: {_one_line(exc)}")
+    return failed_execution(f"the Dask cluster lost this run's task (status {fut.status}); "
+                            "rerun with --retry-failed")
 
 
 def _marker(token: str, run_id: str) -> str:
@@ -209,7 +209,7 @@ def _forget_markers(client: Any, token: str, run_ids: list[str]) -> None:
             return
 
 
-def _run_on_worker(task: Task, token: str) -> dict[str, Any]:
+def _run_on_worker(task: Task, token: str) -> Execution:
     """A Dask task: execute one run on this worker, as the local executor does, once per sweep."""
     from distributed import Event, get_worker  # deferred: Dask is optional (this runs on a worker, which has it)
 
@@ -217,15 +217,15 @@ def _run_on_worker(task: Task, token: str) -> dict[str, Any]:
     # marker before starting the replay, so a second attempt knows the run's worker died and says so.
     started = Event(_marker(token, task.run_id))
     if started.is_set():
-        return failed_record("the Dask worker running this run died while it ran (lost worker: not "
-                             "retried, so that a run that kills its machine is seen); rerun with "
-                             "--retry-failed")
+        return failed_execution("the Dask worker running this run died while it ran (lost worker: not "
+                                "retried, so that a run that kills its machine is seen); rerun with "
+                                "--retry-failed")
     started.set()
     try:
         worker = get_worker()
         return execute_task(task, _TaskCancelled(worker, worker.get_current_task()))
     except KeyboardInterrupt:  # the task was cancelled: the replay process is killed, nobody wants a result
-        return failed_record("cancelled")
+        return failed_execution("cancelled")
 
 
 class _TaskCancelled:

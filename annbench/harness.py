@@ -11,7 +11,7 @@ size) and cached side by side.
 parameters, the paths of the dataset, ground truth and op log) in a small task dict, to the executor its
 caller chose (annbench.executors: here, or on a Dask worker), which starts one fresh subprocess per run
 (annbench.supervisor, annbench.replay) with a time limit: a crash, an abort or a hang becomes that run's
-status and the sweep goes on. The run's record comes back and `make_doc` turns it into the result. The
+status and the sweep goes on. The run's execution comes back and `make_record` turns it into the result. The
 sweep's process alone writes result files, atomically, so an interrupted sweep leaves finished results
 intact and nothing half-written.
 """
@@ -36,11 +36,10 @@ from typing import Any, Protocol
 import numpy as np
 
 import annbench
-from annbench import adapters, catalog, datasets, results, supervisor, workload
+from annbench import adapters, catalog, datasets, oplog, results, supervisor, workload
 from annbench.dataset import drop_pages
 from annbench.errors import ConfigError
 from annbench.groundtruth import LiveGroundTruth, cache_key, cached
-from annbench.oplog import op_log
 from annbench.scenarios import RunSpec, Scenario, check_dataset_dim
 from annbench.vectors import Metric, prepare_vectors
 
@@ -56,7 +55,7 @@ class Prepared:
     data_dir: Path
     dataset_info: dict[str, Any]
     gt_paths: dict[int | None, Path]
-    ops_paths: dict[int | None, Path]  # the op log of each catalog size (annbench.workload.save_ops)
+    ops_paths: dict[int | None, Path]  # the op log of each catalog size (annbench.oplog.save_ops)
 
 
 def open_scenario_dataset(sc: Scenario) -> Any:
@@ -98,7 +97,7 @@ def prepare(sc: Scenario, cache_dir: Path, progress: Callable[[str], None] = lam
     metric = resolve_metric(sc, ds)
     datasets.validate_dataset(ds, metric)  # e.g. zero rows, which have no cosine
     ids = ds.base_ids()
-    logs = {size: op_log(sc, ids, ds.base_labels, ds.query_labels, len(ds.queries), size) for size in sc.sizes()}
+    logs = {size: oplog.op_log(sc, ids, ds.base_labels, ds.query_labels, len(ds.queries), size) for size in sc.sizes()}
     ds_hash = ds.content_hash()
     data_dir = Path(cache_dir) / "data" / f"{ds_hash[:20]}-{metric.value}"
     if not (data_dir / "done").exists():
@@ -180,8 +179,8 @@ def _op_log_file(gt_path: Path, ops: list[Any]) -> Path:
     """
     path = gt_path.with_name("ops-" + gt_path.name.removeprefix("gt-"))
     key = gt_path.name
-    if workload.ops_key(path) != key:
-        workload.save_ops(path, ops, key)
+    if oplog.ops_key(path) != key:
+        oplog.save_ops(path, ops, key)
     return path
 
 
@@ -191,29 +190,29 @@ class RunOutcome:
     spec: RunSpec
     path: Path
     status: str  # ok | failed | timeout | skipped
-    doc: dict[str, Any] | None
+    record: results.RunRecord | None
 
 
-def existing_result(path: Path, prep: Prepared, spec: RunSpec) -> dict[str, Any] | None:
+def existing_result(path: Path, prep: Prepared, spec: RunSpec) -> results.RunRecord | None:
     """The finished result for this run, if one exists for the same workload, dataset and configuration."""
     if not path.exists():
         return None
     try:
-        doc = results.load(path)
+        run = results.load(path)
     except results.ResultError:
         return None
-    same = (doc["scenario"]["hash"] == prep.scenario.content_hash()
-            and doc["dataset"]["hash"] == prep.dataset_info["hash"]
+    same = (run.scenario.hash == prep.scenario.content_hash()
+            and run.dataset.hash == prep.dataset_info["hash"]
             # what the library resolved (build_params_used) is the run's outcome, not its configuration
-            and {k: v for k, v in doc["index"].items() if k != "build_params_used"}
-            == _index_record(spec, prep.scenario))
-    return doc if same else None
+            and dataclasses.replace(run.index, build_params_used=None) == _index_info(spec, prep.scenario))
+    return run if same else None
 
 
-def _index_record(spec: RunSpec, sc: Scenario) -> dict[str, Any]:
-    return {"family": spec.index.family, "label": spec.index.label, "build_params": spec.index.build,
-            "search_grid": spec.index.search, "policy": spec.policy,
-            "rebuild_every": sc.rebuild_every if spec.policy == "rebuild" else None, "size": spec.size}
+def _index_info(spec: RunSpec, sc: Scenario, used: dict[str, Any] | None = None) -> results.IndexInfo:
+    return results.IndexInfo(family=spec.index.family, label=spec.index.label, build_params=spec.index.build,
+                             search_grid=spec.index.search, policy=spec.policy,
+                             rebuild_every=sc.rebuild_every if spec.policy == "rebuild" else None, size=spec.size,
+                             build_params_used=used)
 
 
 def run_sweep(prep: Prepared, out_dir: Path, *, executor: Executor, force: bool = False,
@@ -255,31 +254,32 @@ def _sweep(prep: Prepared, out_dir: Path, force: bool, retry_failed: bool, max_m
     for spec in sc.runs():
         path = results.result_path(out_dir, sc.name, spec.run_id)
         old = None if force else existing_result(path, prep, spec)
-        if old is not None and (old["status"] == "ok" or not retry_failed):
+        if old is not None and (old.ok or not retry_failed):
             outcome = RunOutcome(spec, path, "skipped", old)
             outcomes.append(outcome)
             on_done(outcome)
         else:
             todo[spec.run_id] = (spec, path)
     tasks = [make_task(prep, spec, max_memory_bytes) for spec, _ in todo.values()]
-    for run_id, record in executor.execute(tasks, stop):  # in the order runs finish
+    for run_id, execution in executor.execute(tasks, stop):  # in the order runs finish
         spec, path = todo[run_id]
-        doc = make_doc(prep, spec, record)
-        results.write_atomic(path, doc)
-        outcome = RunOutcome(spec, path, doc["status"], doc)
+        record = make_record(prep, spec, execution)
+        results.write(path, record)
+        outcome = RunOutcome(spec, path, record.status, record)
         outcomes.append(outcome)
         on_done(outcome)
     return outcomes
 
 
 class Executor(Protocol):
-    """Where runs are executed (annbench.executors): yields (run id, record of annbench.supervisor's
-    `execute_task`) as runs finish.
+    """Where runs are executed (annbench.executors): yields (run id, annbench.supervisor's `Execution`) as
+    runs finish.
 
     Raises KeyboardInterrupt once `stop` is set, after abandoning the runs not finished.
     """
 
-    def execute(self, tasks: list[supervisor.Task], stop: threading.Event) -> Iterator[tuple[str, dict[str, Any]]]:
+    def execute(self, tasks: list[supervisor.Task],
+                stop: threading.Event) -> Iterator[tuple[str, supervisor.Execution]]:
         ...
 
 
@@ -291,15 +291,9 @@ def make_workload(prep: Prepared, spec: RunSpec) -> workload.Workload:
         build_params=spec.index.build, search_grid=spec.index.search, policy=spec.policy, metric=prep.metric,
         k=sc.k, seed=sc.seed, threads=sc.threads, timeline=sc.timeline.kind, rebuild_every=sc.rebuild_every,
         maintain_every=sc.maintain_every, rounds=sc.rounds, warmup=sc.warmup, keep_answers=sc.keep_answers,
-        concurrency=_settings(workload.Concurrency, sc.concurrency),
-        concurrent_updates=_settings(workload.ConcurrentUpdates, sc.timeline.concurrent_updates),
+        concurrency=sc.concurrency, concurrent_updates=sc.timeline.concurrent_updates,
         data_dir=str(prep.data_dir.resolve()), gt_path=str(prep.gt_paths[spec.size].resolve()),
         ops_path=str(prep.ops_paths[spec.size].resolve()))
-
-
-def _settings(cls: type, validated: Any) -> Any:
-    """The scenario's validated settings record as the workload's record of the same fields (or None)."""
-    return None if validated is None else cls(**dataclasses.asdict(validated))
 
 
 def make_task(prep: Prepared, spec: RunSpec, max_memory_bytes: int | None = None) -> supervisor.Task:
@@ -308,35 +302,23 @@ def make_task(prep: Prepared, spec: RunSpec, max_memory_bytes: int | None = None
                            max_memory_bytes, tuple(adapters.get(spec.index.family).distributions))
 
 
-def make_doc(prep: Prepared, spec: RunSpec, record: dict[str, Any]) -> dict[str, Any]:
-    """The result document of a run from its record (`execute_task`), whichever machine executed it."""
+def make_record(prep: Prepared, spec: RunSpec, ex: supervisor.Execution) -> results.RunRecord:
+    """The result record of a run from its execution, whichever machine executed it."""
     sc = prep.scenario
-    payload = record["payload"] or {}
-    return {
-        "schema": results.SCHEMA,
-        "annbench_version": annbench.__version__,
-        "run_id": spec.run_id,
-        "started_at": record["started_at"],
-        "wall_seconds": record["wall_seconds"],
-        "machine": record["machine"],
-        "libraries": record["libraries"],
-        "scenario": {"name": sc.name, "hash": sc.content_hash(), "path": sc.path, "k": sc.k,
-                     "scale": sc.scale, "timeline": sc.timeline.kind, "runbook": sc.timeline.runbook is not None},
-        "dataset": prep.dataset_info,
-        "index": {**_index_record(spec, sc),
-                  **({"build_params_used": payload["build_params_used"]} if "build_params_used" in payload else {})},
-        "threads": sc.threads,
-        "status": record["status"],
-        "error": record["error"],
-        "memory": payload.get("memory", {}),
-        "threadpools": payload.get("threadpools", []),
-        "steps": payload.get("steps", []),
-    }
+    m = ex.measurements or results.Measurements()
+    return results.RunRecord(
+        schema=results.SCHEMA, annbench_version=annbench.__version__, run_id=spec.run_id,
+        started_at=ex.started_at, wall_seconds=ex.wall_seconds, machine=ex.machine, libraries=ex.libraries,
+        scenario=results.ScenarioInfo(name=sc.name, hash=sc.content_hash(), path=sc.path, k=sc.k, scale=sc.scale,
+                                      timeline=sc.timeline.kind, runbook=sc.timeline.runbook is not None),
+        dataset=results.decode(results.DatasetInfo, prep.dataset_info, "the prepared dataset"),
+        index=_index_info(spec, sc, m.build_params_used), threads=sc.threads, status=ex.status, error=ex.error,
+        memory=m.memory, threadpools=m.threadpools, steps=m.steps)
 
 
-def noisy_settings(doc: dict[str, Any]) -> int:
+def noisy_settings(run: results.RunRecord) -> int:
     """How many (search step, setting) timings of a run were marked noisy (annbench.timing.noise_verdict)."""
-    return sum(bool((s.get("noise") or {}).get("noisy")) for st in doc.get("steps", []) for s in st.get("settings", []))
+    return sum(s.noisy for st in run.steps for s in st.settings)
 
 
 def summary_line(outcome: RunOutcome) -> str:
@@ -345,35 +327,33 @@ def summary_line(outcome: RunOutcome) -> str:
     The setting shown is the one with the best worst-step recall; its p99 and QPS are that setting's worst
     steps too (each named), so no figure of one day sits beside another day's unlabelled.
     """
-    spec, doc = outcome.spec, outcome.doc or {}
+    spec, run = outcome.spec, outcome.record
     head = f"{spec.index.label} [{spec.policy}]"
     if spec.size:
         head += f" n={spec.size}"
     if outcome.status == "skipped":
-        return f"  = {head}: already done ({doc.get('status')})"
-    if outcome.status != "ok":
-        return f"  ✗ {head}: {outcome.status}: {doc.get('error')}"
-    per: dict[str, list[tuple[int, dict[str, Any]]]] = {}
-    for step in doc["steps"]:
-        for s in step.get("settings", []):
-            per.setdefault(json.dumps(s["params"], sort_keys=True), []).append((int(step.get("day") or 0), s))
+        return f"  = {head}: already done ({run.status if run else '?'})"
+    if outcome.status != "ok" or run is None:
+        return f"  ✗ {head}: {outcome.status}: {run.error if run else 'no record'}"
+    per: dict[str, list[tuple[int, results.SearchSetting]]] = {}
+    for step in run.steps:
+        for s in step.settings:
+            per.setdefault(json.dumps(s.params, sort_keys=True), []).append((step.day, s))
     if not per:
         return f"  ✓ {head}"
-    what = "day" if doc["scenario"].get("timeline") == "daily" else "step"
-    key = max(per, key=lambda kk: min(s["recall"] for _d, s in per[kk]))
+    what = "day" if run.scenario.timeline == "daily" else "step"
+    key = max(per, key=lambda kk: min(s.recall for _d, s in per[kk]))
     steps = per[key]
-    rd, rs = min(steps, key=lambda x: x[1]["recall"])
-    pd, ps = max(steps, key=lambda x: x[1]["latency_ms"]["p99"])
-    qd, qs = min(steps, key=lambda x: x[1]["qps"])
-    lo, hi = (ps.get("latency_ms_ci95") or {}).get("p99") or (None, None)
-    band = f" [{lo:.3g}–{hi:.3g}]" if lo is not None else ""
-    mem = doc.get("memory") or {}
-    own = mem.get("index_bytes")
-    memory = f"index {own / 2**20:.1f} MiB" if isinstance(own, (int, float)) else \
-        f"RSS {mem.get('rss_steady_bytes', 0) / 2**20:.0f} MiB"
-    noisy = [s for _d, s in steps if (s.get("noise") or {}).get("noisy")]
-    params = ", ".join(f"{k}={v}" for k, v in json.loads(key).items()) or "—"
-    return (f"  ✓ {head} {params}: worst-{what} recall@{doc['scenario']['k']} {rs['recall']:.3f} ({what} {rd}) · "
-            f"worst-{what} p99 {ps['latency_ms']['p99']:.3g} ms{band} ({what} {pd}) · "
-            f"worst-{what} QPS {qs['qps']:,.0f} ({what} {qd}) · {memory}"
+    rd, rs = min(steps, key=lambda x: x[1].recall)
+    pd, ps = max(steps, key=lambda x: x[1].latency_ms.p99)
+    qd, qs = min(steps, key=lambda x: x[1].qps)
+    band = f" [{ps.p99_ci[0]:.3g}–{ps.p99_ci[1]:.3g}]" if ps.p99_ci else ""
+    mem = run.memory
+    memory = f"index {mem.index_bytes / 2**20:.1f} MiB" if mem.index_bytes is not None else \
+        f"RSS {(mem.rss_steady_bytes or 0) / 2**20:.0f} MiB"
+    noisy = [s for _d, s in steps if s.noisy]
+    params = results.format_params(json.loads(key))
+    return (f"  ✓ {head} {params}: worst-{what} recall@{run.scenario.k} {rs.recall:.3f} ({what} {rd}) · "
+            f"worst-{what} p99 {ps.latency_ms.p99:.3g} ms{band} ({what} {pd}) · "
+            f"worst-{what} QPS {qs.qps:,.0f} ({what} {qd}) · {memory}"
             + (f" · NOISY ({len(noisy)}/{len(steps)} {what}s)" if noisy else ""))

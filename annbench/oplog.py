@@ -31,17 +31,25 @@ in configs/scenarios/README.md:
   runbooks exceed it (big-ann's delete_runbook.yaml, random-xs-clustered: 6,051 live at step 72,
   max_pts 6,000).
 
+It also owns the op log's file format (`save_ops` / `load_ops`: one uncompressed .npz of int64 arrays per
+catalog size, next to the ground truth in the prepared cache). The log is stored, not recomputed, so a run
+replays exactly the steps its ground truth was computed over; as arrays (each op's rows, ids and queries
+concatenated, with offsets) it holds a catalog of millions of vectors, never as JSON lists.
+
 The scenario is read only through its attributes, so this module imports neither the YAML reader nor the
 adapters (a run's process can use `Op` without them); the scenario's type is named for the type checker.
 """
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from annbench.atomic import atomic_path
 from annbench.errors import ConfigError
 
 if TYPE_CHECKING:  # for annotations only: scenarios is above this module at run time
@@ -257,3 +265,56 @@ def _runbook_log(sc: Scenario, base_ids: np.ndarray, base_labels: np.ndarray | N
 def _rows_exist(start: int, end: int, n: int, at: str) -> None:
     if end > n:
         raise ConfigError(f"{at}: rows [{start}, {end}) go past the dataset's {n} rows")
+
+
+OPS_FORMAT = 1  # version of the op-log file; a file of another version is recomputed by the parent
+KINDS = ("build", "insert", "delete", "update", "search")
+
+
+# --- the op log on disk -----------------------------------------------------------------------------
+def _pack(ops: list[Any], attr: str) -> dict[str, np.ndarray]:
+    """One op attribute (rows, ids or queries) of every op: concatenated values, offsets, and which are None."""
+    parts = [getattr(op, attr) for op in ops]
+    lengths = np.array([0 if p is None else len(p) for p in parts], np.int64)
+    offsets = np.zeros(len(parts) + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    present = [np.asarray(p, np.int64) for p in parts if p is not None]
+    values = np.concatenate(present) if present else np.empty(0, np.int64)
+    return {attr: values, f"{attr}_offsets": offsets, f"{attr}_present": np.array([p is not None for p in parts])}
+
+
+def save_ops(path: Path, ops: list[Any], key: str) -> None:
+    """Write an op log (any objects with Op's fields) atomically, tagged with the key it was computed for."""
+    arrays: dict[str, np.ndarray] = {
+        "format": np.array(OPS_FORMAT), "key": np.array(key),
+        "kinds": np.array([KINDS.index(op.kind) for op in ops], np.int8),
+        "days": np.array([op.day for op in ops], np.int64),
+    }
+    for attr in ("rows", "ids", "queries"):
+        arrays.update(_pack(ops, attr))
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def ops_key(path: Path) -> str | None:
+    """The key an op-log file was written for, or None when it is missing, unreadable or of another format."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return str(z["key"]) if int(z["format"]) == OPS_FORMAT else None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+
+
+def load_ops(path: Path) -> list[Op]:
+    """The op log `save_ops` wrote: int64 arrays, each op's a view into one array per field."""
+    with np.load(path, allow_pickle=False) as z:
+        if int(z["format"]) != OPS_FORMAT:
+            raise ConfigError(f"{path}: op log of format {int(z['format'])}, expected {OPS_FORMAT}")
+        kinds, days = z["kinds"], z["days"]
+        packed = {attr: (z[attr], z[f"{attr}_offsets"], z[f"{attr}_present"]) for attr in ("rows", "ids", "queries")}
+    ops = []
+    for i, (kind, day) in enumerate(zip(kinds.tolist(), days.tolist(), strict=True)):
+        got = {attr: values[off[i]:off[i + 1]] if present[i] else None
+               for attr, (values, off, present) in packed.items()}
+        ops.append(Op(KINDS[kind], int(day), **got))
+    return ops

@@ -29,10 +29,10 @@ import threadpoolctl
 from annbench import adapters, concurrency, memory, metrics, timing
 from annbench.adapters.base import folder_bytes
 from annbench.groundtruth import true_distances
-from annbench.oplog import Op
+from annbench.oplog import Op, load_ops
 from annbench.policies import Policy, make_policy
 from annbench.results import json_default
-from annbench.workload import Workload, load_ops
+from annbench.workload import Workload
 
 FRESHNESS_SAMPLE = 200  # items searched by their own vector per step to measure freshness
 WARMUP_SINGLES = 20

@@ -340,6 +340,17 @@ class Threadpool:
 
 
 @dataclass
+class Measurements:
+    """What a run's own process measured and sends back (annbench.replay's output): the part of a record
+    only it knows. Decoded, so checked, when it arrives: a run that wrote a malformed one failed."""
+
+    steps: list[Step] = field(default_factory=list)
+    memory: Memory = field(default_factory=Memory)
+    threadpools: list[Threadpool] = field(default_factory=list)
+    build_params_used: dict[str, Any] | None = None
+
+
+@dataclass
 class Machine:
     """The machine that executed the run (empty for a run that never reported back)."""
 
@@ -500,12 +511,16 @@ def _record(cls: type[R], doc: Any, where: str) -> R:
 
 def _plain(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        absent = getattr(value, _ABSENT, frozenset())
+        # a decoded object writes back the keys it was read with; one made by a writer leaves out its
+        # optional fields that hold nothing (None), as a file written before they existed would
+        absent = getattr(value, _ABSENT, None)
         out = {}
         for f in dataclasses.fields(value):
-            if f.metadata.get("transient") or f.name in absent:
+            item = getattr(value, f.name)
+            if f.metadata.get("transient") or (f.name in absent if absent is not None else
+                                                item is None and f.default is None):
                 continue
-            out[_json_name(f)] = _plain(getattr(value, f.name))
+            out[_json_name(f)] = _plain(item)
         out.update(getattr(value, _EXTRA, {}))
         return out
     if isinstance(value, list):

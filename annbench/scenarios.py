@@ -31,11 +31,8 @@ from annbench.errors import ConfigError
 from annbench.params import check_value, is_integer, validate_params
 from annbench.runbook import Runbook, read_runbook
 from annbench.vectors import Metric
+from annbench.workload import Concurrency, ConcurrentUpdates
 from annbench.yamlfiles import FILE_KEYS, path_under, read_scenario_file
-
-# The package's YAML loader lives in annbench.yamlfiles (below the runbook reader, which uses it too);
-# tests/test_safety.py still checks it under this module's name.
-from annbench.yamlfiles import UniqueKeyLoader as _UniqueKeyLoader  # noqa: F401
 
 DELETE_RULES = ("oldest", "random", "product")
 QUERY_RULES = ("drop", "keep")
@@ -59,34 +56,6 @@ class IndexConfig:
         """A short stable name for files: family + a hash of the build params."""
         digest = hashlib.sha256(json.dumps(self.build, sort_keys=True).encode()).hexdigest()[:8]
         return f"{self.family}-{digest}"
-
-
-@dataclass(frozen=True)
-class Concurrency:
-    """`search.concurrency*`: search steps also measured with T client threads issuing single queries."""
-
-    levels: tuple[int, ...]  # client thread counts, e.g. (1, 2, 4)
-    seconds: float  # how long each level runs, per search setting
-    days: tuple[int, ...] | None = None  # the search steps (days) measured; None: every one
-
-    def applies(self, day: int) -> bool:
-        return self.days is None or day in self.days
-
-
-@dataclass(frozen=True)
-class ConcurrentUpdates:
-    """`timeline.concurrent_updates`: a day's deletes, inserts and updates applied by one writer thread at a
-    target rate while `threads` clients search (see annbench.concurrency)."""
-
-    rate: float  # target vectors per second (deleted, inserted and updated items all count)
-    threads: int  # client threads searching while the writer writes
-    batch: int  # items per write call
-    snapshots: int  # recall snapshots per day, taken with the writer paused between batches
-    at_rest_seconds: float  # the same search load measured after the day's writes, for comparison
-    days: tuple[int, ...] | None = None  # days applied this way; None: every day
-
-    def applies(self, day: int) -> bool:
-        return self.days is None or day in self.days
 
 
 @dataclass(frozen=True)

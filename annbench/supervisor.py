@@ -3,10 +3,10 @@
 Owns the task (`Task`: the run's id, its workload — annbench.workload — its limits, plain values),
 the run's private work folder and environment (threads, TMPDIR), and the supervision: a time limit, a
 memory limit, crash containment (a segfault or an abort is the run's status, not the sweep's), the child
-dying with the process that started it, and Ctrl-C. `execute_task` returns the run's record: what only
+dying with the process that started it, and Ctrl-C. `execute_task` returns an `Execution`: what only
 the executing machine knows (status, error, the child's measurements, start, wall time, machine, library
 versions). Every executor (annbench.executors) calls it, on this machine or on a Dask worker; the sweep
-(annbench.harness) makes the tasks and turns records into results, and imports neither.
+(annbench.harness) makes the tasks and turns executions into result records, and imports neither.
 
 A task travels to a Dask worker pickled; pickle restores a dataclass's attributes without calling its
 constructor, so a worker with another annbench version still reads `annbench_version` and says so.
@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import psutil
 
@@ -63,14 +63,29 @@ class Task:
     annbench_version: str = field(default=annbench.__version__)
 
 
-def execute_task(task: Task, stop: StopFlag | None = None) -> dict[str, Any]:
-    """Run one task's replay in a fresh, supervised subprocess on this machine; return its record.
+@dataclass
+class Execution:
+    """What executing a task on some machine gave: its status and error, what the run's process measured
+    (checked on arrival: results.Measurements), and what only that machine knows (start, wall time,
+    machine, library versions). The sweep turns it into the run's record (harness.make_record)."""
+
+    started_at: str
+    wall_seconds: float
+    status: str  # ok | failed | timeout
+    error: str | None
+    measurements: results.Measurements | None = None
+    machine: results.Machine = field(default_factory=results.Machine)
+    libraries: dict[str, str] = field(default_factory=dict)
+
+
+def execute_task(task: Task, stop: StopFlag | None = None) -> Execution:
+    """Run one task's replay in a fresh, supervised subprocess on this machine; return what it gave.
 
     Raises KeyboardInterrupt (child killed) on stop.
     """
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
-    status, error, payload = "ok", None, None
+    status, error, measured = "ok", None, None
     missing = [p for p in task.workload.paths() if not Path(p).exists()]
     if task.annbench_version != annbench.__version__:
         status, error = "failed", (f"annbench {annbench.__version__} here, {task.annbench_version} in the "
@@ -79,16 +94,14 @@ def execute_task(task: Task, stop: StopFlag | None = None) -> dict[str, Any]:
         status, error = "failed", (f"{missing[0]} is not readable on {platform.node()}: the cache "
                                    "(--out/.cache or --cache) must be on a path every machine shares")
     else:
-        status, error, payload = _replay(task.workload, task.timeout_s, task.max_memory_bytes, stop)
-    return {"started_at": started.isoformat(), "wall_seconds": time.perf_counter() - t0,
-            "machine": results.machine_info(), "libraries": results.library_versions(task.distributions),
-            "status": status, "error": error, "payload": payload}
+        status, error, measured = _replay(task.workload, task.timeout_s, task.max_memory_bytes, stop)
+    return Execution(started.isoformat(), time.perf_counter() - t0, status, error, measured,
+                     results.Machine(**results.machine_info()), results.library_versions(task.distributions))
 
 
-def failed_record(error: str) -> dict[str, Any]:
-    """The record of a run that never reported back (its task or its worker was lost): no machine to name."""
-    return {"started_at": datetime.now(timezone.utc).isoformat(), "wall_seconds": 0.0, "machine": {},
-            "libraries": {}, "status": "failed", "error": error, "payload": None}
+def failed_execution(error: str) -> Execution:
+    """A run that never reported back (its task or its worker was lost): no machine to name."""
+    return Execution(datetime.now(timezone.utc).isoformat(), 0.0, "failed", error)
 
 
 def replay_env(work_dir: Path, threads: int) -> dict[str, str]:
@@ -106,8 +119,8 @@ def replay_env(work_dir: Path, threads: int) -> dict[str, str]:
 
 
 def _replay(workload: Workload, timeout_s: float, max_memory_bytes: int | None,
-            stop: StopFlag | None) -> tuple[str, str | None, dict[str, Any] | None]:
-    status, error, payload = "ok", None, None
+            stop: StopFlag | None) -> tuple[str, str | None, results.Measurements | None]:
+    status, error, measured = "ok", None, None
     # work folders of SIGKILLed sweeps; an unmarked one may be a running older annbench's: left alone
     tempdirs.sweep(_WORK_PREFIX, unmarked=False)
     work_dir = tempdirs.make(_WORK_PREFIX)
@@ -133,10 +146,14 @@ def _replay(workload: Workload, timeout_s: float, max_memory_bytes: int | None,
             elif not out_path.exists():
                 status, error = "failed", "the run exited without writing its measurements"
             else:
-                payload = json.loads(out_path.read_text())
+                try:
+                    measured = results.decode(results.Measurements, json.loads(out_path.read_text()),
+                                              "the run's measurements")
+                except (ValueError, results.ResultError) as e:  # a bug of the run's process: its failure
+                    status, error = "failed", str(e).splitlines()[0][:300]
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
-    return status, error, payload
+    return status, error, measured
 
 
 def _supervise(proc: subprocess.Popen, timeout_s: float, max_memory_bytes: int | None,

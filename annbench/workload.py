@@ -2,34 +2,21 @@
 
 Owns the `Workload` record (the settings a run replays under, the index's resolved build parameters and
 search grid, its policy, and the paths of the prepared dataset, ground truth and op log), its JSON form,
-and the op log's file format (`save_ops` / `load_ops`: one uncompressed .npz of int64 arrays per catalog
-size, next to the ground truth in the prepared cache). The parent (annbench.harness) validates the
-scenario once and writes both; a run's process (annbench.replay) reads them and never the scenario: it
-needs neither the YAML reader nor any adapter module but its own family's. So this module imports nothing
-of annbench's above the adapters' base and the op log's record (annbench.oplog.Op).
-
-The op log is stored, not recomputed, so a run replays exactly the steps its ground truth was computed
-over; as arrays (each op's rows, ids and queries concatenated, with offsets) it holds a catalog of
-millions of vectors in a few int64 arrays, never as JSON lists.
+and the two settings records a scenario and a run share (`Concurrency`, `ConcurrentUpdates`). The parent
+(annbench.harness) validates the scenario once and writes the workload; a run's process (annbench.replay)
+reads it and never the scenario: it needs neither the YAML reader nor any adapter module but its own
+family's. So this module sits below annbench.scenarios and imports only errors and vectors.
 """
 
 from __future__ import annotations
 
 import json
-import zipfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from annbench.atomic import atomic_path
 from annbench.errors import ConfigError
-from annbench.oplog import Op
 from annbench.vectors import Metric
-
-OPS_FORMAT = 1  # version of the op-log file; a file of another version is recomputed by the parent
-KINDS = ("build", "insert", "delete", "update", "search")
 
 
 @dataclass(frozen=True)
@@ -115,52 +102,3 @@ class Workload:
     @classmethod
     def load(cls, path: Path) -> Workload:
         return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
-
-
-# --- the op log on disk -----------------------------------------------------------------------------
-def _pack(ops: list[Any], attr: str) -> dict[str, np.ndarray]:
-    """One op attribute (rows, ids or queries) of every op: concatenated values, offsets, and which are None."""
-    parts = [getattr(op, attr) for op in ops]
-    lengths = np.array([0 if p is None else len(p) for p in parts], np.int64)
-    offsets = np.zeros(len(parts) + 1, np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    present = [np.asarray(p, np.int64) for p in parts if p is not None]
-    values = np.concatenate(present) if present else np.empty(0, np.int64)
-    return {attr: values, f"{attr}_offsets": offsets, f"{attr}_present": np.array([p is not None for p in parts])}
-
-
-def save_ops(path: Path, ops: list[Any], key: str) -> None:
-    """Write an op log (any objects with Op's fields) atomically, tagged with the key it was computed for."""
-    arrays: dict[str, np.ndarray] = {
-        "format": np.array(OPS_FORMAT), "key": np.array(key),
-        "kinds": np.array([KINDS.index(op.kind) for op in ops], np.int8),
-        "days": np.array([op.day for op in ops], np.int64),
-    }
-    for attr in ("rows", "ids", "queries"):
-        arrays.update(_pack(ops, attr))
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-
-
-def ops_key(path: Path) -> str | None:
-    """The key an op-log file was written for, or None when it is missing, unreadable or of another format."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return str(z["key"]) if int(z["format"]) == OPS_FORMAT else None
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-        return None
-
-
-def load_ops(path: Path) -> list[Op]:
-    """The op log `save_ops` wrote: int64 arrays, each op's a view into one array per field."""
-    with np.load(path, allow_pickle=False) as z:
-        if int(z["format"]) != OPS_FORMAT:
-            raise ConfigError(f"{path}: op log of format {int(z['format'])}, expected {OPS_FORMAT}")
-        kinds, days = z["kinds"], z["days"]
-        packed = {attr: (z[attr], z[f"{attr}_offsets"], z[f"{attr}_present"]) for attr in ("rows", "ids", "queries")}
-    ops = []
-    for i, (kind, day) in enumerate(zip(kinds.tolist(), days.tolist(), strict=True)):
-        got = {attr: values[off[i]:off[i + 1]] if present[i] else None
-               for attr, (values, off, present) in packed.items()}
-        ops.append(Op(KINDS[kind], int(day), **got))
-    return ops

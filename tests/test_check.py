@@ -19,7 +19,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from annbench import check
+from annbench import check, results
 from annbench.cli import main
 from tests.conftest import REPO
 
@@ -119,10 +119,8 @@ def test_weaker_search_setting_is_a_regression_named_first(runs: Runs) -> None:
     assert "FAIL: ci_smoke" in out
     # the drops are real: recomputed from the result files, each exceeds the tolerance
     base = check.load_baseline(runs.baseline)
-    now = {k: e for k, e in (kv for f in sorted(runs.weak.rglob("*.json")) for kv in
-                             check._entries_of({**json.loads(f.read_text()), "_path": str(f)}))}
-    drops = [e["recall"] - now[check._entry_key(e)]["recall"] for e in base["entries"] if e["label"] == "ivf-flat"
-             and e["setting"] == 1]
+    now = {e.key: e for f in sorted(runs.weak.rglob("*.json")) for e in check._entries_of(results.load(f))}
+    drops = [e.recall - now[e.key].recall for e in base.entries if e.label == "ivf-flat" and e.setting == 1]
     assert len(drops) == 4 and min(drops) > check.DEFAULT_TOLERANCE
 
 
@@ -282,10 +280,10 @@ def test_committed_baseline_matches_the_shipped_scenario() -> None:
 
     base = check.load_baseline(REPO / "configs" / "baselines" / "ci_smoke.json")
     sc = load_scenario(CI_SMOKE)
-    assert base["scenario"]["name"] == sc.name
-    assert base["scenario"]["hash"] == sc.content_hash(), "ci_smoke.yaml changed: refresh the baseline"
-    assert base["dataset"]["hash"] == open_scenario_dataset(sc).content_hash()
-    labels = {(e["label"], e["policy"]) for e in base["entries"]}
+    assert base.scenario.name == sc.name
+    assert base.scenario.hash == sc.content_hash(), "ci_smoke.yaml changed: refresh the baseline"
+    assert base.dataset.hash == open_scenario_dataset(sc).content_hash()
+    labels = {(e.label, e.policy) for e in base.entries}
     assert labels == {(c.label, p) for c in sc.indexes for p in c.policies}
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from annbench import adapters, results
+from annbench import adapters, results, yamlfiles
 from annbench.errors import ConfigError
 from annbench.scenarios import load_scenario, resolve_scenario_path
 from tests.conftest import REPO, small_scenario
@@ -91,11 +91,9 @@ def test_no_code_execution_from_files_in_the_package() -> None:
 
 def test_the_scenario_loader_is_a_safe_loader() -> None:
     # the one yaml.load in the package: its loader must refuse Python tags
-    from annbench import scenarios
-
-    assert issubclass(scenarios._UniqueKeyLoader, yaml.SafeLoader)
+    assert issubclass(yamlfiles.UniqueKeyLoader, yaml.SafeLoader)
     with pytest.raises(yaml.YAMLError):
-        yaml.load("!!python/object/apply:os.system ['true']", Loader=scenarios._UniqueKeyLoader)  # noqa: S506
+        yaml.load("!!python/object/apply:os.system ['true']", Loader=yamlfiles.UniqueKeyLoader)  # noqa: S506
 
 
 @pytest.mark.parametrize("snippet, flagged", [

@@ -24,9 +24,9 @@ import pytest
 
 from annbench import harness, supervisor
 from annbench.adapters.base import Metric
-from annbench.oplog import Op, op_log
+from annbench.oplog import Op, load_ops, op_log, save_ops
 from annbench.scenarios import load_scenario
-from annbench.workload import Workload, load_ops, save_ops
+from annbench.workload import Workload
 from tests.conftest import REPO, small_scenario
 
 CONFIGS = REPO / "configs" / "scenarios"
