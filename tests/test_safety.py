@@ -106,13 +106,13 @@ def test_the_scenario_loader_is_a_safe_loader() -> None:
     ("yaml.load(text, Loader=yaml.Loader)\n", True),
     ("yaml.unsafe_load(text)\n", True),
     ("yaml.load(text, Loader=yaml.SafeLoader)\n", False),
-    ("yaml.load(text, Loader=_UniqueKeyLoader)\n", False),
+    ("yaml.load(text, Loader=UniqueKeyLoader)\n", False),
     ("yaml.safe_load(text)\n", False),
     ("np.load(p, allow_pickle=False)\nmodel.eval()\n", False),
 ])
 def test_the_scan_catches_what_it_should(snippet: str, flagged: bool) -> None:
     # the scanner is itself tested, so a clean package means something
-    assert bool(unsafe_uses(snippet, "x.py", "annbench.scenarios")) is flagged, snippet
+    assert bool(unsafe_uses(snippet, "x.py", "annbench.yamlfiles")) is flagged, snippet
 
 
 # --- names that become files and folders ---------------------------------------------------------------

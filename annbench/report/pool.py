@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import pickle
 import signal
 import sys
 import traceback
@@ -120,12 +119,10 @@ def _worker(tasks: Sequence[Callable[[], Any]], conn: Connection, parent_end: Co
         if i is None:
             return
         try:
-            msg = (i, None, tasks[i]())
+            conn.send((i, None, tasks[i]()))
         except Exception as e:  # noqa: BLE001 - any failure is sent to the parent, which raises it
             text = traceback.format_exc()
             try:
-                pickle.dumps(e)
+                conn.send((i, (e, text), None))  # send() serialises before writing: a failure writes nothing
             except Exception:  # noqa: BLE001 - an exception that cannot cross the pipe goes as its text
-                e = WorkerError(text)
-            msg = (i, (e, text), None)
-        conn.send(msg)
+                conn.send((i, (WorkerError(text), text), None))
