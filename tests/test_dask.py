@@ -286,9 +286,9 @@ def test_a_worker_that_cannot_read_the_cache_says_so(tmp_path: Path, cluster: Lo
                     ops_path=str(absent / "ops.npz"))
     task = Task("r", work, 10)
     with Client(cluster.scheduler_address) as client:
-        [(run_id, record)] = list(DaskExecutor(client, None, 1).execute([task], threading.Event()))
-    assert run_id == "r" and record["status"] == "failed"
-    assert "is not readable on" in record["error"] and "a path every machine shares" in record["error"]
+        [(run_id, execution)] = list(DaskExecutor(client, None, 1).execute([task], threading.Event()))
+    assert run_id == "r" and execution.status == "failed"
+    assert "is not readable on" in execution.error and "a path every machine shares" in execution.error
 
 
 def test_a_run_reserves_the_cores_its_threads_use() -> None:

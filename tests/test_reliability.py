@@ -22,7 +22,8 @@ IVF_GRID = [{"name": "ivf", "family": "faiss-ivf", "build": {"nlist": [8, 16, 32
 
 
 def _docs(out: Path, scenario: str = "small") -> dict[str, dict]:
-    return {p.name: results.load(p) for p in sorted((out / scenario).glob("*.json"))}
+    """The result files of a sweep, each loaded (checked) and looked at as its plain document."""
+    return {p.name: results.dump(results.load(p)) for p in sorted((out / scenario).glob("*.json"))}
 
 
 def test_memory_limit_and_a_real_faiss_abort_are_contained(tmp_path: Path, scenario_file) -> None:
