@@ -5,11 +5,13 @@ child process with a temporary results folder and a fresh cache, and timestamp i
 they arrive (PYTHONUNBUFFERED), which splits the run into CLI start, dataset materialisation, ground
 truth and the sweep without touching annbench.
 
-P4 then reads the result files: per run, the build, update and timed-search seconds the run recorded,
-and its wall time in the sweep; what remains of a run's wall time is process start, loading, warm-up,
-recall computation, the memory pass, saving the index and writing JSON. Process start is measured
-separately (a fresh interpreter importing what a run imports) and so is the child's re-validation of
-the scenario (load_scenario + op_log), so the remainder is split as far as can be without a profiler.
+P4 then reads the result files (`results.load_dir`: typed records): per run, the build, update and
+timed-search seconds the run recorded, and its wall time in the sweep; what remains of a run's wall time
+is process start, loading, warm-up, recall computation, the memory pass, saving the index and writing
+JSON. Process start is measured separately (a fresh interpreter importing what a run imports) and so is
+what each run's process reads before its first build (its workload file, the op log the parent stored,
+the prepared arrays and the ground truth: `_child_setup_seconds`, on the run's own cache), so the
+remainder is split as far as can be without a profiler.
 
 P5 writes a 1M × 128 float32 .npy (512 MB) and a one-index static scenario over it, runs it, and polls
 the parent's /proc/<pid>/status (VmHWM, the kernel's own peak, plus RssAnon / RssFile) every few ms.
@@ -18,7 +20,6 @@ The index's process is a child with its own RSS: not counted, as the target says
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -76,27 +77,46 @@ def _child_start_seconds(modules: list[str], repeats: int = 3) -> dict[str, floa
     return out
 
 
-def _child_setup_seconds(scenario: Path, scale: float, repeats: int = 3) -> float:
-    """What each run's process repeats before building: re-validating the scenario and its op log."""
-    from annbench import harness
-    from annbench.oplog import op_log
+def _child_setup_seconds(scenario: Path, scale: float, cache_dir: Path, tmp: Path, repeats: int = 3) -> float:
+    """Median seconds a run's process spends reading its inputs before its first build, as
+    `annbench.replay.run` does: `Workload.load` of the workload file the parent wrote, the prepared
+    arrays (base memory-mapped, queries, labels), the per-step ground truth's distances and the op log the
+    parent stored (`oplog.load_ops`). The child no longer reads the scenario nor recomputes the op log.
+
+    The workload is the first run's of the scenario, made by the harness (`make_workload`) over the
+    command's own cache (`cache_dir`: prepared again here, every file already there). Not counted here:
+    the adapter's library import (`load_library`; in process start) and the index's construction.
+    """
+    from annbench import adapters, harness
+    from annbench.oplog import load_ops
     from annbench.scenarios import load_scenario
+    from annbench.workload import Workload
 
     sc = load_scenario(scenario, scale=scale)
-    ds = harness.open_scenario_dataset(sc)
-    ids = np.asarray(ds.base_ids())
+    prep = harness.prepare(sc, cache_dir)
+    path = tmp / "workload.json"
+    harness.make_workload(prep, next(iter(sc.runs()))).dump(path)
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
-        sc2 = load_scenario(scenario, scale=scale)
-        op_log(sc2, ids, ds.base_labels, ds.query_labels, len(ds.queries), None)
+        w = Workload.load(path)
+        data = Path(w.data_dir)
+        pool = np.load(data / "base.npy", mmap_mode="r")
+        queries = np.load(data / "queries.npy")
+        labels = [np.load(data / name, mmap_mode="r" if name.startswith("base") else None)
+                  for name in ("base_labels.npy", "query_labels.npy") if (data / name).exists()]
+        with np.load(w.gt_path) as gt:
+            gt_d = gt["dists"]
+        ops = load_ops(Path(w.ops_path))
+        adapters.get(w.family)
         times.append(time.perf_counter() - t)
+        del pool, queries, labels, gt_d, ops
     return median(times)
 
 
 def measure_run(scenario: str, scale: float, limit_s: float) -> list[Line]:
     """P4: wall time of `annbench run --scenario <scenario>` with defaults, fresh cache, and its profile."""
-    from annbench import adapters
+    from annbench import adapters, results
 
     root = repo_root()
     with tempfile.TemporaryDirectory(prefix="annbench-p4-") as tmp_s:
@@ -113,7 +133,10 @@ def measure_run(scenario: str, scale: float, limit_s: float) -> list[Line]:
         t_mat = w.stamp("materialising dataset")
         t_gt = w.stamp("exact ground truth")
         t_runs = w.stamp(" runs (")
-        runs = [json.loads(p.read_text()) for p in sorted((tmp / "out").rglob("*.json"))]
+        loaded = results.load_dir(tmp / "out")  # the cache (out/.cache) is a dot-folder: not read
+        runs = loaded.runs
+        scenario_path = root / "configs" / "scenarios" / f"{scenario}.yaml"
+        setup = _child_setup_seconds(scenario_path, scale, tmp / "out" / ".cache", tmp) * len(runs)
 
     rec = _recorded_seconds(runs)
     families = rec.pop("families")
@@ -121,8 +144,6 @@ def measure_run(scenario: str, scale: float, limit_s: float) -> list[Line]:
     modules = sorted({adapters.get(f).__module__ for f in families})
     start_by_module = _child_start_seconds(modules)
     process_start = sum(start_by_module[adapters.get(f).__module__] * c for f, c in families.items())
-    scenario_path = root / "configs" / "scenarios" / f"{scenario}.yaml"
-    setup = _child_setup_seconds(scenario_path, scale) * len(runs)
     run_walls = rec["run_walls"]
     sweep = wall - t_runs if t_runs is not None else float("nan")
     recorded = sum(v for key, v in rec.items() if key not in ("run_walls",))
@@ -132,7 +153,7 @@ def measure_run(scenario: str, scale: float, limit_s: float) -> list[Line]:
         ("prepare: materialise dataset (.npy in cache)", (t_gt - t_mat) if t_gt and t_mat else float("nan")),
         ("prepare: exact ground truth of every search step", (t_runs - t_gt) if t_runs and t_gt else float("nan")),
         (f"runs: process start ({len(runs)} × fresh interpreter + library import)", process_start),
-        ("runs: scenario re-validation + op log in each run's process", setup),
+        ("runs: reading workload, op log, arrays, GT in each run's process", setup),
         ("runs: build", rec["build"]),
         ("runs: insert / delete / update", rec["updates"]),
         ("runs: rebuild / maintain (policies' upkeep)", rec["upkeep"]),
@@ -144,9 +165,9 @@ def measure_run(scenario: str, scale: float, limit_s: float) -> list[Line]:
         ("sweep: parent between runs (spawn, result files)", sweep - run_walls),
     ]
     profile = "\n".join(f"  {name:<70} {secs:8.1f} s  {100 * secs / wall:5.1f} %" for name, secs in parts)
-    slowest = sorted(runs, key=lambda d: -d["wall_seconds"])[:8]
-    by_run = "\n".join(f"  {d['run_id']:<70} {d['wall_seconds']:8.1f} s  {100 * d['wall_seconds'] / wall:5.1f} %"
-                       for d in slowest)
+    slowest = sorted(runs, key=lambda r: -(r.wall_seconds or 0.0))[:8]
+    by_run = "\n".join(f"  {r.run_id:<70} {r.wall_seconds or 0.0:8.1f} s  {100 * (r.wall_seconds or 0.0) / wall:5.1f} %"
+                       for r in slowest)
     profile = (f"where the {wall:.0f} s of `annbench run --scenario {scenario}` went (result files' recorded "
                f"seconds, the harness's wall time per run, the command's progress lines):\n{profile}\n"
                f"the {len(slowest)} longest of {len(runs)} runs (wall time recorded by the harness):\n{by_run}")
@@ -155,12 +176,13 @@ def measure_run(scenario: str, scale: float, limit_s: float) -> list[Line]:
         + (f" --scale {scale:g}" if scale != 1.0 else ""), wall, " s", "<=", limit_s,
         raw={"wall_seconds": wall, "runs": len(runs), "statuses": statuses, "families": families,
              "progress_lines": w.lines, "profile": dict(parts), "recorded_seconds": rec,
-             "child_start_seconds_by_module": start_by_module, "sum_run_wall_seconds": run_walls},
-        profile=profile, sound=statuses.get("ok", 0) == len(runs))]
+             "child_start_seconds_by_module": start_by_module, "child_setup_seconds_per_run": setup / max(1, len(runs)),
+             "sum_run_wall_seconds": run_walls, "bad_result_files": loaded.bad_lines},
+        profile=profile, sound=statuses.get("ok", 0) == len(runs) and bool(runs) and not loaded.bad)]
 
 
-def _recorded_seconds(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Seconds the result files themselves record, summed over runs, by what they were spent on.
+def _recorded_seconds(runs: list[Any]) -> dict[str, Any]:
+    """Seconds the result records (`results.RunRecord`) themselves hold, summed over runs, by what they were spent on.
 
     Only fields a run measured with its own clock are used (step `seconds`, single-query latencies,
     batch repeats, each concurrency level's client window and batch repeats, the ingest step's paced
@@ -172,38 +194,39 @@ def _recorded_seconds(runs: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"run_walls": 0.0, "build": 0.0, "updates": 0.0, "upkeep": 0.0, "singles": 0.0,
                            "batches": 0.0, "concurrency": 0.0, "ingest": 0.0, "families": {}, "statuses": {}}
 
-    def level_seconds(level: dict[str, Any]) -> float:
-        batch = level.get("batch") or {}
-        reused = "from" in batch  # the search step's own batch figure: already counted under batches
-        return (level.get("seconds", 0.0) + CONTROL_SECONDS
+    def level_seconds(level: Any) -> float:  # a results.ClientLoad
+        batch = level.batch
+        reused = batch is not None and batch.from_ is not None  # the search step's own batch figure: counted
+        seconds_all = (batch.seconds_all if batch is not None else None) or []
+        return (level.seconds + CONTROL_SECONDS
                 # batch_qps makes one untimed warm call before its timed repeats: counted as their median
-                + (0.0 if reused else sum(batch.get("seconds_all", [])) + median(batch.get("seconds_all", [0.0]))))
+                + (0.0 if reused else sum(seconds_all) + median(seconds_all or [0.0])))
 
-    for doc in runs:
-        out["run_walls"] += doc["wall_seconds"]
-        out["statuses"][doc["status"]] = out["statuses"].get(doc["status"], 0) + 1
-        family = doc["index"]["family"]
+    for run in runs:
+        out["run_walls"] += run.wall_seconds or 0.0
+        out["statuses"][run.status] = out["statuses"].get(run.status, 0) + 1
+        family = run.index.family
         out["families"][family] = out["families"].get(family, 0) + 1
-        for step in doc["steps"]:
-            op = step["op"]
+        for step in run.steps:
+            op = step.op
             if op == "search":
-                for s in step["settings"]:
-                    out["singles"] += sum(s["latency_ns"]) / 1e9
-                    # each round's batch call is repeated (per_round[i]["batch_calls"]); seconds are per call
-                    calls = [r.get("batch_calls", 1) for r in s.get("per_round", [])]
-                    calls = calls or [1] * len(s["batch_seconds_all"])
-                    out["batches"] += sum(b * c for b, c in zip(s["batch_seconds_all"], calls, strict=False))
-                    out["concurrency"] += sum(level_seconds(lv) for lv in s.get("concurrency", []))
+                for s in step.settings:
+                    out["singles"] += sum(s.latency_ns) / 1e9
+                    # each round's batch call is repeated (per_round[i].batch_calls); seconds are per call
+                    batch_all = s.batch_seconds_all or []
+                    calls = [1 if r.batch_calls is None else r.batch_calls for r in s.per_round]
+                    calls = calls or [1] * len(batch_all)
+                    out["batches"] += sum(b * c for b, c in zip(batch_all, calls, strict=False))
+                    out["concurrency"] += sum(level_seconds(lv) for lv in s.concurrency or [])
             elif op == "ingest":
-                at_rest = step.get("at_rest") or {}
-                out["ingest"] += (step.get("wall_seconds", 0.0) + step.get("paused_seconds", 0.0)
-                                  + at_rest.get("seconds", 0.0) + CONTROL_SECONDS)
+                out["ingest"] += ((step.wall_seconds or 0.0) + (step.paused_seconds or 0.0)
+                                  + (step.at_rest.seconds if step.at_rest is not None else 0.0) + CONTROL_SECONDS)
             elif op == "build":
-                out["build"] += step["seconds"]
+                out["build"] += step.seconds
             elif op in ("rebuild", "maintain"):
-                out["upkeep"] += step["seconds"]
+                out["upkeep"] += step.seconds
             else:
-                out["updates"] += step["seconds"]
+                out["updates"] += step.seconds
     return out
 
 
