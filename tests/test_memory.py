@@ -48,8 +48,9 @@ def test_index_memory_is_the_index_own_within_25_percent_and_ordered(tmp_path: P
     res = CliRunner().invoke(main, ["run", "--scenario", str(path), "--out", str(tmp_path / "res")],
                              catch_exceptions=False)
     assert res.exit_code == 0, res.output
-    docs = [results.load(p) for p in sorted((tmp_path / "res" / "memsize").glob("*.json"))]
-    configs, failures = configurations(docs)
+    runs = [results.load(p) for p in sorted((tmp_path / "res" / "memsize").glob("*.json"))]
+    docs = [results.dump(r) for r in runs]
+    configs, failures = configurations(runs)
     assert not failures
     measured = {c.label: c.index_bytes for c in configs}
     analytic = _analytic()

@@ -54,7 +54,7 @@ def _run(tmp_path: Path, scenario_file, out: str) -> tuple[str, list[dict]]:
     res = CliRunner().invoke(main, ["run", "--scenario", str(path), "--out", str(tmp_path / out)],
                              catch_exceptions=False)
     assert res.exit_code == 0, res.output
-    docs = [results.load(p) for p in sorted((tmp_path / out / "noise").glob("*.json"))]
+    docs = [results.dump(results.load(p)) for p in sorted((tmp_path / out / "noise").glob("*.json"))]
     assert docs and all(d["status"] == "ok" for d in docs)
     return res.output, docs
 
@@ -86,7 +86,7 @@ def test_a_cpu_hog_on_the_run_core_marks_steps_noisy_and_a_quiet_core_does_not(t
     from annbench import report
 
     for docs_, name in ((quiet, "quiet"), (busy, "busy")):
-        configs, _ = recommend.configurations(docs_)
+        configs, _ = recommend.configurations([results.parse(d) for d in docs_])
         _fig, points = report.fig_pareto(configs, "p99", "context")
         rings = sum(v for k, v in points.items() if k.startswith("noisy-"))
         assert rings == (len(configs) if name == "busy" else 0), points
@@ -97,7 +97,7 @@ def test_a_cpu_hog_on_the_run_core_marks_steps_noisy_and_a_quiet_core_does_not(t
     assert "noisy" in html and ("did not have its core" in html or "rounds disagree" in html)
 
     # recommend says so instead of naming an outright winner on disturbed figures
-    recs, _notes = recommend.recommend(busy, recommend.Constraints(min_recall=0.5))
+    recs, _notes = recommend.recommend([results.parse(d) for d in busy], recommend.Constraints(min_recall=0.5))
     assert recs[0].winner is not None and "NOISY" in recs[0].why()
-    recs, _notes = recommend.recommend(quiet, recommend.Constraints(min_recall=0.5))
+    recs, _notes = recommend.recommend([results.parse(d) for d in quiet], recommend.Constraints(min_recall=0.5))
     assert "NOISY" not in recs[0].why()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from annbench import recommend
+from annbench import recommend, results
 from annbench.cli import main
 from annbench.errors import ConfigError
 from annbench.recommend import Constraints
@@ -31,7 +31,7 @@ DAILY = REC / "daily"
 #   scann                  failed (SIGSEGV)
 
 
-def _runs(path: Path = DAILY) -> list[dict]:
+def _runs(path: Path = DAILY) -> list[results.RunRecord]:
     return load_dir(path).runs
 
 
@@ -150,28 +150,29 @@ def test_real_runs_every_ranked_configuration_meets_recall_on_every_step():
     rec = _only(recommend.recommend(runs, Constraints(min_recall=0.95))[0])
     assert rec.ranked, "the ci_smoke fixture has configurations above 0.95 on every day"
     for c in rec.ranked:
-        raw = [s["recall"] for st in c.run["steps"] if st["op"] == "search" for s in st["settings"]
-               if json.dumps(s["params"], sort_keys=True) == json.dumps(c.search_params, sort_keys=True)]
+        raw = [s.recall for st in c.run.search_steps for s in st.settings
+               if json.dumps(s.params, sort_keys=True) == json.dumps(c.search_params, sort_keys=True)]
         assert len(raw) == 4 and min(raw) >= 0.95
     for c, why in rec.rejected:
         assert c.worst_recall < 0.95 and why.startswith("recall@10")
 
 
-def _with(runs: list[dict], label: str, edit) -> list[dict]:  # noqa: ANN001 - edit(setting, step)
-    import copy
-
-    out = copy.deepcopy(runs)
-    for run in out:
-        if run["index"].get("label") == label:
-            for step in run["steps"]:
+def _with(runs: list[results.RunRecord], label: str, edit) -> list[results.RunRecord]:  # noqa: ANN001
+    """The runs with `edit(setting, step)` applied to the plain documents of `label`'s, parsed back (checked)."""
+    out = []
+    for run in runs:
+        doc = results.dump(run)
+        if doc["index"]["label"] == label:
+            for step in doc["steps"]:
                 for s in step.get("settings", []):
                     edit(s, step)
+        out.append(results.parse(doc))
     return out
 
 
 def test_a_gap_inside_the_intervals_is_a_tie_broken_by_memory_and_said():
     def wide(s: dict, _step: dict) -> None:  # intervals that reach the other's figures
-        s["latency_ms_ci95"] = {"p50": [0.01, 1.0], "p99": [0.2, 0.9]}
+        s["latency_ms_ci95"] = {"p50": [0.01, 1.0], "p95": [0.1, 0.9], "p99": [0.2, 0.9]}
     runs = _with(_with(_runs(), "hnswlib", wide), "annoy", wide)
     rec = _only(recommend.recommend(runs, Constraints(min_recall=0.9))[0])
     assert {(c.label, c.search_text()) for c in rec.ties} >= {("hnswlib", "ef=32"), ("annoy", "search_k=2000")}
@@ -197,7 +198,7 @@ def test_a_rejection_names_the_worst_step_not_the_first_failing_one():
     def slow_day_2(s: dict, step: dict) -> None:
         if step.get("day") == 2:
             s["latency_ms"]["p99"] = 7.4
-            s["latency_ms_ci95"] = {"p99": [5.0, 9.0]}
+            s["latency_ms_ci95"] = {"p50": [0.01, 0.05], "p95": [1.0, 3.0], "p99": [5.0, 9.0]}
     rec = _only(recommend.recommend(_with(_runs(), "exact", slow_day_2),
                                     Constraints(min_recall=0.9, max_p99_ms=1.0))[0])
     reasons = {c.label: why for c, why in rec.rejected}
