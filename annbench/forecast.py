@@ -189,9 +189,8 @@ def forecast(figure: str, sizes: Sequence[int], values: Sequence[float], n: int)
         return None
     f = fit(model, ns, ys)
     value, (lo, hi) = f.predict(n), f.interval(n)
-    if figure in BOUNDED:
-        a, b = BOUNDED[figure]
-        value, lo, hi = (min(max(v, a), b) for v in (value, lo, hi))
+    a, b = BOUNDED.get(figure, (0.0, math.inf))  # no figure here is negative: bytes, seconds, QPS, recall
+    value, lo, hi = (min(max(v, a), b) if math.isfinite(v) else v for v in (value, lo, hi))
     # The self-check: refit without the largest size (choosing again when enough sizes are left, else the
     # same model) and predict it, as the forecast predicts N.
     m2 = choose(figure, ns[:-1], ys[:-1]) if len(ns) - 1 >= MIN_SIZES else model
