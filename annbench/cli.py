@@ -1,17 +1,23 @@
 """The `annbench` command line (click): run, list, datasets, results, and the report and gate commands.
 
 Exit status of every command: 0 done; 1 a verdict went against you (a regression, no configuration
-meets the constraints, corrupt results); 2 the input or the command line is wrong (one line on stderr,
-no traceback); 130 interrupted. Paths come from options with defaults relative to the current folder.
+meets the constraints, corrupt results); 2 the input or the command line is wrong; 3 the environment
+failed (a full disk, a read-only or forbidden folder) — never 1, which CI reads as a regression;
+130 interrupted (SIGINT), 143 terminated (SIGTERM). Errors are one line on stderr, never a traceback.
+Paths come from options with defaults relative to the current folder.
 """
 
 from __future__ import annotations
 
 import shlex
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -23,26 +29,85 @@ from annbench import (
     export,
     hardness,
     harness,
+    outlock,
     recommend,
     report,
     results,
     runbook,
 )
 from annbench.datasets import open_dataset, save_dataset
-from annbench.errors import AnnbenchError, ConfigError
-from annbench.recommend import constraint_options
+from annbench.errors import (
+    EXIT_VERDICT,
+    AnnbenchError,
+    ConfigError,
+    EnvironmentFault,
+    fault_from,
+    is_environment_fault,
+    reason,
+    underlying_fault,
+    writing,
+)
+from annbench.recommend import constraint_options, memory_option
 from annbench.scenarios import load_scenario, resolve_scenario_path
 
-EXIT_VERDICT, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 2, 128 + signal.SIGINT, 128 + signal.SIGTERM
+
+# Set by SIGTERM's handler so that the interruption it causes says so and exits 143, not 130.
+_terminated = threading.Event()
+
+
+def _stopped(detail: str = "") -> NoReturn:
+    """The end of an interrupted command: one line, then 130 (Ctrl-C) or 143 (SIGTERM: CI, kill, a timeout)."""
+    if _terminated.is_set():
+        click.echo(f"annbench: interrupted (SIGTERM){detail}", err=True)
+        sys.exit(EXIT_TERMINATED)
+    click.echo(f"annbench: interrupted{detail}", err=True)
+    sys.exit(EXIT_INTERRUPTED)
+
+
+@contextmanager
+def _sigterm_as_sigint() -> Iterator[None]:
+    """While the command runs, SIGTERM does what Ctrl-C would do at that moment, and `_terminated` is set.
+
+    Whatever handles SIGINT then (Python's KeyboardInterrupt, or the sweep's flag polled at safe points,
+    annbench.harness) handles SIGTERM too, so a terminated sweep kills its runs and keeps its finished
+    results exactly as an interrupted one does: SIGTERM's default would end the process on the spot.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread (e.g. click's test runner in a thread)
+        return
+
+    def on_term(_signum: int, frame: Any) -> None:
+        _terminated.set()
+        handler = signal.getsignal(signal.SIGINT)
+        if callable(handler):
+            handler(signal.SIGINT, frame)
+        else:  # SIGINT ignored (a job started with & by a non-interactive shell): SIGTERM must still stop
+            raise KeyboardInterrupt
+
+    _terminated.clear()
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+# click >= 8.2 raises this for a group called without a command; 8.1 printed the help and exited 0 itself
+_NO_ARGS_IS_HELP: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 
 class _Group(click.Group):
-    """Turn every AnnbenchError and command-line mistake into one line and exit 2, and Ctrl-C into 130."""
+    """One line on stderr for every error, with the exit status that says whose fault it is (see above)."""
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs.pop("standalone_mode", None)
         try:
-            return super().main(*args, standalone_mode=False, **kwargs)
+            with _sigterm_as_sigint():
+                return super().main(*args, standalone_mode=False, **kwargs)
+        except _NO_ARGS_IS_HELP as e:  # `annbench` alone asks what there is: not an error
+            click.echo(e.ctx.get_help())
+            sys.exit(0)
         except click.UsageError as e:  # click would print its whole usage block; one line says enough
             hint = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
             click.echo(f"annbench: error: {e.format_message()}{hint}", err=True)
@@ -51,28 +116,37 @@ class _Group(click.Group):
             click.echo(f"annbench: error: {e.format_message()}", err=True)
             sys.exit(EXIT_USAGE)
         except click.Abort:
-            click.echo("annbench: interrupted", err=True)
-            sys.exit(EXIT_INTERRUPTED)
+            _stopped()
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except AnnbenchError as e:
+        except AnnbenchError as e:  # EnvironmentFault included: its exit_status is 3
             click.echo(f"annbench: error: {e}", err=True)
-            sys.exit(EXIT_USAGE)
+            sys.exit(e.exit_status)
+        except OSError as e:
+            if not is_environment_fault(e):
+                raise  # any other OSError here is a bug of annbench: its traceback is wanted
+            # a write no command wraps in errors.writing: still the machine's fault, and still one line
+            fault = fault_from(e, "cannot write")
+            click.echo(f"annbench: error: {fault}", err=True)
+            sys.exit(fault.exit_status)
         except KeyboardInterrupt:
-            click.echo("annbench: interrupted", err=True)
-            sys.exit(EXIT_INTERRUPTED)
+            _stopped()
 
 
-@click.group(cls=_Group)
+# Every command: -h as well as --help; a group called without a command prints its help (exit 0).
+CONTEXT = {"help_option_names": ["-h", "--help"]}
+
+
+@click.group(cls=_Group, context_settings=CONTEXT)
 @click.version_option(package_name="annbench")
 def main() -> None:
     """Benchmark approximate-nearest-neighbour indexes on your own embeddings."""
 
 
 # --- run ---------------------------------------------------------------------------------------------
-@main.command()
+@main.command(short_help="Run a scenario: each configuration in its own process.")
 @click.option("--scenario", "scenario_spec", default=None,
               help="A scenario name from --configs (e.g. reseller_daily_updates) or a path to a YAML file.")
 @click.option("--runbook", "runbook_path", type=click.Path(path_type=Path), default=None,
@@ -89,8 +163,7 @@ def main() -> None:
 @click.option("--indexes", default=None, help="Comma-separated index names or families to run (default: all).")
 @click.option("--force", is_flag=True, help="Rerun runs that already have a result.")
 @click.option("--retry-failed", is_flag=True, help="Rerun runs whose earlier result failed or timed out.")
-@click.option("--max-memory-gb", type=float, default=None,
-              help="Kill a run whose process RSS exceeds this many GiB (recorded as failed).")
+@memory_option("Kill a run whose process RSS exceeds this many GiB (2^30 bytes); it is recorded as failed.")
 @click.option("--cache", "cache_dir", type=click.Path(path_type=Path), default=None,
               help="Cache for materialised datasets and ground truth [default: <out>/.cache].")
 @click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True,
@@ -98,22 +171,25 @@ def main() -> None:
                    "(pip install 'annbench[dask]'; see the README).")
 @click.option("--scheduler", default=None,
               help="With --executor dask: the scheduler's address (tcp://HOST:8786) [default: a local cluster].")
+@click.option("--wait-for-lock", is_flag=True,
+              help="When another sweep is writing into --out, wait for it to end instead of stopping (exit 2).")
 def run(scenario_spec: str | None, runbook_path: Path | None, runbook_key: str | None, out_dir: Path,
         configs_dir: Path, dataset_path: str | None, scale: float, indexes: str | None, force: bool,
-        retry_failed: bool, max_memory_gb: float | None, cache_dir: Path | None, executor: str,
-        scheduler: str | None) -> None:
+        retry_failed: bool, max_memory_gib: float | None, cache_dir: Path | None, executor: str,
+        scheduler: str | None, wait_for_lock: bool) -> None:
     """Run a scenario: every index configuration × policy, each in its own process."""
-    if max_memory_gb is not None and not max_memory_gb > 0:
-        raise ConfigError(f"--max-memory-gb must be a positive number, got {max_memory_gb}")
+    if max_memory_gib is not None and not max_memory_gib > 0:
+        raise ConfigError(f"--max-memory-gib must be a positive number, got {max_memory_gib}")
     if scheduler is not None and executor != "dask":
         raise ConfigError("--scheduler needs --executor dask")
     wanted = [s.strip() for s in indexes.split(",") if s.strip()] if indexes else None
+    cache = cache_dir or out_dir / ".cache"
     if runbook_path is not None:
         # every run's process re-reads its scenario, so the runbook's becomes a file (annbench.runbook)
         base = resolve_scenario_path(scenario_spec, configs_dir) if scenario_spec else None
-        path = runbook.write_scenario(runbook_path, (cache_dir or out_dir / ".cache") / "runbooks",
-                                      dataset=dataset_path, key=runbook_key, scenario=base,
-                                      families=None if base else wanted)
+        with writing("cannot write the runbook's scenario in the cache", cache / "runbooks"):
+            path = runbook.write_scenario(runbook_path, cache / "runbooks", dataset=dataset_path, key=runbook_key,
+                                          scenario=base, families=None if base else wanted)
         dataset_path, wanted = None, (wanted if base else None)
     elif scenario_spec is None:
         raise ConfigError("give --scenario NAME or --runbook FILE.yaml")
@@ -125,23 +201,44 @@ def run(scenario_spec: str | None, runbook_path: Path | None, runbook_key: str |
     t0 = time.perf_counter()
     ex = executors.make_executor(executor, scheduler, sc)  # a cluster that cannot be used fails before any work
     try:
-        results.ensure_writable(out_dir)
-        _run_sweep(sc, ex, out_dir, cache_dir, force, retry_failed, max_memory_gb, t0)
+        _ensure_writable(out_dir)
+        # one sweep at a time per results folder, from before its data are prepared (annbench.outlock)
+        with outlock.hold(out_dir, sc.name, wait=wait_for_lock,
+                          on_wait=lambda m: click.echo(f"annbench: {m}", err=True)):
+            _run_sweep(sc, ex, out_dir, cache, force, retry_failed, max_memory_gib, t0)
     finally:
         ex.close()
 
 
-def _run_sweep(sc: Any, ex: Any, out_dir: Path, cache_dir: Path | None, force: bool, retry_failed: bool,
-               max_memory_gb: float | None, t0: float) -> None:
+def _ensure_writable(out_dir: Path) -> None:
+    """results.ensure_writable, with a folder the machine refuses (read-only, no permission, full) as exit 3.
+
+    It says every OSError as a ConfigError (exit 2); a path under a file stays that, a read-only mount
+    or a full disk is the environment's fault (annbench.errors.underlying_fault).
+    """
+    try:
+        results.ensure_writable(out_dir)
+    except AnnbenchError as e:
+        fault = underlying_fault(e, "cannot write results: the folder is not writable", out_dir)
+        if fault is None:
+            raise
+        raise fault from e
+
+
+def _run_sweep(sc: Any, ex: Any, out_dir: Path, cache: Path, force: bool, retry_failed: bool,
+               max_memory_gib: float | None, t0: float) -> None:
     from tqdm import tqdm  # deferred: a third-party import of ~17 ms that only `run` needs, not every command
 
-    prep = harness.prepare(sc, cache_dir or out_dir / ".cache", progress=lambda m: click.echo(f"annbench: {m}"))
+    with writing("cannot prepare the data and ground truth in the cache", cache):
+        prep = harness.prepare(sc, cache, progress=lambda m: click.echo(f"annbench: {m}"))
     runs = list(sc.runs())
     click.echo(f"annbench: {sc.name}: {len(runs)} runs ({prep.dataset_info['n']} vectors × "
                f"{prep.dataset_info['dim']}, k={sc.k}, {sc.threads} thread(s)) → {out_dir / sc.name}")
     if not isinstance(ex, executors.LocalExecutor):
         click.echo(f"annbench: executor {ex.describe()}")
-    bar = tqdm(total=len(runs), unit="run", dynamic_ncols=True, file=sys.stderr)
+    # A progress bar only on a terminal: in a CI log or a file its carriage-return redraws are noise, and
+    # the per-run summary lines (written either way) already say how far the sweep is.
+    bar = tqdm(total=len(runs), unit="run", dynamic_ncols=True, file=sys.stderr, disable=not _is_terminal())
     done: list[harness.RunOutcome] = []
 
     def on_done(outcome: harness.RunOutcome) -> None:
@@ -149,15 +246,24 @@ def _run_sweep(sc: Any, ex: Any, out_dir: Path, cache_dir: Path | None, force: b
         bar.update(1)
         bar.write(harness.summary_line(outcome))
 
+    def finished() -> int:
+        return sum(o.status != "skipped" for o in done)
+
     try:
-        harness.run_sweep(prep, out_dir, force=force, retry_failed=retry_failed, on_done=on_done, executor=ex,
-                          max_memory_bytes=None if max_memory_gb is None else int(max_memory_gb * 2**30))
+        with writing("cannot write results", out_dir / sc.name):
+            harness.run_sweep(prep, out_dir, force=force, retry_failed=retry_failed, on_done=on_done, executor=ex,
+                              max_memory_bytes=None if max_memory_gib is None else int(max_memory_gib * 2**30))
     except KeyboardInterrupt:
         bar.close()
-        finished = [o for o in done if o.status != "skipped"]
-        click.echo(f"annbench: interrupted; {len(finished)} run(s) finished this time and are saved, "
-                   f"{len(runs) - len(done)} not run (rerun the same command to resume)", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+        _stopped(f"; {finished()} run(s) finished this time and are saved, {len(runs) - len(done)} not run "
+                 "(rerun the same command to resume)")
+    except EnvironmentFault as e:  # still one line: which file, why, and that the runs before it are safe
+        bar.close()
+        raise e.adding(f"{finished()} run(s) finished this time are saved (fix it and rerun the same command "
+                       "to resume)") from e
+    except BaseException:
+        bar.close()
+        raise
     bar.close()
     counts = {s: sum(o.status == s for o in done) for s in ("ok", "skipped", "failed", "timeout")}
     tally = ", ".join(f"{v} {k}" for k, v in counts.items())
@@ -170,8 +276,13 @@ def _run_sweep(sc: Any, ex: Any, out_dir: Path, cache_dir: Path | None, force: b
                f"annbench recommend {shlex.quote(str(out_dir))} --min-recall 0.9")
 
 
+def _is_terminal() -> bool:
+    """Both streams on a terminal: `annbench run 2>&1 | tee log` or a CI job gets no progress-bar redraws."""
+    return all(getattr(f, "isatty", lambda: False)() for f in (sys.stdout, sys.stderr))
+
+
 # --- list --------------------------------------------------------------------------------------------
-@main.command("list")
+@main.command("list", short_help="Index families: parameters, defaults, capabilities.")
 def list_() -> None:
     """Every index family with its parameters, defaults and update capabilities."""
     for name in adapters.names():
@@ -191,12 +302,12 @@ def list_() -> None:
 
 
 # --- datasets ----------------------------------------------------------------------------------------
-@main.group()
+@main.group(short_help="Inspect or generate datasets.")
 def datasets() -> None:
     """Inspect or generate datasets."""
 
 
-@datasets.command("info")
+@datasets.command("info", short_help="Size, dim, metric, memory and hardness of a dataset.")
 @click.argument("spec")
 @click.option("--queries", default=None, help="Queries file, for a base file without them.")
 def datasets_info(spec: str, queries: str | None) -> None:
@@ -209,40 +320,44 @@ def datasets_info(spec: str, queries: str | None) -> None:
         click.echo(f"{key:>22}: {value}")
 
 
-@datasets.command("generate")
+@datasets.command("generate", short_help="Generate the synthetic reseller catalog and save it.")
 @click.argument("name", type=click.Choice(["catalog"]))
 @click.option("--n", type=click.IntRange(min=1), default=None, help="Number of catalog images.")
 @click.option("--dim", type=click.IntRange(min=2), default=None, help="Embedding dimension.")
 @click.option("--queries", "n_queries", type=click.IntRange(min=0), default=None, help="Number of queries.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Random seed: the same seed and sizes give the same vectors.")
 @click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="FILE.npz or FILE.h5")
 def datasets_generate(name: str, n: int | None, dim: int | None, n_queries: int | None, seed: int,
                       out: Path) -> None:
     """Generate the synthetic reseller catalog and save it."""
     params = {k: v for k, v in {"n": n, "dim": dim, "n_queries": n_queries}.items() if v is not None}
     ds = open_dataset(name, seed=seed, **params)
-    save_dataset(ds, out)
+    with writing("cannot write the dataset", out):
+        save_dataset(ds, out)
     click.echo(f"annbench: wrote {ds.n} × {ds.dim} vectors and {ds.nq} queries to {out}")
 
 
 # --- results -----------------------------------------------------------------------------------------
-@main.group("results")
+@main.group("results", short_help="Export or verify result files.")
 def results_group() -> None:
     """Export or verify result files."""
 
 
-@results_group.command("export")
+@results_group.command("export", short_help="One CSV row per run, step and search setting.")
 @click.argument("results_dir", type=click.Path(path_type=Path))
-@click.option("--csv", "csv_path", type=click.Path(path_type=Path), required=True)
+@click.option("--csv", "csv_path", type=click.Path(path_type=Path), required=True,
+              help="The CSV file to write (replaced whole, never half-written).")
 def results_export(results_dir: Path, csv_path: Path) -> None:
     """One CSV row per (run, step, search setting), for pandas."""
-    n, skipped = export.export_csv(results_dir, csv_path)
+    with writing("cannot write the CSV", csv_path):
+        n, skipped = export.export_csv(results_dir, csv_path)
     for why in skipped:
         click.echo(f"annbench: skipped {why}", err=True)
     click.echo(f"annbench: wrote {n} rows to {csv_path}")
 
 
-@results_group.command("export-ann-benchmarks")
+@results_group.command("export-ann-benchmarks", short_help="ann-benchmarks' per-run HDF5 files.")
 @click.argument("results_dir", type=click.Path(path_type=Path))
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True,
               help="Folder for results/<dataset>/<k>/<algo>/<params>.hdf5 and data/<dataset>.hdf5.")
@@ -250,14 +365,16 @@ def results_export(results_dir: Path, csv_path: Path) -> None:
               help="The runs' cache of data and ground truth [default: RESULTS_DIR/.cache or its parent's].")
 def results_export_ann_benchmarks(results_dir: Path, out_dir: Path, cache_dir: Path | None) -> None:
     """ann-benchmarks' per-run HDF5 files of runs whose scenario set keep_answers: true (annbench/export.py)."""
-    rep = export.export_ann_benchmarks(results_dir, out_dir, cache_dir, progress=lambda m: click.echo(f"annbench: {m}"))
+    with writing("cannot write the ann-benchmarks files", out_dir):
+        rep = export.export_ann_benchmarks(results_dir, out_dir, cache_dir,
+                                           progress=lambda m: click.echo(f"annbench: {m}"))
     for why in rep.skipped:
         click.echo(f"annbench: skipped {why}", err=True)
     click.echo(f"annbench: wrote {len(rep.files)} run file(s) and {len(rep.datasets)} ground-truth file(s) "
                f"to {out_dir}")
 
 
-@results_group.command("verify")
+@results_group.command("verify", short_help="List corrupt result files (exit 1 if any).")
 @click.argument("results_dir", type=click.Path(path_type=Path))
 def results_verify(results_dir: Path) -> None:
     """Re-read every result file and list the corrupt ones (exit 1 if any)."""
@@ -270,19 +387,20 @@ def results_verify(results_dir: Path) -> None:
 
 
 # --- baseline save and check: the CI recall gate (logic in annbench/check.py) -----------------------
-@main.group("baseline")
+@main.group("baseline", short_help="Save the figures `annbench check` gates on.")
 def baseline_group() -> None:
     """Save the figures `annbench check` gates on."""
 
 
-@baseline_group.command("save")
+@baseline_group.command("save", short_help="Write the baseline `annbench check` gates on.")
 @click.argument("results_dir", type=click.Path(path_type=Path))
 @click.option("--out", "out", type=click.Path(path_type=Path), required=True,
               help="Baseline file to write, e.g. configs/baselines/NAME.json.")
 @click.option("--scenario", default=None, help="The scenario to baseline, when RESULTS_DIR holds several.")
 def baseline_save(results_dir: Path, out: Path, scenario: str | None) -> None:
     """Write a small, reviewable baseline (recall, hit@k, latency quantiles) of a scenario's ok runs."""
-    rep = check.save_baseline(results_dir, out, scenario)
+    with writing("cannot write the baseline", out):
+        rep = check.save_baseline(results_dir, out, scenario)
     for what in rep.skipped:
         click.echo(f"annbench: warning: not baselined (not ok): {what}", err=True)
     for why in rep.bad_files:
@@ -291,7 +409,7 @@ def baseline_save(results_dir: Path, out: Path, scenario: str | None) -> None:
                f"to {rep.path}")
 
 
-@main.command("check")
+@main.command("check", short_help="The CI gate: compare results with a baseline.")
 @click.argument("results_dir", type=click.Path(path_type=Path))
 @click.option("--baseline", "baseline_path", type=click.Path(path_type=Path), required=True,
               help="A baseline written by `annbench baseline save`.")
@@ -308,16 +426,28 @@ def check_cmd(results_dir: Path, baseline_path: Path, tolerance: float, latency_
               markdown_path: Path | None, junit_path: Path | None) -> None:
     """Compare RESULTS_DIR with a baseline: exit 0 within tolerance, 1 on a regression, 2 if not comparable."""
     cmp = check.compare(results_dir, baseline_path, tolerance, latency_factor)
+    # The files first, the verdict last: a PASS on screen followed by a failed write (and a non-zero exit)
+    # would read as both; when a file cannot be written, the one error line is all that is said.
+    for path, what, render in ((markdown_path, "the markdown summary", check.render_markdown),
+                               (junit_path, "the JUnit XML", check.render_junit)):
+        if path is not None:
+            _write_rendering(path, what, render(cmp))
     click.echo(check.render_text(cmp))
-    if markdown_path is not None:
-        check.write_text(markdown_path, check.render_markdown(cmp))
-    if junit_path is not None:
-        check.write_text(junit_path, check.render_junit(cmp))
     sys.exit(cmp.exit_code)
 
 
+def _write_rendering(path: Path, what: str, text: str) -> None:
+    """Write one of check's renderings; any failure is one line: exit 3 for the machine's, else 2."""
+    try:
+        with writing(f"cannot write {what}", path):
+            check.write_text(path, text)
+    except OSError as e:  # a folder where the file should be, a path under a file: the path given is wrong
+        culprit = f" ({e.filename})" if e.filename is not None and Path(e.filename) != Path(path) else ""
+        raise ConfigError(f"cannot write {what} ({path}): {reason(e)}{culprit}") from None
+
+
 # --- plot and recommend: the report and the verdict (logic in annbench/report/ and annbench/recommend.py) --
-@main.command("plot")
+@main.command("plot", short_help="Figures and an index.html, recommendation on top.")
 @click.argument("results_dir", type=click.Path(path_type=Path))
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Folder for the figures and index.html [default: RESULTS_DIR/report].")
@@ -329,15 +459,18 @@ def plot_cmd(results_dir: Path, out_dir: Path | None, thumbnail_png: Path | None
     """Figures (PNG + SVG) and an index.html, with the recommendation on top, from RESULTS_DIR."""
     cons = recommend.constraints_from_options(**constraints)
     if thumbnail_png is None:
-        report.plot_command(results_dir, out_dir, cons)
+        with writing("cannot write the report", out_dir or Path(results_dir) / "report"):
+            report.plot_command(results_dir, out_dir, cons)
         return
     if out_dir is not None:
         raise ConfigError("--thumbnail writes one file: give it without --out")
-    click.echo(f"annbench: wrote {report.thumbnail(results_dir, thumbnail_png, cons=cons)}")
+    with writing("cannot write the thumbnail", thumbnail_png):
+        written = report.thumbnail(results_dir, thumbnail_png, cons=cons)
+    click.echo(f"annbench: wrote {written}")
 
 
 # --- concurrency: which libraries release the GIL (logic in annbench/concurrency.py) ------------------------
-@main.command("concurrency")
+@main.command("concurrency", short_help="Which libraries release the GIL when searching.")
 @click.option("--n", type=click.IntRange(min=1000), default=50_000, show_default=True,
               help="Catalog size (dim 128).")
 @click.option("--seconds", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
@@ -351,7 +484,7 @@ def concurrency_cmd(n: int, seconds: float, families: str | None) -> None:
         click.echo(line)
 
 
-@main.command("recommend")
+@main.command("recommend", short_help="The configuration meeting every constraint.")
 @click.argument("results_dir", type=click.Path(path_type=Path))
 @click.option("--scenario", default=None, help="Only this scenario's results [default: every scenario].")
 @constraint_options

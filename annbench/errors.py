@@ -1,13 +1,36 @@
-"""The one error family of annbench.
+"""The one error family of annbench, and how a fault of the machine is told from a mistake of the user.
 
 Every mistake a user can make (a bad file, a bad scenario, a bad parameter) raises an `AnnbenchError`
 subclass whose message is one line saying what is wrong, where, and what is allowed. The CLI turns
-these into that line on stderr and exit status 2; anything else is a bug and keeps its traceback.
+these into that line on stderr and the class's `exit_status`: 2 for the user's input, 3 for an
+`EnvironmentFault` (a full disk, a read-only or forbidden folder). Anything else is a bug and keeps
+its traceback.
+
+Exit 3 exists so a CI job can tell "the machine failed" from "recall regressed" (1) and "the command
+line is wrong" (2): a full disk while writing results must never read as a regression.
 """
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import ClassVar
+
+EXIT_VERDICT, EXIT_USAGE, EXIT_ENVIRONMENT = 1, 2, 3
+
+# The errnos that say the machine, not the input, refused: no space, no quota, a read-only mount, no permission.
+# ENOENT, ENOTDIR, EISDIR and ENAMETOOLONG are not here: they follow from a path the user gave (exit 2).
+ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 
 
 class AnnbenchError(Exception):
     """Base of all user-facing errors: the message is one actionable line."""
+
+    exit_status: ClassVar[int] = EXIT_USAGE
 
 
 class DataError(AnnbenchError):
@@ -20,3 +43,87 @@ class ConfigError(AnnbenchError):
 
 class CapabilityError(AnnbenchError):
     """An operation was asked of an adapter that declares it unsupported."""
+
+
+class EnvironmentFault(AnnbenchError):
+    """The machine refused to store what annbench writes (results, report, CSV, baseline, cache): exit 3.
+
+    A subclass of AnnbenchError, not a separate base, because its contract is the same — one line naming
+    what and where, never a traceback — and the CLI reads the exit status from the class. Code that
+    means "the input is wrong" catches ConfigError or DataError, never AnnbenchError itself, so a full
+    disk is not mistaken for bad input. The message reads `<what> (<path>): <reason>`.
+    """
+
+    exit_status: ClassVar[int] = EXIT_ENVIRONMENT
+
+    def __init__(self, what: str, path: Path | str | None, reason: str) -> None:
+        where = f" ({path})" if path is not None else ""
+        super().__init__(f"{what}{where}: {reason}")
+        self.what, self.path, self.reason = what, path, reason
+
+    def adding(self, note: str) -> EnvironmentFault:
+        """The same fault with `note` after its reason (still one line)."""
+        return EnvironmentFault(self.what, self.path, f"{self.reason}; {note}")
+
+
+def is_environment_fault(exc: BaseException | None) -> bool:
+    """True for an OSError whose errno says the machine, not the input, refused."""
+    return isinstance(exc, OSError) and exc.errno in ENVIRONMENT_ERRNOS
+
+
+def reason(exc: OSError) -> str:
+    """'no space left on device': the system's own words, in the lower case of the rest of the line."""
+    text = exc.strerror or (os.strerror(exc.errno) if exc.errno else str(exc))
+    return text[:1].lower() + text[1:]
+
+
+# atomic_path's temp files are `.<name>.<random>.tmp` beside their target: the user knows the target
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.[^./]+\.tmp$")
+
+
+def shown_path(exc: OSError, default: Path | str | None = None) -> Path | str | None:
+    """The path to name for a failed write: the file the OSError names (a temp file as its target), else `default`.
+
+    A failed write() or fsync() carries no file name, so the caller's `default` (the file or folder it
+    was writing) names it then.
+    """
+    name = exc.filename
+    if name is None or isinstance(name, int):
+        return default
+    path = Path(os.fsdecode(name))
+    m = _TEMP_NAME.match(path.name)
+    return path.with_name(m["name"]) if m else path
+
+
+def fault_from(exc: OSError, what: str, path: Path | str | None = None) -> EnvironmentFault:
+    """The EnvironmentFault an environment OSError stands for, naming `what` and the file or folder."""
+    return EnvironmentFault(what, shown_path(exc, path), reason(exc))
+
+
+@contextmanager
+def writing(what: str, path: Path | str | None) -> Iterator[None]:
+    """Inside the block, an OSError of the machine (ENVIRONMENT_ERRNOS) becomes `EnvironmentFault(what, path)`.
+
+    `what` says what was being done ("cannot write the CSV"), `path` the file or folder it was writing,
+    named when the OSError itself names no file (a failed write() or fsync()). Other OSErrors pass unchanged.
+    """
+    try:
+        yield
+    except OSError as e:
+        if is_environment_fault(e):
+            raise fault_from(e, what, path) from e
+        raise
+
+
+def underlying_fault(exc: AnnbenchError, what: str, path: Path | str | None) -> EnvironmentFault | None:
+    """The EnvironmentFault under a one-line error that wrapped an environment OSError, else None.
+
+    For checks that turn every OSError into a ConfigError (results.ensure_writable: "results folder X is
+    not writable (Permission denied)"): the errno underneath, not the wrapper's class, decides exit 2 or 3.
+    """
+    if isinstance(exc, EnvironmentFault):
+        return exc
+    cause = exc.__cause__ or exc.__context__  # `raise ... from None` hides the cause but keeps the context
+    if isinstance(cause, OSError) and cause.errno in ENVIRONMENT_ERRNOS:
+        return EnvironmentFault(what, path, reason(cause))
+    return None

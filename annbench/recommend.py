@@ -38,7 +38,7 @@ from annbench.errors import ConfigError
 from annbench.results import RunRecord
 
 MINIMISE = ("latency", "memory", "build")
-_GB = 1e9
+_GIB = 2**30  # every memory figure and limit of annbench is in GiB (run's --max-memory-gib, fmt_bytes)
 
 
 @dataclass(frozen=True)
@@ -335,7 +335,7 @@ def _levels(levels: list[results.ClientLoad]) -> tuple[LevelFigures, ...]:
 class Constraints:
     min_recall: float = 0.9
     max_p99_ms: float | None = None
-    max_memory_gb: float | None = None
+    max_memory_gib: float | None = None  # GiB (2**30 bytes), as `run --max-memory-gib` and every printed size
     needs_updates: bool = False
     minimise: str = "latency"
     min_qps: float | None = None
@@ -346,8 +346,8 @@ class Constraints:
             raise ConfigError(f"--min-recall must be in (0, 1], got {self.min_recall:g}")
         if self.max_p99_ms is not None and not self.max_p99_ms > 0:
             raise ConfigError(f"--max-p99-ms must be > 0, got {self.max_p99_ms:g}")
-        if self.max_memory_gb is not None and not self.max_memory_gb > 0:
-            raise ConfigError(f"--max-memory-gb must be > 0, got {self.max_memory_gb:g}")
+        if self.max_memory_gib is not None and not self.max_memory_gib > 0:
+            raise ConfigError(f"--max-memory-gib must be > 0, got {self.max_memory_gib:g}")
         if self.min_qps is not None and not (self.min_qps > 0 and math.isfinite(self.min_qps)):
             raise ConfigError(f"--min-qps must be a positive number, got {self.min_qps:g}")
         if self.minimise not in MINIMISE:
@@ -363,8 +363,8 @@ class Constraints:
             under = f" with p99 ≤ {self.max_p99_ms:g} ms under that load" if self.max_p99_ms is not None else ""
             out.append(f"≥ {self.min_qps:g} QPS from single-query client threads{under}, at the best concurrency "
                        "level measured, on every step that measured concurrency (one client when none did)")
-        if self.max_memory_gb is not None:
-            out.append(f"index memory ≤ {self.max_memory_gb:g} GB")
+        if self.max_memory_gib is not None:
+            out.append(f"index memory ≤ {self.max_memory_gib:g} GiB")
         if self.needs_updates:
             out.append("serves daily updates (an ok run of a daily scenario)")
         out.append(f"minimise {OBJECTIVES[self.minimise][0]}")
@@ -461,8 +461,8 @@ def first_failure(c: Config, cons: Constraints) -> str | None:
             if cons.max_p99_ms is not None:
                 how += f", p99 ≤ {cons.max_p99_ms:g} ms" + ("" if threads else ": no level keeps it")
             return f"QPS {got:,.0f} < {cons.min_qps:g} on worst {what} {st.day} ({how})"
-    if cons.max_memory_gb is not None and not c.index_bytes <= cons.max_memory_gb * _GB:
-        return f"index memory {c.index_bytes / _GB:.3g} GB > {cons.max_memory_gb:g} GB"
+    if cons.max_memory_gib is not None and not c.index_bytes <= cons.max_memory_gib * _GIB:
+        return f"index memory {c.index_bytes / _GIB:.3g} GiB > {cons.max_memory_gib:g} GiB"
     if cons.needs_updates and c.workload.timeline != "daily":
         return "not measured under updates (static scenario)"
     return None
@@ -483,9 +483,9 @@ def closest(configs: list[Config], cons: Constraints) -> list[str]:
             return min(st.serving_qps(cons.max_p99_ms)[0] for st in x.qps_steps())
         c = max(configs, key=served)
         out.append(f"QPS ≥ {cons.min_qps:g}: closest {c.short()}, worst-step {served(c):,.0f} QPS")
-    if cons.max_memory_gb is not None:
+    if cons.max_memory_gib is not None:
         c = min(configs, key=lambda x: _nan_last(x.index_bytes))
-        out.append(f"memory ≤ {cons.max_memory_gb:g} GB: closest {c.short()}, {fmt_bytes(c.index_bytes)}")
+        out.append(f"memory ≤ {cons.max_memory_gib:g} GiB: closest {c.short()}, {fmt_bytes(c.index_bytes)}")
     return out
 
 
@@ -726,6 +726,27 @@ def run_command(results_dir: Path, cons: Constraints, scenario: str | None = Non
 
 
 # --- command-line options shared by `annbench recommend` and `annbench plot` ------------------------------
+def memory_option(help_text: str) -> Any:
+    """`--max-memory-gib G` (GiB: 2**30 bytes) into `max_memory_gib`; `run`, `plot` and `recommend` share it.
+
+    Its old name `--max-memory-gb` (which meant GiB in `run` but 10**9 bytes in `plot` and `recommend`)
+    is still accepted, now in GiB everywhere, and no longer shown by --help.
+    """
+    import click  # deferred, as in constraint_options
+
+    class OldNamesHidden(click.Option):
+        def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+            names = self.opts
+            self.opts = names[:1]  # --help shows the current name only
+            try:
+                return super().get_help_record(ctx)
+            finally:
+                self.opts = names
+
+    return click.option("--max-memory-gib", "--max-memory-gb", "max_memory_gib", cls=OldNamesHidden, type=float,
+                        default=None, metavar="GIB", help=help_text)
+
+
 def constraint_options(func: Any) -> Any:
     """Decorate a click command with the constraint options (`annbench recommend` and `annbench plot`)."""
     import click
@@ -735,9 +756,8 @@ def constraint_options(func: Any) -> Any:
                      help="Lowest recall@k allowed at any search step (0–1]."),
         click.option("--max-p99-ms", type=float, default=None,
                      help="Highest single-query p99 latency (ms) allowed at any search step [default: no limit]."),
-        click.option("--max-memory-gb", type=float, default=None,
-                     help="Largest index memory (what the index holds in the run's process, plus a database's "
-                          "files and server), GB [default: no limit]."),
+        memory_option("Largest index memory in GiB (2^30 bytes): what the index holds in the run's process, plus "
+                      "a database's files and server [default: no limit]."),
         click.option("--min-qps", type=float, default=None,
                      help="Lowest throughput allowed at any step: QPS of single-query client threads at the best "
                           "concurrency level measured (with p99 within --max-p99-ms when given); one client when "
@@ -754,8 +774,8 @@ def constraint_options(func: Any) -> Any:
     return func
 
 
-def constraints_from_options(min_recall: float, max_p99_ms: float | None, max_memory_gb: float | None,
+def constraints_from_options(min_recall: float, max_p99_ms: float | None, max_memory_gib: float | None,
                              needs: str | None, minimise: str, min_qps: float | None = None) -> Constraints:
     """Constraints from the options above; ConfigError (exit 2) when a value is out of range."""
-    return Constraints(min_recall=min_recall, max_p99_ms=max_p99_ms, max_memory_gb=max_memory_gb,
+    return Constraints(min_recall=min_recall, max_p99_ms=max_p99_ms, max_memory_gib=max_memory_gib,
                        needs_updates=needs == "updates", minimise=minimise, min_qps=min_qps).validate()
