@@ -1,11 +1,14 @@
 """The sweep: prepare a scenario's data and ground truth once, then run each configuration in its own process.
 
 `prepare` validates everything that can be validated before the first index exists (the scenario, the
-dataset, every run's op log) and materialises the dataset once as memory-mapped .npy files in the
-cache, normalised for cosine, so each run's subprocess maps the same bytes instead of regenerating or
-copying them. The op log of each catalog size and the exact ground truth of its search steps (over each
-step's live set, maintained incrementally) are computed once per (scenario workload, dataset, catalog
-size) and cached side by side.
+dataset, every run's op log) and materialises the dataset once as .npy files in the cache, normalised
+for cosine, so each run's subprocess maps the same bytes instead of regenerating or copying them. The
+files are written, never memory-mapped, and their space is reserved first: a full disk is an OSError
+(ENOSPC) before any data is written, not a SIGBUS (a store into a mapped page the filesystem cannot
+back). The materialisation's temp folder is owner-marked (annbench.tempdirs), and the next `prepare`
+removes those of dead processes. The op log of each catalog size and the exact ground truth of its
+search steps (over each step's live set, maintained incrementally) are computed once per (scenario
+workload, dataset, catalog size) and cached side by side.
 
 `run_sweep` then hands each run its validated workload as data (annbench.workload: settings, resolved
 parameters, the paths of the dataset, ground truth and op log) in a small task dict, to the executor its
@@ -13,12 +16,16 @@ caller chose (annbench.executors: here, or on a Dask worker), which starts one f
 (annbench.supervisor, annbench.replay) with a time limit: a crash, an abort or a hang becomes that run's
 status and the sweep goes on. The run's execution comes back and `make_record` turns it into the result. The
 sweep's process alone writes result files, atomically, so an interrupted sweep leaves finished results
-intact and nothing half-written.
+intact and nothing half-written. It holds the results folder's lock (annbench.outlock) throughout, so a
+second sweep into the same folder stops or waits instead of racing it. A result that cannot be written
+(disk full, read-only) is kept in the system temp folder and the sweep stops (`UnsavedResult`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
+import getpass
 import hashlib
 import inspect
 import json
@@ -28,15 +35,15 @@ import signal
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import numpy as np
 
 import annbench
-from annbench import adapters, catalog, datasets, oplog, results, supervisor, workload
+from annbench import adapters, catalog, datasets, oplog, outlock, results, supervisor, tempdirs, workload
 from annbench.dataset import drop_pages
 from annbench.errors import ConfigError
 from annbench.groundtruth import LiveGroundTruth, cache_key, cached
@@ -44,6 +51,7 @@ from annbench.scenarios import RunSpec, Scenario, check_dataset_dim
 from annbench.vectors import Metric, prepare_vectors
 
 BLOCK_ROWS = 65_536  # rows copied at a time when materialising a dataset: bounded memory at any n
+MATERIALISING = ".tmp-"  # prefix of a materialisation's temp folder in <cache>/data (owner-marked)
 
 
 @dataclass
@@ -100,6 +108,10 @@ def prepare(sc: Scenario, cache_dir: Path, progress: Callable[[str], None] = lam
     logs = {size: oplog.op_log(sc, ids, ds.base_labels, ds.query_labels, len(ds.queries), size) for size in sc.sizes()}
     ds_hash = ds.content_hash()
     data_dir = Path(cache_dir) / "data" / f"{ds_hash[:20]}-{metric.value}"
+    # A killed materialisation leaves its temp folder (193 MB at 1M × 64): removed once its owner is gone,
+    # never while the sweep writing it (another one sharing this cache) lives. Unmarked ones (an older
+    # annbench's) go after tempdirs' grace period: the cache's data folder holds only annbench's files.
+    tempdirs.sweep(MATERIALISING, data_dir.parent)
     if not (data_dir / "done").exists():
         progress(f"materialising dataset {ds.name} ({ds.n} × {ds.dim})")
         _materialise(ds, metric, data_dir)
@@ -114,30 +126,80 @@ def prepare(sc: Scenario, cache_dir: Path, progress: Callable[[str], None] = lam
 
 def _materialise(ds: Any, metric: Metric, data_dir: Path) -> None:
     data_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=data_dir.parent, prefix=".tmp-"))
+    tmp = tempdirs.make(MATERIALISING, data_dir.parent)
     try:
-        base = np.lib.format.open_memmap(tmp / "base.npy", mode="w+", dtype=np.float32, shape=(ds.n, ds.dim))
-        for start in range(0, ds.n, BLOCK_ROWS):
-            src = ds.base[start:start + BLOCK_ROWS]
-            base[start:start + BLOCK_ROWS] = prepare_vectors(src, metric)
-            # neither file's pages stay in this process's RSS: a catalog may be as large as the machine's RAM
-            drop_pages(src)
-            drop_pages(base[start:start + BLOCK_ROWS])
-        base.flush()
-        del base
-        np.save(tmp / "queries.npy", prepare_vectors(ds.queries, metric))
-        np.save(tmp / "ids.npy", np.asarray(ds.base_ids(), dtype=np.int64))
+        small = {"queries.npy": prepare_vectors(ds.queries, metric),
+                 "ids.npy": np.asarray(ds.base_ids(), dtype=np.int64)}
         if ds.base_labels is not None:
-            np.save(tmp / "base_labels.npy", np.asarray(ds.base_labels, dtype=np.int64))
+            small["base_labels.npy"] = np.asarray(ds.base_labels, dtype=np.int64)
         if ds.query_labels is not None:
-            np.save(tmp / "query_labels.npy", np.asarray(ds.query_labels, dtype=np.int64))
+            small["query_labels.npy"] = np.asarray(ds.query_labels, dtype=np.int64)
+        # Every file's space is reserved before any data is written, so a disk too small fails here, at
+        # once, and not after minutes of copying. The files are written, never memory-mapped: a store into
+        # a mapped page the filesystem cannot back (full disk; a copy-on-write filesystem that cannot keep
+        # its reservation) is a SIGBUS that kills annbench without a word, where a write is an OSError.
+        try:
+            at = {name: _reserve_npy(tmp / name, arr.dtype, arr.shape) for name, arr in small.items()}
+            at["base.npy"] = _reserve_npy(tmp / "base.npy", np.dtype(np.float32), (ds.n, ds.dim))
+            with open(tmp / "base.npy", "r+b") as f:
+                f.seek(at["base.npy"])
+                for start in range(0, ds.n, BLOCK_ROWS):
+                    src = ds.base[start:start + BLOCK_ROWS]
+                    f.write(np.ascontiguousarray(prepare_vectors(src, metric), dtype=np.float32).data)
+                    # the source's pages do not stay in this process's RSS: it may be as large as the RAM
+                    drop_pages(src)
+                f.flush()
+                os.fsync(f.fileno())  # a filesystem that allocates late may say ENOSPC only now
+            for name, arr in small.items():
+                with open(tmp / name, "r+b") as f:
+                    f.seek(at[name])
+                    f.write(np.ascontiguousarray(arr).data)
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            need = ds.n * ds.dim * 4 + sum(arr.nbytes for arr in small.values())
+            # the folder rides as the error's file name: the command line names it once, a caller sees it too
+            raise OSError(e.errno, f"{e.strerror}: materialising dataset {ds.name} ({ds.n} × {ds.dim}) needs "
+                                   f"{need / 2**20:,.0f} MiB free; free some space, or put the cache elsewhere "
+                                   "with --cache", str(data_dir.parent)) from e
         (tmp / "done").write_text("ok\n")
+        if (data_dir / "done").exists():
+            # another sweep sharing this cache finished the same data (same content hash) meanwhile: keep its
+            # copy, which its runs may be reading, and drop ours
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
         if data_dir.exists():  # a previous attempt died before 'done': replace it
             shutil.rmtree(data_dir)
         os.replace(tmp, data_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    # the owner mark only protected the temp folder from sweeps; the finished data folder is nobody's
+    (data_dir / tempdirs.OWNER).unlink(missing_ok=True)
+
+
+def _reserve_npy(path: Path, dtype: np.dtype, shape: tuple[int, ...]) -> int:
+    """Create the .npy file `path` with its header and its data's space reserved; return the data's offset.
+
+    The header is the one np.save writes (format 1.0), so the file is byte for byte what np.save would
+    have made once the data are written at the offset. Raises OSError (ENOSPC) when the space is not there.
+    """
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
+              "shape": tuple(int(x) for x in shape)}
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, header)
+        offset = f.tell()
+        size = offset + int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        reserve = getattr(os, "posix_fallocate", None)  # not on macOS: the writes still fail with an OSError
+        if reserve is not None and size > offset:
+            try:
+                reserve(f.fileno(), 0, size)
+            except OSError as e:
+                # a filesystem that cannot reserve (glibc emulates the call where it can): the plain writes
+                # that follow still fail with an OSError, never a SIGBUS
+                if e.errno not in (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOSYS):
+                    raise
+    return offset
 
 
 def _ground_truth(sc: Scenario, metric: Metric, data_dir: Path, ds_hash: str, size: int | None, ops: list,
@@ -217,7 +279,8 @@ def _index_info(spec: RunSpec, sc: Scenario, used: dict[str, Any] | None = None)
 
 def run_sweep(prep: Prepared, out_dir: Path, *, executor: Executor, force: bool = False,
               retry_failed: bool = False, max_memory_bytes: int | None = None,
-              on_done: Callable[[RunOutcome], None] = lambda _o: None) -> list[RunOutcome]:
+              on_done: Callable[[RunOutcome], None] = lambda _o: None,
+              wait_for_lock: bool = False) -> list[RunOutcome]:
     """Run every configuration of the scenario, each in its own subprocess; return what happened.
 
     `executor` decides where each run's subprocess is started (annbench.executors, chosen by the caller:
@@ -228,8 +291,16 @@ def run_sweep(prep: Prepared, out_dir: Path, *, executor: Executor, force: bool 
     run, which is then killed): a KeyboardInterrupt raised wherever the signal lands could be swallowed
     by a library's lock or land between writing a result and reporting it. It then raises
     KeyboardInterrupt with every finished result on disk.
+
+    The results folder's lock (annbench.outlock) is held throughout: when another sweep holds it, this
+    raises outlock.FolderBusy naming it, or with `wait_for_lock` waits for it. (The command line takes
+    the lock before `prepare` already, so that a waiting sweep computes nothing while another is timed;
+    here it is then a re-entry.)
+
+    A finished run whose result cannot be written (an OSError: disk full, read-only, quota) is kept in
+    the system temp folder (`unsaved_path`) and the sweep stops with `UnsavedResult` (see there for why).
     """
-    with _stop_on_sigint() as stop:
+    with outlock.hold(out_dir, prep.scenario.name, wait=wait_for_lock), _stop_on_sigint() as stop:
         return _sweep(prep, out_dir, force, retry_failed, max_memory_bytes, on_done, stop, executor)
 
 
@@ -261,14 +332,72 @@ def _sweep(prep: Prepared, out_dir: Path, force: bool, retry_failed: bool, max_m
         else:
             todo[spec.run_id] = (spec, path)
     tasks = [make_task(prep, spec, max_memory_bytes) for spec, _ in todo.values()]
-    for run_id, execution in executor.execute(tasks, stop):  # in the order runs finish
-        spec, path = todo[run_id]
-        record = make_record(prep, spec, execution)
-        results.write(path, record)
-        outcome = RunOutcome(spec, path, record.status, record)
-        outcomes.append(outcome)
-        on_done(outcome)
+    # closing: when the sweep stops early (a result it cannot write), the executor abandons the runs it has
+    # under way (a Dask cluster's tasks are cancelled) at once, not whenever the generator is collected
+    with closing(executor.execute(tasks, stop)) as finished:
+        for run_id, execution in finished:  # in the order runs finish
+            spec, path = todo[run_id]
+            record = make_record(prep, spec, execution)
+            try:
+                results.write(path, record)
+            except OSError as e:
+                _keep_unsaved(RunOutcome(spec, path, record.status, record), e)
+            outcome = RunOutcome(spec, path, record.status, record)
+            outcomes.append(outcome)
+            on_done(outcome)
     return outcomes
+
+
+class UnsavedResult(OSError):
+    """A finished run's result could not be written to the results folder; the sweep stopped there.
+
+    An OSError with the write's errno (ENOSPC, EROFS, EDQUOT…), so the command line reports it as the
+    environment fault it is. Its message is one line saying where the record was kept and how to move it
+    back, or, when even that failed, the run's summary line (its figures). `outcome` holds the record;
+    `kept` is where it was written, or None. The run is not reported through `on_done`: it is not saved
+    where the caller counts saved runs.
+
+    Why stop rather than go on: the runs left would meet the same full or read-only disk after running
+    for minutes or hours each, and pile their records into the fallback folder, which is often on the
+    same disk or in RAM. Rerunning the sweep once there is room resumes it, skipping every result already
+    in place (the kept one too, once moved back).
+    """
+
+    def __init__(self, err: int | None, message: str, outcome: RunOutcome, kept: Path | None) -> None:
+        super().__init__(err, message)
+        self.outcome, self.kept = outcome, kept
+
+    def __str__(self) -> str:  # the one line, without OSError's "[Errno 28]" prefix
+        return str(self.strerror)
+
+
+def unsaved_path(scenario: str, run_id: str) -> Path:
+    """Where a finished run's result goes when the results folder cannot take it: the system temp folder,
+    one folder per user (a shared /tmp's folder made by another user would not be writable)."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container): the uid says who it is
+        user = str(os.getuid())
+    return Path(tempfile.gettempdir()) / f"annbench-unsaved-{user}" / scenario / f"{run_id}.json"
+
+
+def _keep_unsaved(outcome: RunOutcome, err: OSError) -> NoReturn:
+    """Keep a finished run's record that could not be written to `outcome.path`, then stop the sweep."""
+    record = outcome.record
+    assert record is not None
+    kept: Path | None = unsaved_path(record.scenario.name, record.run_id)
+    what = f"cannot write the result of run {record.run_id} to {outcome.path} ({err.strerror or err})"
+    try:
+        results.write(kept, record)
+    except OSError as e2:
+        # nowhere to keep it: the figures at least are not lost silently
+        why = f"nor keep it in {kept} ({e2.strerror or e2}); its figures: {summary_line(outcome).strip()}"
+        kept = None
+    else:
+        why = (f"the finished run is kept in {kept}; once there is room, move it back with "
+               f"`mkdir -p {outcome.path.parent} && mv {kept} {outcome.path}`")
+    raise UnsavedResult(err.errno, f"{what}; {why}; the sweep stops here (the runs left would fail the same way)",
+                        outcome, kept) from err
 
 
 class Executor(Protocol):
