@@ -40,7 +40,6 @@ from annbench.errors import (
     EXIT_VERDICT,
     AnnbenchError,
     ConfigError,
-    EnvironmentFault,
     fault_from,
     is_environment_fault,
     reason,
@@ -246,21 +245,15 @@ def _run_sweep(sc: Any, ex: Any, out_dir: Path, cache: Path, force: bool, retry_
         bar.update(1)
         bar.write(harness.summary_line(outcome))
 
-    def finished() -> int:
-        return sum(o.status != "skipped" for o in done)
-
     try:
         with writing("cannot write results", out_dir / sc.name):
             harness.run_sweep(prep, out_dir, force=force, retry_failed=retry_failed, on_done=on_done, executor=ex,
                               max_memory_bytes=None if max_memory_gib is None else int(max_memory_gib * 2**30))
     except KeyboardInterrupt:
         bar.close()
-        _stopped(f"; {finished()} run(s) finished this time and are saved, {len(runs) - len(done)} not run "
+        finished = sum(o.status != "skipped" for o in done)
+        _stopped(f"; {finished} run(s) finished this time and are saved, {len(runs) - len(done)} not run "
                  "(rerun the same command to resume)")
-    except EnvironmentFault as e:  # still one line: which file, why, and that the runs before it are safe
-        bar.close()
-        raise e.adding(f"{finished()} run(s) finished this time are saved (fix it and rerun the same command "
-                       "to resume)") from e
     except BaseException:
         bar.close()
         raise

@@ -51,19 +51,10 @@ class EnvironmentFault(AnnbenchError):
     A subclass of AnnbenchError, not a separate base, because its contract is the same — one line naming
     what and where, never a traceback — and the CLI reads the exit status from the class. Code that
     means "the input is wrong" catches ConfigError or DataError, never AnnbenchError itself, so a full
-    disk is not mistaken for bad input. The message reads `<what> (<path>): <reason>`.
+    disk is not mistaken for bad input. `fault_from` words the line: `<what> (<path>): <reason>`.
     """
 
     exit_status: ClassVar[int] = EXIT_ENVIRONMENT
-
-    def __init__(self, what: str, path: Path | str | None, reason: str) -> None:
-        where = f" ({path})" if path is not None else ""
-        super().__init__(f"{what}{where}: {reason}")
-        self.what, self.path, self.reason = what, path, reason
-
-    def adding(self, note: str) -> EnvironmentFault:
-        """The same fault with `note` after its reason (still one line)."""
-        return EnvironmentFault(self.what, self.path, f"{self.reason}; {note}")
 
 
 def is_environment_fault(exc: BaseException | None) -> bool:
@@ -96,8 +87,17 @@ def shown_path(exc: OSError, default: Path | str | None = None) -> Path | str | 
 
 
 def fault_from(exc: OSError, what: str, path: Path | str | None = None) -> EnvironmentFault:
-    """The EnvironmentFault an environment OSError stands for, naming `what` and the file or folder."""
-    return EnvironmentFault(what, shown_path(exc, path), reason(exc))
+    """The EnvironmentFault an environment OSError stands for: `<what> (<file or folder>): <reason>`.
+
+    An OSError whose text annbench composed itself (harness.UnsavedResult: where the finished run was
+    kept and how to move it back) already says what and where: its text is the line, unprefixed.
+    """
+    standard = os.strerror(exc.errno) if exc.errno else ""
+    if exc.strerror and standard and not exc.strerror.startswith(standard):
+        return EnvironmentFault(exc.strerror)
+    shown = shown_path(exc, path)
+    where = f" ({shown})" if shown is not None else ""
+    return EnvironmentFault(f"{what}{where}: {reason(exc)}")
 
 
 @contextmanager
@@ -125,5 +125,5 @@ def underlying_fault(exc: AnnbenchError, what: str, path: Path | str | None) -> 
         return exc
     cause = exc.__cause__ or exc.__context__  # `raise ... from None` hides the cause but keeps the context
     if isinstance(cause, OSError) and cause.errno in ENVIRONMENT_ERRNOS:
-        return EnvironmentFault(what, path, reason(cause))
+        return EnvironmentFault(f"{what} ({path}): {reason(cause)}")
     return None

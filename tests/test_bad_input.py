@@ -244,3 +244,275 @@ def test_a_family_whose_library_is_missing_is_one_line(tmp_path: Path, monkeypat
     with pytest.raises(ConfigError, match=r"indexes\[0\]\.family: 'faiss-flat' needs a library") as e:
         load_scenario(tmp_path / "s.yaml")
     assert "\n" not in str(e.value)
+
+
+# --- issue 16: environment faults and the command line ---------------------------------------------------
+# A full disk, a read-only or forbidden folder while annbench writes: one line naming the file or folder,
+# exit 3 (never 1, which CI reads as a regression; never a traceback). The machine's refusal is simulated
+# in-process (the tests may run as root, whom permissions do not stop, and no small full filesystem is at
+# hand): os.open / os.mkdir refuse to create anything under a folder, or os.fsync says the disk is full.
+# Then SIGTERM, the help and option texts, and the progress bar off a terminal.
+import errno  # noqa: E402  (this block's own imports, kept with it)
+import os  # noqa: E402
+import signal  # noqa: E402
+import time  # noqa: E402
+
+import click  # noqa: E402
+from click.testing import CliRunner, Result  # noqa: E402
+
+from annbench import check as check_mod  # noqa: E402
+from annbench import results as results_mod  # noqa: E402
+from annbench.cli import main as cli_main  # noqa: E402
+
+
+def _refuse_writes(monkeypatch: pytest.MonkeyPatch, root: Path, err: int, at: str = "open") -> None:
+    """Make the machine refuse writes under `root` with `err`: at "open" (creating a file or folder there,
+    as a read-only mount or a forbidden folder does) or at "fsync" (the data do not fit: a full disk,
+    and then the OSError names no file, as a failed write() or fsync() does)."""
+    root = root.resolve()
+    real_open, real_mkdir, real_fsync = os.open, os.mkdir, os.fsync
+
+    def inside(path: Any) -> bool:
+        return Path(os.fsdecode(path)).resolve().is_relative_to(root)
+
+    def refused(path: Any = None) -> OSError:
+        return OSError(err, os.strerror(err), *([os.fsdecode(path)] if path is not None else []))
+
+    if at == "open":
+        def fake_open(path: Any, flags: int, mode: int = 0o777, *, dir_fd: int | None = None) -> int:
+            if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT) and inside(path):
+                raise refused(path)
+            return real_open(path, flags, mode, dir_fd=dir_fd)
+
+        def fake_mkdir(path: Any, mode: int = 0o777, *, dir_fd: int | None = None) -> None:
+            if inside(path) and not os.path.exists(path):  # an existing folder says EEXIST first, as Linux does
+                raise refused(path)
+            real_mkdir(path, mode, dir_fd=dir_fd)
+
+        monkeypatch.setattr(os, "open", fake_open)
+        monkeypatch.setattr(os, "mkdir", fake_mkdir)
+    else:
+        def fake_fsync(fd: int) -> None:
+            if inside(os.readlink(f"/proc/self/fd/{fd}")):
+                raise refused()
+            real_fsync(fd)
+
+        monkeypatch.setattr(os, "fsync", fake_fsync)
+
+
+def _invoke(*args: str) -> Result:
+    return CliRunner().invoke(cli_main, list(args))
+
+
+def _fault_line(res: Result, status: int, *expected: str) -> str:
+    """The command ended with `status` and one error line holding every `expected`, no traceback."""
+    lines = res.stderr.strip().splitlines()
+    print(f"\n→ {res.stderr.strip()}")
+    assert res.exception is None or isinstance(res.exception, SystemExit), res.exception
+    assert "Traceback" not in res.output
+    assert res.exit_code == status, (res.exit_code, res.output)
+    assert len(lines) == 1 and lines[0].startswith("annbench: error: "), res.stderr
+    for text in expected:
+        assert text in lines[0], lines[0]
+    return lines[0]
+
+
+def _no_temp_files(root: Path) -> None:
+    assert not [p for p in root.rglob("*") if p.name.endswith(".tmp")], "a half-written temp file was left"
+
+
+@pytest.fixture
+def ci_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The committed ci_smoke results in res/, with a baseline saved from them (b.json): `check` passes."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(REPO / "tests" / "fixtures" / "results" / "ci_smoke", tmp_path / "res" / "ci_smoke")
+    check_mod.save_baseline(tmp_path / "res", tmp_path / "b.json")
+    return tmp_path
+
+
+# -- A. writing results, the CSV, a baseline, a dataset, the report
+def test_disk_full_while_writing_a_result_is_exit_3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = run()(tmp_path)
+    _refuse_writes(monkeypatch, tmp_path / "out" / "bad", errno.ENOSPC, at="fsync")
+    _fault_line(_invoke(*args), 3, "no space left on device", "out/bad")
+    assert not list((tmp_path / "out" / "bad").glob("*.json"))
+    _no_temp_files(tmp_path / "out")
+
+
+def test_read_only_results_folder_is_exit_3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = run()(tmp_path)
+    (tmp_path / "out").mkdir()
+    _refuse_writes(monkeypatch, tmp_path / "out", errno.EROFS)
+    _fault_line(_invoke(*args), 3, "cannot write results", "(out)", "read-only file system")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a 0o500 folder: permissions do not stop it")
+def test_results_folder_without_write_permission_is_exit_3(tmp_path: Path) -> None:
+    args = run()(tmp_path)
+    (tmp_path / "out").mkdir(mode=0o500)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "annbench.cli", *args], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=120)
+    finally:
+        (tmp_path / "out").chmod(0o700)
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "permission denied" in proc.stderr
+
+
+def test_cache_not_writable_is_exit_3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = run()(tmp_path)
+    _refuse_writes(monkeypatch, tmp_path / "cache", errno.EACCES)
+    _fault_line(_invoke(*args, "--cache", "cache"), 3, "cannot prepare", "cache", "permission denied")
+
+
+def test_disk_full_while_exporting_the_csv_is_exit_3(ci_results: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (ci_results / "exports").mkdir()
+    _refuse_writes(monkeypatch, ci_results / "exports", errno.ENOSPC, at="fsync")
+    _fault_line(_invoke("results", "export", "res", "--csv", "exports/runs.csv"), 3,
+                "cannot write the CSV (exports/runs.csv): no space left on device")
+    assert not list((ci_results / "exports").iterdir())  # no CSV, not even half of one
+
+
+def test_quota_exceeded_while_saving_a_baseline_is_exit_3(ci_results: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _refuse_writes(monkeypatch, ci_results / "baselines", errno.EDQUOT, at="fsync")
+    _fault_line(_invoke("baseline", "save", "res", "--out", "baselines/new.json"), 3,
+                "cannot write the baseline (baselines/new.json): disk quota exceeded")
+    assert not (ci_results / "baselines" / "new.json").exists()
+    _no_temp_files(ci_results)
+
+
+def test_read_only_folder_for_a_generated_dataset_is_exit_3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ro").mkdir()
+    _refuse_writes(monkeypatch, tmp_path / "ro", errno.EROFS)
+    _fault_line(_invoke("datasets", "generate", "catalog", "--n", "200", "--dim", "8", "--out", "ro/c.npz"), 3,
+                "cannot write the dataset", "ro/", "read-only file system")
+
+
+def test_report_folder_not_permitted_is_exit_3(ci_results: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _refuse_writes(monkeypatch, ci_results / "report", errno.EPERM)
+    _fault_line(_invoke("plot", "res", "--out", "report"), 3, "cannot write the report", "report",
+                "operation not permitted")
+
+
+def test_an_unwrapped_environment_oserror_is_still_one_line_exit_3(ci_results: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # a write no command wraps (here: simulated inside `results verify`) still says which file, exit 3
+    def full(_folder: Path) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "res/.somewhere.json.abc123.tmp")
+
+    monkeypatch.setattr(results_mod, "load_dir", full)
+    _fault_line(_invoke("results", "verify", "res"), 3, "(res/somewhere.json): no space left on device")
+
+
+# -- B. check never prints PASS and then fails
+@pytest.mark.parametrize("option, name, err, expected", [
+    ("--markdown", "check.md", errno.ENOSPC,
+     "cannot write the markdown summary (out/check.md): no space left on device"),
+    ("--junit", "junit.xml", errno.EROFS, "cannot write the JUnit XML (out/junit.xml): read-only file system"),
+])
+def test_check_cannot_write_its_file_exit_3_and_no_pass(ci_results: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       option: str, name: str, err: int, expected: str) -> None:
+    _refuse_writes(monkeypatch, ci_results / "out", err, at="fsync" if err == errno.ENOSPC else "open")
+    res = _invoke("check", "res", "--baseline", "b.json", option, f"out/{name}")
+    _fault_line(res, 3, expected)
+    assert "PASS" not in res.stdout and res.stdout == ""
+
+
+def test_check_file_under_a_file_is_exit_2_and_no_pass(ci_results: Path) -> None:
+    res = _invoke("check", "res", "--baseline", "b.json", "--markdown", "b.json/check.md")
+    _fault_line(res, 2, "cannot write the markdown summary (b.json/check.md)")
+    assert "PASS" not in res.stdout
+    ok = _invoke("check", "res", "--baseline", "b.json", "--markdown", "check.md", "--junit", "junit.xml")
+    assert ok.exit_code == 0 and "PASS" in ok.stdout  # the same gate, writable: the files, then the verdict
+    assert (ci_results / "check.md").is_file() and (ci_results / "junit.xml").is_file()
+
+
+# -- C. SIGTERM is handled as Ctrl-C is: the runs killed, finished results kept, one line; 143 (130 for SIGINT)
+@pytest.mark.parametrize("sig, status, says", [(signal.SIGTERM, 143, "annbench: interrupted (SIGTERM); "),
+                                               (signal.SIGINT, 130, "annbench: interrupted; ")])
+def test_a_signal_mid_sweep_keeps_finished_results(tmp_path: Path, sig: int, status: int, says: str) -> None:
+    args = run(indexes=[{"family": "faiss-flat"}, {"family": "hnswlib", "build": {"M": [4, 6, 8, 10, 12, 16]}}],
+               data={"emb.npy": np.tile(BASE, (4, 1)) + _rng.standard_normal((1200, 8)).astype(np.float32)})(tmp_path)
+    work = tmp_path / "systmp"  # the runs' work folders: a killed run's must go with it
+    work.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "annbench.cli", *args], cwd=tmp_path, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "TMPDIR": str(work)})
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "out").glob("bad/*.json")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    print(f"\n→ {err.strip()}")
+    assert proc.returncode == status, (proc.returncode, err)
+    assert err.strip().splitlines() == [err.strip()] and err.startswith(says), err
+    assert "Traceback" not in out + err and "\r" not in out + err
+    saved = list((tmp_path / "out" / "bad").glob("*.json"))
+    assert 1 <= len(saved) < 7 and f"{len(saved)} run(s) finished this time and are saved" in err
+    for path in saved:
+        assert results_mod.load(path).ok
+    _no_temp_files(tmp_path / "out")
+    assert not [p for p in work.rglob("*") if p.name.startswith("annbench")], "a run's work folder was left"
+
+
+# -- D. the help
+def _commands(group: click.Group = cli_main, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], click.Command]]:
+    out: list[tuple[tuple[str, ...], click.Command]] = [(path, group)]
+    for name, cmd in group.commands.items():
+        if isinstance(cmd, click.Group):
+            out += _commands(cmd, (*path, name))
+        else:
+            out.append(((*path, name), cmd))
+    return out
+
+
+@pytest.mark.parametrize("args", [[], ["datasets"], ["results"], ["baseline"]], ids=lambda a: " ".join(a) or "alone")
+def test_a_group_alone_prints_its_help_not_an_error(args: list[str]) -> None:
+    proc = subprocess.run([sys.executable, "-m", "annbench.cli", *args], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert proc.stdout.startswith("Usage: ") and "Commands:" in proc.stdout and "error" not in proc.stdout
+
+
+def test_dash_h_is_help_everywhere() -> None:
+    for path, _cmd in _commands():
+        res = _invoke(*path, "-h")
+        assert res.exit_code == 0 and res.stdout.startswith("Usage: "), (path, res.output)
+        assert "-h, --help" in res.stdout, path
+
+
+@pytest.mark.parametrize("width", [80, 50])
+def test_no_command_list_line_is_cut(width: int) -> None:
+    for path, cmd in _commands():
+        if isinstance(cmd, click.Group):
+            res = CliRunner().invoke(cli_main, [*path, "--help"], terminal_width=width)
+            listing = res.stdout.split("Commands:", 1)[1]
+            assert "…" not in listing and "..." not in listing, (path, listing)
+
+
+def test_every_option_has_help_text() -> None:
+    missing = [f"{' '.join(path) or 'annbench'} {p.opts[0]}" for path, cmd in _commands() for p in cmd.params
+               if isinstance(p, click.Option) and not p.hidden and not (p.help or "").strip()]
+    assert missing == []
+
+
+def test_max_memory_is_gib_under_one_name_everywhere(ci_results: Path) -> None:
+    for command in ("run", "plot", "recommend"):
+        text = _invoke(command, "--help").stdout
+        assert "--max-memory-gib GIB" in text and "GiB" in text and "--max-memory-gb" not in text, command
+    # the old name is still read, as the same number of GiB
+    new = _invoke("recommend", "res", "--min-recall", "0.5", "--max-memory-gib", "0.001")
+    old = _invoke("recommend", "res", "--min-recall", "0.5", "--max-memory-gb", "0.001")
+    assert (new.exit_code, new.stdout) == (old.exit_code, old.stdout)
+    assert "index memory ≤ 0.001 GiB" in new.stdout, new.stdout
+
+
+# -- E. no progress bar in a log
+def test_a_run_into_a_pipe_writes_no_carriage_returns(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "annbench.cli", *run()(tmp_path)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "\r" not in proc.stdout + proc.stderr
+    assert "✓ faiss-flat [native]" in proc.stdout and "annbench: done in" in proc.stdout  # the summary lines stay
