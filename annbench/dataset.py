@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import psutil
 
 from annbench.errors import DataError
 from annbench.vectors import Metric
@@ -25,6 +26,28 @@ from annbench.vectors import Metric
 BLOCK_ROWS = 32768
 #: memory-mapped files smaller than this keep their pages mapped after a pass (see drop_pages)
 DROP_MIN_BYTES = 32 << 20
+
+
+def format_bytes(n: float) -> str:
+    """`n` bytes as a short figure with a binary unit: '512 MiB', '45.5 TiB'."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(n) < 1024 or unit == "PiB":
+            return f"{n:.0f} {unit}" if unit == "B" or abs(n) >= 100 else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def memory_shortfall(need: int) -> str | None:
+    """None when `need` bytes fit in the memory available now (psutil), else 'needs X, has Y' words.
+
+    Asked before a large allocation, so that a size typo (n = 10^11) is one line saying how much it needs
+    and how much there is, instead of numpy's _ArrayMemoryError (or the kernel's OOM killer) later.
+    Available memory, not total: it counts what can be had without swapping (free + reclaimable cache).
+    """
+    have = int(psutil.virtual_memory().available)
+    if need <= have:
+        return None
+    return f"needs {format_bytes(need)} of memory, but this machine has {format_bytes(have)} available"
 
 
 def data_error(path: str | Path, what: str) -> DataError:

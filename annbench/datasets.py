@@ -34,6 +34,15 @@ base file ``emb.EXT`` annbench also looks for ``emb.queries.EXT`` and for ``emb.
 ``emb.query_labels`` and ``emb.ids`` with extension .npy, .ibin or .ivecs, unless the caller passes
 them explicitly.
 
+Queries from the base itself: a vectors-only file often comes without queries. `open_dataset(path,
+queries=Holdout(n))` takes n base rows, chosen at random with a fixed seed (0), out of the base and makes
+them the queries (their labels become the query labels; the remaining rows keep their ids, by default
+their row numbers in the file). Random rather than the last n rows: embedding files are often written in
+an order (by category, by product, by date added), and the last rows would then be one category or the
+newest products, not a sample of the catalog. A fixed seed: the same file and n give the same split, so
+the same dataset hash and cached ground truth. The held-out rows leave the base: a query left in the base
+would find itself at distance 0 and make every index's recall look perfect.
+
 Every problem with a user's file raises `DataError` with one line naming the file, what is wrong and
 what is allowed; library exceptions (OSError, ValueError, KeyError from numpy/h5py) are caught at this
 boundary.
@@ -44,6 +53,7 @@ from __future__ import annotations
 import math
 import struct
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +61,9 @@ import numpy as np
 
 from annbench import catalog
 from annbench.atomic import atomic_path
-from annbench.dataset import BLOCK_ROWS, Dataset, data_error
+from annbench.dataset import BLOCK_ROWS, Dataset, data_error, drop_pages, memory_shortfall
 from annbench.errors import AnnbenchError, ConfigError
+from annbench.params import check_value
 from annbench.vectors import Metric
 
 VECTOR_EXTS = (".npy", ".fvecs", ".bvecs", ".fbin", ".u8bin", ".i8bin")
@@ -159,6 +170,10 @@ def _to_float32(arr: np.ndarray, path: Path, what: str) -> np.ndarray:
         return arr
     if arr.dtype.kind not in "fiu" or arr.dtype.kind == "f" and arr.dtype.itemsize > 8:
         raise data_error(path, f"{what} have dtype {arr.dtype}; allowed: {_VECTOR_DTYPES}")
+    short = memory_shortfall(math.prod(arr.shape) * 4)
+    if short:
+        raise data_error(path, f"{what} are stored as {arr.dtype}; converting them to float32 {short} "
+                          "(convert a slice to float32 yourself, or use a machine with more memory)")
     out = np.empty(arr.shape, dtype=np.float32)
     with np.errstate(over="ignore"):  # float64 beyond float32 range becomes inf, reported by validation
         for start in range(0, arr.shape[0], BLOCK_ROWS):
@@ -187,7 +202,8 @@ def _check_npy_dtype(dtype: np.dtype, path: Path, what: str, integer: bool) -> N
         raise data_error(path, f"{what} have dtype {dtype}; allowed: {_VECTOR_DTYPES}")
 
 
-def _read_npy(path: Path, what: str, integer: bool = False) -> np.ndarray:
+def _npy_layout(path: Path, what: str, integer: bool = False) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """(shape, fortran order, dtype, data offset) of a .npy file, its header checked against its size."""
     size = _file_size(path)
     try:
         with open(path, "rb") as fh:
@@ -201,6 +217,11 @@ def _read_npy(path: Path, what: str, integer: bool = False) -> np.ndarray:
         raise data_error(path, f"truncated: header promises shape {shape} ({need} bytes) but the file has {size}")
     if not integer and len(shape) != 2:
         raise data_error(path, f"{what} must be a 2-D array (rows × dims), got shape {shape}")
+    return shape, fortran, dtype, offset
+
+
+def _read_npy(path: Path, what: str, integer: bool = False) -> np.ndarray:
+    shape, fortran, dtype, offset = _npy_layout(path, what, integer)
     if 0 in shape:
         try:
             return np.zeros(shape, dtype=dtype)
@@ -246,8 +267,8 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
     return out
 
 
-def _read_vecs(path: Path, kind: str) -> np.ndarray:
-    """fvecs/ivecs/bvecs: every row is int32 d followed by d values; all rows must have the same d."""
+def _vecs_layout(path: Path, kind: str) -> tuple[int, int, int]:
+    """(rows, dim, bytes per row) of an fvecs/ivecs/bvecs file, from its first row's dim and its size."""
     size = _file_size(path)
     item = {"fvecs": 4, "ivecs": 4, "bvecs": 1}[kind]
     if size < 4:
@@ -260,7 +281,12 @@ def _read_vecs(path: Path, kind: str) -> np.ndarray:
     if size % row_bytes:
         raise data_error(path, f"size {size} bytes is not a multiple of the row size {row_bytes} (4 + {d}·{item}); "
                           "truncated or rows of different dims")
-    n = size // row_bytes
+    return size // row_bytes, d, row_bytes
+
+
+def _read_vecs(path: Path, kind: str) -> np.ndarray:
+    """fvecs/ivecs/bvecs: every row is int32 d followed by d values; all rows must have the same d."""
+    n, d, row_bytes = _vecs_layout(path, kind)
     if kind == "bvecs":
         raw = np.memmap(path, dtype=np.uint8, mode="r", shape=(n, row_bytes))
         dims = lambda blk: np.ascontiguousarray(blk[:, :4]).view("<i4")[:, 0]  # noqa: E731
@@ -285,8 +311,8 @@ _BIN_DTYPES = {".fbin": np.dtype("<f4"), ".u8bin": np.dtype("u1"), ".i8bin": np.
                ".ibin": np.dtype("<i4")}
 
 
-def _read_bin(path: Path) -> np.ndarray:
-    """big-ann .fbin/.u8bin/.i8bin/.ibin: uint32 n, uint32 d, then n·d little-endian values."""
+def _bin_layout(path: Path) -> tuple[int, int, np.dtype]:
+    """(rows, dim, dtype) of a big-ann .fbin/.u8bin/.i8bin/.ibin file, its header checked against its size."""
     size = _file_size(path)
     dtype = _BIN_DTYPES[path.suffix.lower()]
     if size < 8:
@@ -297,6 +323,12 @@ def _read_bin(path: Path) -> np.ndarray:
     if size != expect:
         raise data_error(path, f"header says {n} rows × {d} dims, so the size must be 8 + {n}·{d}·{dtype.itemsize}"
                           f" = {expect} bytes, but the file has {size}")
+    return n, d, dtype
+
+
+def _read_bin(path: Path) -> np.ndarray:
+    """big-ann .fbin/.u8bin/.i8bin/.ibin: uint32 n, uint32 d, then n·d little-endian values."""
+    n, d, dtype = _bin_layout(path)
     if n == 0 or d == 0:
         return np.zeros((n, d), dtype=dtype)
     arr = np.memmap(path, dtype=dtype, mode="r", offset=8, shape=(n, d))
@@ -409,10 +441,96 @@ def _sibling(base: Path, role: str, exts: tuple[str, ...]) -> Path | None:
 PathLike = str | Path
 
 
+@dataclass(frozen=True)
+class Holdout:
+    """Queries taken out of the base: `n` base rows, chosen at random with `seed`, leave it and become the queries.
+
+    Pass it as `open_dataset(path, queries=Holdout(n))` for a file that has no queries (see the module
+    docstring for why random rows and a fixed seed). A scenario's `dataset.holdout_queries: N` and
+    `annbench run --holdout-queries N` make one.
+    """
+
+    n: int
+    seed: int = 0
+
+
+def has_queries(path: Path) -> bool | None:
+    """Whether the dataset file at `path` comes with queries, told cheaply (a folder listing, a zip's member
+    names, an HDF5 file's keys); None when that cannot be told (a missing or unreadable file, an unknown
+    extension): opening it says what is wrong then. A vectors-only file without a companion queries file
+    has its header checked too (DataError when it is truncated or malformed).
+
+    A scenario asks this when it is loaded, so that a file without queries is one line naming the ways to
+    give them before anything is read, rather than after the base was scanned.
+    """
+    ext = path.suffix.lower()
+    try:
+        if not path.is_file():
+            return None
+        if ext in VECTOR_EXTS:
+            if _sibling(path, "queries", (ext,)) is not None:
+                return True
+            # a file that is itself broken (truncated, a bad header) is reported as such first: what is
+            # wrong with the file matters before what is missing beside it. Headers and sizes only.
+            if ext == ".npy":
+                _npy_layout(path, "base vectors")
+            elif ext in (".fvecs", ".bvecs"):
+                _vecs_layout(path, ext[1:])
+            else:
+                _bin_layout(path)
+            return False
+        if ext == ".npz":
+            with zipfile.ZipFile(path) as zf:
+                return "queries.npy" in zf.namelist()
+        if ext in (".h5", ".hdf5"):
+            import h5py  # deferred: only HDF5 users pay the import
+
+            with h5py.File(path, "r") as f:
+                return "test" in f
+    except (OSError, ValueError, RuntimeError, KeyError, zipfile.BadZipFile):
+        return None
+    return None
+
+
+def _hold_out(ds: Dataset, holdout: Holdout, path: Path) -> Dataset:
+    """`ds` with `holdout.n` random base rows moved out of the base into the queries (see `Holdout`)."""
+    n_out = check_value(holdout.n, int, f"{path}: holding out queries: the count", lo=1)
+    seed = check_value(holdout.seed, int, f"{path}: holding out queries: the seed", lo=0)
+    if n_out >= ds.n:
+        raise data_error(path, f"holds {ds.n} vectors, so {n_out} cannot be held out as queries with any left "
+                          f"in the base; hold out at most {ds.n - 1} (--holdout-queries, dataset.holdout_queries)")
+    # the base becomes an in-memory copy without the held-out rows (a memory map cannot skip rows)
+    short = memory_shortfall(ds.n * ds.dim * 4)
+    if short:
+        raise data_error(path, f"holding out {n_out} queries copies the base, which {short}; give a queries "
+                          "file instead (--queries, dataset.queries)")
+    picked = np.sort(np.random.default_rng(seed).choice(ds.n, size=n_out, replace=False))
+    keep = np.ones(ds.n, dtype=bool)
+    keep[picked] = False
+    base = np.empty((ds.n - n_out, ds.dim), dtype=np.float32)
+    at = 0
+    for start in range(0, ds.n, BLOCK_ROWS):  # block by block: one pass over a memory-mapped file
+        block = ds.base[start : start + BLOCK_ROWS]
+        rows = block[keep[start : start + BLOCK_ROWS]]
+        base[at : at + len(rows)] = rows
+        at += len(rows)
+        drop_pages(block)
+    queries = np.ascontiguousarray(ds.base[picked], dtype=np.float32)
+    labels = ds.base_labels
+    # the remaining rows keep the ids they had in the file (row numbers when it has none), so an id
+    # still names the same vector whether or not queries were held out
+    ids = ds.base_ids()[keep]
+    return Dataset(name=ds.name, base=_readonly(base), queries=_readonly(queries),
+                   base_labels=None if labels is None else _readonly(labels[keep]),
+                   query_labels=None if labels is None else _readonly(np.ascontiguousarray(labels[picked])),
+                   ids=_readonly(np.ascontiguousarray(ids)), metric=ds.metric,
+                   source=f"{ds.source} (holdout {n_out} queries, seed {seed})")
+
+
 def open_dataset(
     spec: PathLike,
     *,
-    queries: PathLike | None = None,
+    queries: PathLike | Holdout | None = None,
     labels: PathLike | None = None,
     query_labels: PathLike | None = None,
     ids: PathLike | None = None,
@@ -420,7 +538,16 @@ def open_dataset(
 ) -> Dataset:
     """Open a dataset: ``"catalog"`` runs the built-in generator with `generator_params`; anything else
     is a path whose extension picks the format. Validated on load; problems raise one-line DataError.
+
+    `queries` is a file of query vectors, or a `Holdout`: base rows taken out of the base as the queries
+    (instead of the queries a container holds or a companion file; their labels are the query labels).
     """
+    holdout = queries if isinstance(queries, Holdout) else None
+    if holdout is not None:
+        if query_labels is not None:
+            raise ConfigError(f"{spec}: held-out queries take their labels from the base labels; "
+                              "pass labels=, not query_labels=")
+        queries = None
     if str(spec) == "catalog":
         if any(x is not None for x in (queries, labels, query_labels, ids)):
             raise ConfigError("the catalog generator makes its own queries, labels and ids; "
@@ -464,9 +591,11 @@ def open_dataset(
         b_lab = q_lab = id_arr = q = None
 
     # explicit arguments win over what a container holds; siblings only fill gaps of vector files
-    q_path = extra(queries, "queries", (ext,) if ext in VECTOR_EXTS else ())
+    q_path = None if holdout is not None else extra(queries, "queries", (ext,) if ext in VECTOR_EXTS else ())
     if q_path is not None:
         q = _read_vectors(q_path, "queries")
+    if holdout is not None:  # what a container says about its own queries does not apply to held-out ones
+        q = q_lab = q_sources = neighbors = None
     cosine = metric is Metric.COSINE
     _check_vectors(base, path, "base", zero_rows_bad=cosine)
     if q is not None:
@@ -501,7 +630,7 @@ def open_dataset(
                  query_sources=q_sources, neighbors=neighbors)
     if id_arr is not None:
         _check_ids(id_arr, id_path or path)
-    return ds
+    return ds if holdout is None else _hold_out(ds, holdout, path)
 
 
 _H5_KEYS = {"base": "train", "queries": "test", "base_labels": "train_labels", "query_labels": "test_labels",

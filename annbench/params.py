@@ -11,6 +11,7 @@ scenario file with `check_value`, so each rule is written here once and its erro
 from __future__ import annotations
 
 import math
+import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -25,10 +26,36 @@ def is_integer(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
-def _shown(value: Any) -> str:
-    """`value`'s repr, cut short: a 400-digit integer or a long list must not become a 400-character line."""
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "…"
+#: the longest repr of a user's value an error message quotes (`shown`)
+SHOWN_CHARS = 60
+
+
+def shown(value: Any, limit: int = SHOWN_CHARS) -> str:
+    """`value`'s repr, cut short: a 400-digit integer or a long list must not become a 400-character line.
+
+    Every error message that quotes a value, key or name a user wrote goes through here: a YAML alias
+    bomb's list, echoed whole, was one 34.7 MB line. A container is printed only as far as the limit
+    (reprlib), so quoting a huge nested list costs no more than quoting a short one.
+    """
+    text = _short_repr.repr(value) if isinstance(value, (list, tuple, dict, set, frozenset)) else repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def cut(text: str, limit: int = 200) -> str:
+    """`text` on one line (runs of whitespace, newlines included, become one space), cut at `limit` characters.
+
+    For text that quotes a user's input without being a value: a library's problem description, a
+    list of known names that a grid made long.
+    """
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# reprlib stops after a few items per level and a few levels deep, so it never walks a shared DAG whole
+_short_repr = reprlib.Repr()
+_short_repr.maxlist = _short_repr.maxtuple = _short_repr.maxdict = _short_repr.maxset = 6
+_short_repr.maxlevel = 3
+_short_repr.maxstring = _short_repr.maxother = SHOWN_CHARS
 
 
 def check_value(value: Any, typ: type | tuple[type, ...], where: str, *, lo: float | None = None,
@@ -43,7 +70,7 @@ def check_value(value: Any, typ: type | tuple[type, ...], where: str, *, lo: flo
     numeric = int in types or float in types
     if numeric and isinstance(value, (float, np.floating)) and not math.isfinite(value):
         # nan passes every range check (each comparison is False), and inf is no count either
-        raise ConfigError(f"{where} must be a finite number, got {_shown(value)}")
+        raise ConfigError(f"{where} must be a finite number, got {shown(value)}")
     if isinstance(value, bool):
         ok = bool in types
     elif int in types and is_integer(value):
@@ -52,18 +79,18 @@ def check_value(value: Any, typ: type | tuple[type, ...], where: str, *, lo: flo
         try:
             value, ok = float(value), True
         except OverflowError:  # an integer beyond any float, e.g. 10**400
-            raise ConfigError(f"{where} must be a finite number, got {_shown(value)}") from None
+            raise ConfigError(f"{where} must be a finite number, got {shown(value)}") from None
     else:
         ok = isinstance(value, types)
     if not ok:
         names = expected or "/".join(t.__name__ for t in types)
-        raise ConfigError(f"{where} must be {names}, got {_shown(value)}")
+        raise ConfigError(f"{where} must be {names}, got {shown(value)}")
     if choices is not None and value not in choices:
-        raise ConfigError(f"{where} is {_shown(value)}; allowed: {', '.join(map(str, choices))}")
+        raise ConfigError(f"{where} is {shown(value)}; allowed: {', '.join(map(str, choices))}")
     if lo is not None and value < lo:
-        raise ConfigError(f"{where} is {_shown(value)}; must be ≥ {lo}")
+        raise ConfigError(f"{where} is {shown(value)}; must be ≥ {lo}")
     if hi is not None and value > hi:
-        raise ConfigError(f"{where} is {_shown(value)}; must be ≤ {hi}")
+        raise ConfigError(f"{where} is {shown(value)}; must be ≤ {hi}")
     return value
 
 
@@ -110,5 +137,5 @@ def validate_params(
     if unknown:
         valid = ", ".join(by_name) or "(none)"
         what = f"{kind} parameter" if kind else "parameter"
-        raise ConfigError(f"{owner}: unknown {what} {unknown[0]!r}; valid: {valid}")
+        raise ConfigError(f"{owner}: unknown {what} {shown(unknown[0])}; valid: {valid}")
     return {p.name: p.coerce(given[p.name], owner) if p.name in given else p.default for p in declared}

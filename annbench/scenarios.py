@@ -27,8 +27,9 @@ import psutil
 
 from annbench import adapters, catalog
 from annbench.adapters.base import POLICIES, check_policy
-from annbench.errors import ConfigError
-from annbench.params import check_value, is_integer, validate_params
+from annbench.datasets import Holdout, has_queries
+from annbench.errors import ConfigError, DataError
+from annbench.params import check_value, cut, is_integer, shown, validate_params
 from annbench.runbook import Runbook, read_runbook
 from annbench.vectors import Metric
 from annbench.workload import Concurrency, ConcurrentUpdates
@@ -36,6 +37,15 @@ from annbench.yamlfiles import FILE_KEYS, path_under, read_scenario_file
 
 DELETE_RULES = ("oldest", "random", "product")
 QUERY_RULES = ("drop", "keep")
+#: the most combinations one index entry's `build` grid, or its `search` grid, may expand to. Each build
+#: combination is a run of its own (a process that builds an index: seconds to minutes), each search one
+#: a measurement at every search step; 10,000 of either is days of machine time, so a larger grid is a
+#: typo (a range where a short list was meant), and is refused before it is expanded.
+MAX_GRID = 10_000
+#: the most runs (index configurations × policies × catalog sizes) one scenario may ask for, for the same reason
+MAX_RUNS = 10_000
+#: the longest error message load_scenario passes on (see load_scenario: the last guard of one readable line)
+MAX_MESSAGE_CHARS = 500
 DEFAULT_ROUNDS = 3  # `search.rounds`: three repeats give a median that one disturbed round cannot move
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,80}$")
 
@@ -154,6 +164,7 @@ class _Section:
         self.used: set[str] = set()
 
     def _key(self, key: str) -> str:
+        key = cut(str(key), 60)  # an unknown key is the user's text, of any length
         return f"{self.where}.{key}" if self.where else key
 
     def fail(self, key: str, msg: str) -> ConfigError:
@@ -183,17 +194,29 @@ class _Section:
 
 
 def _grid(value: Any, where: str, path: str) -> list[dict[str, Any]]:
-    """Expand `{a: [1, 2], b: 3}` or a list of such mappings into the list of every combination."""
+    """Expand `{a: [1, 2], b: 3}` or a list of such mappings into the list of every combination.
+
+    The number of combinations is counted before any is made, and more than MAX_GRID is refused: a grid
+    of four 100-value lists is 10^8 combinations, which took minutes and gigabytes to expand before the
+    first parameter was even checked.
+    """
     items = value if isinstance(value, list) else [value]
-    out: list[dict[str, Any]] = []
+    total = 0
     for item in items:
         if item is None:
-            item = {}
+            continue
         if not isinstance(item, Mapping):
-            raise ConfigError(f"{path}: {where} must be a mapping or a list of mappings, got {item!r}")
+            raise ConfigError(f"{path}: {where} must be a mapping or a list of mappings, got {shown(item)}")
         names = [k for k in item if not isinstance(k, str)]
         if names:
-            raise ConfigError(f"{path}: {where} has the parameter name {names[0]!r}; parameter names are strings")
+            raise ConfigError(f"{path}: {where} has the parameter name {shown(names[0])}; parameter names are strings")
+        total += math.prod(len(v) if isinstance(v, list) else 1 for v in item.values())
+    if total > MAX_GRID:
+        raise ConfigError(f"{path}: {where} expands to {total:,} combinations (the product of its value lists); "
+                          f"at most {MAX_GRID:,} are allowed: list fewer values")
+    out: list[dict[str, Any]] = []
+    for item in items:
+        item = item or {}
         keys = list(item)
         values = [v if isinstance(v, list) else [v] for v in item.values()]
         for combo in itertools.product(*values):
@@ -206,30 +229,52 @@ def resolve_scenario_path(spec: str, configs_dir: Path) -> Path:
     if spec.endswith((".yaml", ".yml")) or "/" in spec or "\\" in spec:
         path = Path(spec)
         if path.is_dir():
-            raise ConfigError(f"scenario file {spec!r} is a directory; give a YAML file")
+            raise ConfigError(f"scenario file {shown(spec, 200)} is a directory; give a YAML file")
         if not path.is_file():
-            raise ConfigError(f"scenario file {spec!r} does not exist")
+            raise ConfigError(f"scenario file {shown(spec, 200)} does not exist")
         return path
     if not _NAME_RE.match(spec) or ".." in spec:
-        raise ConfigError(f"scenario name {spec!r} is not a plain name (letters, digits, _ . -); give a path instead")
+        raise ConfigError(f"scenario name {shown(spec)} is not a plain name (letters, digits, _ . -); "
+                          "give a path instead")
     path = configs_dir / f"{spec}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in configs_dir.glob("*.yaml")) if configs_dir.is_dir() else []
-        raise ConfigError(f"no scenario named {spec!r} in {configs_dir}; known: {', '.join(known) or '(none)'}")
+        raise ConfigError(f"no scenario named {shown(spec)} in {configs_dir}; known: {', '.join(known) or '(none)'}")
     return path
 
 
 def load_scenario(path: Path, *, scale: float = 1.0, dataset_path: str | None = None,
-                  indexes: list[str] | None = None) -> Scenario:
-    """Validate a scenario file into a `Scenario`; every mistake is one ConfigError line."""
+                  indexes: list[str] | None = None, queries_path: str | None = None,
+                  holdout_queries: int | None = None) -> Scenario:
+    """Validate a scenario file into a `Scenario`; every mistake is one ConfigError line.
+
+    `dataset_path` replaces the scenario's dataset file (run --dataset); `queries_path` (run --queries)
+    gives that file's queries, or `holdout_queries` (run --holdout-queries) takes that many base vectors
+    out of it as the queries (annbench.datasets.Holdout). Both win over the scenario's dataset.queries
+    and dataset.holdout_queries.
+    """
+    try:
+        return _load_scenario(path, scale, dataset_path, indexes, queries_path, holdout_queries)
+    except (ConfigError, DataError) as e:
+        text = str(e)
+        if len(text) <= MAX_MESSAGE_CHARS:
+            raise
+        # the last guard of one readable line: messages from below (an adapter's, a runbook's) that quote
+        # what the user wrote are cut here, whatever they quote
+        cut = text[: MAX_MESSAGE_CHARS - 1] + "…"
+        raise (ConfigError(cut) if isinstance(e, ConfigError) else DataError(cut)) from None
+
+
+def _load_scenario(path: Path, scale: float, dataset_path: str | None, indexes: list[str] | None,
+                   queries_path: str | None, holdout_queries: int | None) -> Scenario:
     if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
-        raise ConfigError(f"--scale must be a positive number, got {scale!r}")
+        raise ConfigError(f"--scale must be a positive number, got {shown(scale)}")
     p = str(path)
     raw = read_scenario_file(Path(path))
     top = _Section(raw, "", p)
     name = top.get("name", str, Path(path).stem)
     if not _NAME_RE.match(name):
-        raise top.fail("name", f"{name!r} must be letters, digits, _ . - (it becomes a folder name)")
+        raise top.fail("name", f"{shown(name)} must be letters, digits, _ . - (it becomes a folder name)")
     description = top.get("description", str, "")
     metric_name = top.get("metric", str, None)
     try:
@@ -244,7 +289,7 @@ def load_scenario(path: Path, *, scale: float = 1.0, dataset_path: str | None = 
     keep_answers = top.get("keep_answers", bool, False)
 
     ds_sec = top.section("dataset", {"name": "catalog"})
-    dataset = _dataset_section(ds_sec, scale, dataset_path, Path(path).parent)
+    dataset = _dataset_section(ds_sec, scale, dataset_path, Path(path).parent, queries_path, holdout_queries)
 
     q_sec = top.section("queries", {})
     n_queries = q_sec.get("count", int, None, lo=1) if "count" in q_sec.data else None
@@ -262,12 +307,17 @@ def load_scenario(path: Path, *, scale: float = 1.0, dataset_path: str | None = 
     if not idx_list:
         raise top.fail("indexes", "must list at least one index configuration")
     configs = _index_configs(idx_list, default_policies, p, static)
+    n_runs = sum(len(c.policies) for c in configs) * max(1, len(timeline.sizes))
+    if n_runs > MAX_RUNS:
+        raise top.fail("indexes", f"ask for {n_runs:,} runs (build configurations × policies × catalog sizes); "
+                                  f"at most {MAX_RUNS:,} are allowed: list fewer values")
     if indexes:
         wanted = set(indexes)
         known = {c.label for c in configs} | {c.family for c in configs} | {c.label.split("[")[0] for c in configs}
         missing = sorted(wanted - known)
         if missing:
-            raise ConfigError(f"--indexes: {missing[0]!r} is not in {p}; known: {', '.join(sorted(known))}")
+            raise ConfigError(f"--indexes: {shown(missing[0])} is not in {p}; known: "
+                              f"{cut(', '.join(sorted(known)), 300)}")
         configs = [c for c in configs if {c.label, c.family, c.label.split("[")[0]} & wanted]
     top.finish()
 
@@ -276,12 +326,20 @@ def load_scenario(path: Path, *, scale: float = 1.0, dataset_path: str | None = 
                     concurrency=concurrency, maintain_every=maintain_every, rounds=rounds)
 
 
-def _dataset_section(sec: _Section, scale: float, override: str | None, base_dir: Path) -> dict[str, Any]:
+def _dataset_section(sec: _Section, scale: float, override: str | None, base_dir: Path,
+                     queries_path: str | None = None, holdout: int | None = None) -> dict[str, Any]:
     # the expected dimension belongs to the scenario (index parameters such as PQ sizes depend on it),
-    # so it still applies when --dataset swaps the file
+    # so it still applies when --dataset swaps the file; so does how queries are made when the file has
+    # none (holdout_queries), unless the command line says otherwise
     dim = sec.get("dim", int, None, lo=1) if "dim" in sec.data else None
+    own_holdout = sec.get("holdout_queries", int, None, lo=1) if "holdout_queries" in sec.data else None
+    if queries_path is not None and holdout is not None:
+        raise ConfigError("give --queries FILE or --holdout-queries N, not both: the queries come from one place")
+    if holdout is not None:
+        holdout = check_value(holdout, int, "--holdout-queries", lo=1)
     if override is not None:
-        sec = _Section({"path": override}, sec.where, sec.path)
+        sec = _Section({"path": override, **({"holdout_queries": own_holdout} if own_holdout else {})},
+                       sec.where, sec.path)
         base_dir = Path(".")
     if "path" in sec.data:
         raw_path = sec.get("path", str)
@@ -289,11 +347,37 @@ def _dataset_section(sec: _Section, scale: float, override: str | None, base_dir
         for key in ("queries", "labels", "query_labels"):
             if key in sec.data:
                 out[key] = str(path_under(sec.get(key, str), base_dir))
+        sec.used.add("holdout_queries")
+        if own_holdout is not None and "queries" in out:
+            raise sec.fail("holdout_queries", "and dataset.queries are both set; the queries come either from "
+                                              "a file or from held-out base vectors: remove one")
+        if queries_path is not None or holdout is not None:  # the command line wins over the scenario's keys
+            out.pop("queries", None)
+            own_holdout = None
+        if queries_path is not None:
+            out["queries"] = str(path_under(queries_path, Path(".")))
+        held = holdout if holdout is not None else own_holdout
+        if held is not None:
+            # harness hands `queries` to open_dataset as is; `holdout_queries` puts the count in the
+            # workload's hash (a scenario that does not hold out keeps its hash)
+            out["queries"] = Holdout(held)
+            out["holdout_queries"] = held
+        elif "queries" not in out and has_queries(Path(out["path"])) is False:
+            raise ConfigError(f"{sec.path}: dataset {shown(out['path'], 200)} has no queries; give a queries file "
+                              "(annbench run --queries FILE, or dataset.queries) or hold out base vectors as "
+                              "queries (annbench run --holdout-queries N, or dataset.holdout_queries: N)")
         out["scale"] = scale
         if dim is not None:
             out["dim"] = dim
         sec.finish()
         return out
+    if queries_path is not None or holdout is not None:
+        which = "--queries" if queries_path is not None else "--holdout-queries"
+        raise ConfigError(f"{which} needs a dataset file (the scenario's dataset.path, or --dataset PATH); "
+                          "the catalog generator makes its own queries (dataset.params.n_queries)")
+    if "holdout_queries" in sec.data:
+        raise sec.fail("holdout_queries", "needs dataset.path (a file of your embeddings); the catalog generator "
+                                          "makes its own queries (dataset.params.n_queries)")
     name = sec.get("name", str, "catalog", choices=("catalog",))
     params = dict(sec.section("params", {}).data)
     sec.used.add("params")
@@ -347,7 +431,7 @@ def _timeline_section(sec: _Section, scale: float) -> Timeline:
         out = []
         for s in sizes:
             if not is_integer(s) or s < 1:
-                raise sec.fail("sizes", f"must list positive integers, got {s!r}")
+                raise sec.fail("sizes", f"must list positive integers, got {shown(s)}")
             out.append(max(1, int(round(s * scale))))
         sec.finish()
         return Timeline("static", sizes=tuple(out))
@@ -377,7 +461,7 @@ def _runbook_section(sec: _Section) -> Timeline:
     key = sec.get("dataset", str, None)
     sec.finish()
     if not path.is_file():
-        raise sec.fail("path", f"{raw!r}: no such runbook file")
+        raise sec.fail("path", f"{shown(raw, 200)}: no such runbook file")
     rb = read_runbook(path, key)
     # kind stays "daily" for everything downstream: a runbook is an update timeline whose days are steps
     return Timeline("daily", days=len(rb.steps), runbook=rb)
@@ -393,9 +477,9 @@ def _int_list(sec: _Section, key: str, lo: int, hi: int, default: Any = ...) -> 
         raise sec.fail(key, "must list at least one value")
     for v in items:
         if not is_integer(v) or not lo <= v <= hi:
-            raise sec.fail(key, f"must list integers from {lo} to {hi}, got {v!r}")
+            raise sec.fail(key, f"must list integers from {lo} to {hi}, got {shown(v)}")
     if len(set(items)) != len(items):
-        raise sec.fail(key, f"lists a value twice: {items!r}")
+        raise sec.fail(key, f"lists a value twice: {shown(items)}")
     return tuple(items)
 
 
@@ -434,7 +518,7 @@ def _policies(value: Any, where: str, path: str) -> tuple[str, ...]:
     for v in items:
         # a generic policy, or a maintenance call some adapter declares (checked per family later)
         if not isinstance(v, str) or not re.fullmatch(r"[a-z][a-z0-9_]{0,31}", v):
-            raise ConfigError(f"{path}: {where} has {v!r}; allowed: {', '.join(POLICIES)}, or a maintenance "
+            raise ConfigError(f"{path}: {where} has {shown(v)}; allowed: {', '.join(POLICIES)}, or a maintenance "
                               "policy of the index (annbench list)")
     if not items:
         raise ConfigError(f"{path}: {where} must name at least one policy")
@@ -452,7 +536,7 @@ def _index_configs(items: list[Any], default_policies: tuple[str, ...], path: st
         except ConfigError as e:
             raise ConfigError(f"{path}: indexes[{i}].family: {e}") from None
         except ImportError as e:  # a known family whose library is not installed here
-            raise ConfigError(f"{path}: indexes[{i}].family: {family!r} needs a library that is not installed "
+            raise ConfigError(f"{path}: indexes[{i}].family: {shown(family)} needs a library that is not installed "
                               f"({e.__class__.__name__}: {e}); install it or remove this index") from None
         label = sec.get("name", str, family)
         policies = _policies(sec.get("policies", (list, str), list(default_policies)),
@@ -476,4 +560,7 @@ def _index_configs(items: list[Any], default_policies: tuple[str, ...], path: st
             # a build grid gives each build its own name, so reports and --indexes can tell them apart
             name = label if len(builds) == 1 else label + "[" + ",".join(f"{k}={v}" for k, v in b.items()) + "]"
             configs.append(IndexConfig(family, full, searches, policies, name, timeout_s))
+        if len(configs) > MAX_RUNS:  # every configuration is at least one run: stop before making more
+            raise ConfigError(f"{path}: indexes expand to more than {MAX_RUNS:,} build configurations (each one "
+                              "a run); at most that many are allowed: list fewer values")
     return configs

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from annbench.errors import ConfigError
+from annbench.params import cut, shown
 
 #: the dataset keys that name files, not content (`timeline.path` names a runbook file too)
 FILE_KEYS = ("path", "queries", "labels", "query_labels")
@@ -24,17 +25,62 @@ FILE_KEYS = ("path", "queries", "labels", "query_labels")
 _CONSTRUCTOR_ERRORS = (ValueError, TypeError, IndexError, KeyError, OverflowError)
 
 
+#: the most nodes a YAML document may hold once its aliases are expanded. Aliases let a few hundred
+#: bytes stand for a billion nodes (the "billion laughs": ten aliases of ten aliases, nine deep); PyYAML
+#: builds that as a shared graph, but everything that later walks the value (a repr in an error, the
+#: workload's hash, a grid's expansion) walks it whole. Shipped scenarios hold under 500 nodes and a
+#: big-ann runbook a few thousand; a document needing more than this is refused before it is constructed.
+MAX_EXPANDED_NODES = 1_000_000
+def expanded_size(root: yaml.Node, limit: int = MAX_EXPANDED_NODES) -> int:
+    """How many nodes `root` stands for with every alias expanded; stops counting once past `limit`.
+
+    An alias is the same node object reached twice, so each distinct node is sized once (memoised by
+    id): the cost is that of the document as written, not of its expansion.
+    """
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node) -> int:
+        known = sizes.get(id(node))
+        if known is not None:
+            return known
+        sizes[id(node)] = 1  # a node reached again while it is being sized (a recursive alias) counts once
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = node.value
+        else:
+            children = []
+        for child in children:
+            total += size(child)
+            if total > limit:
+                break  # big enough to refuse: no need to size the rest
+        sizes[id(node)] = total
+        return total
+
+    return size(root)
+
+
 class UniqueKeyLoader(yaml.SafeLoader):
-    """PyYAML's SafeLoader (no Python tags), refusing duplicate keys; every bad value is a YAMLError."""
+    """PyYAML's SafeLoader (no Python tags), refusing duplicate keys and alias bombs; every bad value is a
+    YAMLError or a one-line ConfigError."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        # checked on the composed graph, before a single Python object is made from it
+        if expanded_size(node) > MAX_EXPANDED_NODES:
+            raise ConfigError(f"the document expands to more than {MAX_EXPANDED_NODES:,} nodes through its "
+                              "aliases (&anchor / *alias); write the values out, or alias less")
+        return super().construct_document(node)
 
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
         try:
             return super().construct_object(node, deep=deep)
         except _CONSTRUCTOR_ERRORS as e:
             what = repr(node.value)[:40] if isinstance(node, yaml.ScalarNode) else f"a {node.id}"
-            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            tag = cut(node.tag.replace("tag:yaml.org,2002:", "!!"), 60)
             raise yaml.constructor.ConstructorError(
-                None, None, f"{tag} cannot be made from {what} ({e.__class__.__name__}: {e})", node.start_mark
+                None, None, f"{tag} cannot be made from {what} ({cut(f'{e.__class__.__name__}: {e}', 120)})",
+                node.start_mark
             ) from None
 
 
@@ -48,7 +94,7 @@ def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bo
             raise ConfigError(f"a mapping key at line {key_node.start_mark.line + 1} is a {type(key).__name__}; "
                               "keys must be plain names") from None
         if key in seen:
-            raise ConfigError(f"duplicate key {key!r} at line {key_node.start_mark.line + 1}")
+            raise ConfigError(f"duplicate key {shown(key)} at line {key_node.start_mark.line + 1}")
         seen.add(key)
     return loader.construct_mapping(node, deep=deep)
 
@@ -70,11 +116,11 @@ def read_yaml(path: Path) -> Any:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"{path}: malformed YAML{where}: {' '.join(str(problem).split())}") from None
+        raise ConfigError(f"{path}: malformed YAML{where}: {cut(problem, 200)}") from None
     except RecursionError:
         raise ConfigError(f"{path}: malformed YAML: nested too deeply") from None
     except _CONSTRUCTOR_ERRORS as e:  # raised outside construct_object, e.g. by a collection's constructor
-        raise ConfigError(f"{path}: malformed YAML: {e.__class__.__name__}: {' '.join(str(e).split())}") from None
+        raise ConfigError(f"{path}: malformed YAML: {cut(f'{e.__class__.__name__}: {e}')}") from None
 
 
 def read_scenario_file(path: Path) -> dict[str, Any]:
@@ -102,12 +148,12 @@ def read_scenario_file(path: Path) -> dict[str, Any]:
             return merged
         if not isinstance(parent, str) or not parent:
             raise ConfigError(f"{at}: extends must name a scenario file or a scenario in the same folder, "
-                              f"got {parent!r}")
+                              f"got {shown(parent)}")
         nxt = at.parent / (parent if parent.endswith((".yaml", ".yml")) else f"{parent}.yaml")
         if not nxt.is_file():
-            raise ConfigError(f"{at}: extends {parent!r}, but {nxt} is not a scenario file")
+            raise ConfigError(f"{at}: extends {shown(parent)}, but {shown(str(nxt), 200)} is not a scenario file")
         if nxt.resolve() in chain:
-            raise ConfigError(f"{at}: extends {parent!r}, which extends it back (a loop)")
+            raise ConfigError(f"{at}: extends {shown(parent)}, which extends it back (a loop)")
         at = nxt
 
 
