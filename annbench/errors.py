@@ -95,9 +95,18 @@ def fault_from(exc: OSError, what: str, path: Path | str | None = None) -> Envir
     standard = os.strerror(exc.errno) if exc.errno else ""
     if exc.strerror and standard and not exc.strerror.startswith(standard):
         return EnvironmentFault(exc.strerror)
-    shown = shown_path(exc, path)
-    where = f" ({shown})" if shown is not None else ""
-    return EnvironmentFault(f"{what}{where}: {reason(exc)}")
+    culprit, where, at = shown_path(exc), path, ""
+    if culprit is not None:
+        if path is None:
+            where = culprit
+        elif Path(culprit).resolve() == Path(path).resolve():
+            pass  # the very file or folder: named as the user wrote it
+        elif Path(culprit).resolve().is_relative_to(Path(path).resolve()):
+            where = culprit  # a file inside the folder being written
+        else:
+            at = f" at {culprit}"  # e.g. a parent folder of the file, which could not be made
+    shown = f" ({where})" if where is not None else ""
+    return EnvironmentFault(f"{what}{shown}: {reason(exc)}{at}")
 
 
 @contextmanager
