@@ -158,6 +158,10 @@ def main() -> None:
 @click.option("--configs", "configs_dir", type=click.Path(path_type=Path), default=Path("configs/scenarios"),
               show_default=True, help="Where scenario names are looked up.")
 @click.option("--dataset", "dataset_path", default=None, help="Use this embeddings file instead of the scenario's.")
+@click.option("--queries", "queries_path", default=None,
+              help="Queries file for the dataset file (the scenario's dataset.path, or --dataset).")
+@click.option("--holdout-queries", type=click.IntRange(min=1), default=None,
+              help="Take N base vectors of the dataset file (random rows, seed 0) out of the base as the queries.")
 @click.option("--scale", type=float, default=1.0, show_default=True, help="Multiply the catalog sizes.")
 @click.option("--indexes", default=None, help="Comma-separated index names or families to run (default: all).")
 @click.option("--force", is_flag=True, help="Rerun runs that already have a result.")
@@ -175,7 +179,7 @@ def main() -> None:
 def run(scenario_spec: str | None, runbook_path: Path | None, runbook_key: str | None, out_dir: Path,
         configs_dir: Path, dataset_path: str | None, scale: float, indexes: str | None, force: bool,
         retry_failed: bool, max_memory_gib: float | None, cache_dir: Path | None, executor: str,
-        scheduler: str | None, wait_for_lock: bool) -> None:
+        scheduler: str | None, wait_for_lock: bool, queries_path: str | None, holdout_queries: int | None) -> None:
     """Run a scenario: every index configuration × policy, each in its own process."""
     if max_memory_gib is not None and not max_memory_gib > 0:
         raise ConfigError(f"--max-memory-gib must be a positive number, got {max_memory_gib}")
@@ -196,7 +200,8 @@ def run(scenario_spec: str | None, runbook_path: Path | None, runbook_key: str |
         if runbook_key is not None:
             raise ConfigError("--runbook-dataset needs --runbook")
         path = resolve_scenario_path(scenario_spec, configs_dir)
-    sc = load_scenario(path, scale=scale, dataset_path=dataset_path, indexes=wanted)
+    sc = load_scenario(path, scale=scale, dataset_path=dataset_path, indexes=wanted, queries_path=queries_path,
+                       holdout_queries=holdout_queries)
     t0 = time.perf_counter()
     ex = executors.make_executor(executor, scheduler, sc)  # a cluster that cannot be used fails before any work
     try:
