@@ -9,6 +9,7 @@ Paths come from options with defaults relative to the current folder.
 
 from __future__ import annotations
 
+import errno
 import shlex
 import signal
 import sys
@@ -126,8 +127,10 @@ class _Group(click.Group):
         except OSError as e:
             if not is_environment_fault(e):
                 raise  # any other OSError here is a bug of annbench: its traceback is wanted
-            # a write no command wraps in errors.writing: still the machine's fault, and still one line
-            fault = fault_from(e, "cannot write")
+            # an access no command wraps in errors.writing: still the machine's fault, and still one line
+            # (only a write meets a full disk or a read-only mount; a permission also stops a read)
+            fault = fault_from(e, "cannot write" if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+                               else "cannot access")
             click.echo(f"annbench: error: {fault}", err=True)
             sys.exit(fault.exit_status)
         except KeyboardInterrupt:
