@@ -59,9 +59,9 @@ from typing import Any
 
 import numpy as np
 
-from annbench.dataset import Dataset
+from annbench.dataset import Dataset, format_bytes, memory_shortfall
 from annbench.errors import ConfigError
-from annbench.params import Param, validate_params
+from annbench.params import Param, is_integer, validate_params
 from annbench.vectors import Metric
 
 KINDS = ("compression", "crop", "scribble")
@@ -122,6 +122,10 @@ def generate(
         raise ConfigError(f"catalog: parameter 'perturbation_mix' is {perturbation_mix!r}; must be 3 non-negative "
                           "weights (compression, crop, scribble)")
     n, dim, n_queries = int(n), int(dim), int(n_queries)
+    short = memory_shortfall(memory_needed(n, dim, n_queries, max_images))
+    if short:
+        raise ConfigError(f"catalog: generating n={n:,} × dim={dim} (float32 vectors of "
+                          f"{format_bytes(4 * n * dim)}) {short}; lower n or dim")
 
     # independent streams, so that e.g. more queries do not change the catalog itself
     s_struct, s_centres, s_products, s_images, s_queries = np.random.SeedSequence(seed).spawn(5)
@@ -186,7 +190,8 @@ def _param(name: str, typ: type, help: str, **limits: float) -> Param:
 PARAMS: tuple[Param, ...] = (
     _param("n", int, "catalog images", min=1),
     _param("dim", int, "dimensions", min=1),
-    _param("n_queries", int, "reseller queries", min=0),
+    # a catalog without queries cannot be benchmarked (run and datasets info refuse its file): refused here
+    _param("n_queries", int, "reseller queries", min=1),
     _param("seed", int, "seed of every draw", min=0),
     _param("n_categories", int, "product categories", min=1),
     _param("category_zipf", float, "popularity exponent of categories", min=0),
@@ -212,6 +217,10 @@ def check_params(given: Mapping[str, Any], owner: str = "catalog") -> dict[str, 
     of range, or values that contradict each other. `generate` checks its arguments with it, and a
     scenario its `dataset.params` before anything is generated.
     """
+    if is_integer(given.get("n_queries")) and given["n_queries"] == 0:
+        # the generic "must be ≥ 1" does not say why: a file of 0 queries was written, then refused by every reader
+        raise ConfigError(f"{owner}: parameter 'n_queries' is 0; must be ≥ 1 (a dataset without queries has "
+                          "nothing to search with: run and datasets info would refuse it)")
     values = validate_params(PARAMS, given, owner)
     if not values["crop_fraction"] > 0:
         raise ConfigError(f"{owner}: parameter 'crop_fraction' is {values['crop_fraction']!r}; must be in (0, 1]")
@@ -225,6 +234,17 @@ def generate_from(params: Mapping[str, Any]) -> Dataset:
     """`generate` with parameters by name, as a user wrote them: an unknown name is one ConfigError line."""
     check_params({k: v for k, v in params.items() if k != "perturbation_mix"})
     return generate(**params)
+
+
+def memory_needed(n: int, dim: int, n_queries: int, max_images: int = 4) -> int:
+    """Peak bytes `generate` allocates, asked before it allocates any (a typo such as n=10^11 is one line).
+
+    The base (n·dim float32), the product offsets gathered per image while they are added (another
+    n·dim), the product offsets themselves (about 2n/(max_images+1) products × dim), three int64 arrays
+    of n, and per query its vector, its scribble draw (float64) and that draw's argsort (int64).
+    """
+    products = 2 * n // (max_images + 1) + 1
+    return 4 * dim * (2 * n + products) + 24 * n + 20 * n_queries * dim
 
 
 def _normalise(x: np.ndarray) -> None:

@@ -314,7 +314,7 @@ def datasets() -> None:
 def datasets_info(spec: str, queries: str | None) -> None:
     """Size, dim, metric, memory and hardness (LID, relative contrast) of NAME (catalog) or PATH."""
     ds = open_dataset(spec, queries=queries)
-    info = hardness.describe(ds)
+    info = hardness.info(ds)  # describe's figures, a degenerate set said in one line, reference sets beside
     for key, value in info.items():
         if isinstance(value, float):
             value = f"{value:.4g}"

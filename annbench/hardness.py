@@ -14,10 +14,23 @@ that the neighbours of a query are hard to tell apart, and every index needs mor
 Distances are Euclidean, on L2-normalised vectors when the metric is cosine (the order then matches
 cosine similarity). When a dataset has no queries, sampled base rows stand in and their own row is
 excluded. Everything is pure numpy and blockwise: memory is sample × block, never queries × n.
+
+Undefined points. A point whose nearest neighbour is at distance 0 (an exact copy) or whose k neighbour
+distances all tie has no LID (the estimate divides by zero) and, at distance 0, no contrast either; such
+points are left out of the medians. When every sampled point is undefined, the set is *degenerate* (e.g.
+all vectors identical, or every query a copy of a base vector): the figures are None, and `info` says so
+in one line instead of printing -inf or nan.
+
+What the figures are compared with (`info`, REFERENCES): the built-in catalog's own, and MNIST's, each
+with where it was measured. Published figures for other sets (Aumüller & Ceccarello, "The role of local
+dimensionality measurement in benchmarking nearest neighbor search", Information Systems 2021, measure
+LID and relative contrast of SIFT, GloVe, MNIST, Fashion-MNIST and others) are not quoted here: their
+estimators and samples differ from this module's, and only figures measured the same way compare.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -27,6 +40,29 @@ from annbench.vectors import Metric, prepare_vectors
 
 #: base rows per block in the distance scan (sample × BLOCK float32 stays ≈ 32 MB at sample=1000)
 BLOCK = 8192
+#: a squared distance below this share of |q|² + |x|² is float32 rounding of an exact copy, not a distance:
+#: identical vectors came out at 1e-4…1e-3 instead of 0, all "tied", and their LID printed as -inf
+ROUNDING = 1e-5
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Hardness figures of a known set, measured with this module (LID at k=20, median relative contrast)."""
+
+    name: str
+    lid: float
+    relative_contrast: float
+    source: str
+
+
+#: what `info` puts beside a user's figures. Only figures measured with this module's estimators are here.
+REFERENCES: tuple[Reference, ...] = (
+    Reference("catalog", 18.24, 3.592,
+              "annbench's built-in catalog at its defaults (50,000 × 128, 1,000 queries, seed 0): "
+              "`annbench datasets info catalog`"),
+    Reference("MNIST test", 13.5, 2.1,
+              "MNIST's 10,000 test images, measured with annbench's hardness module (as reported in issue 16)"),
+)
 
 Data = Dataset | np.ndarray | tuple[np.ndarray, np.ndarray]
 
@@ -70,6 +106,7 @@ def _scan(
             # a sampled base row must not be its own neighbour
             rows = np.nonzero((self_pos >= start) & (self_pos < start + len(x)))[0]
             d2[rows, self_pos[rows] - start] = np.inf
+        d2[d2 <= ROUNDING * (q_sq + (x**2).sum(axis=1)[None, :])] = 0.0
         dist = np.sqrt(d2)
         finite = np.isfinite(dist)
         total += np.where(finite, dist, 0.0).sum(axis=1)
@@ -81,14 +118,19 @@ def _scan(
 
 
 def _lid_from(dists: np.ndarray) -> np.ndarray:
-    """Per-query MLE; rows with a zero or missing distance (duplicates, too few points) give NaN."""
-    ok = np.isfinite(dists).all(axis=1) & (dists[:, 0] > 0)
+    """Per-query MLE; rows with a zero or missing distance (duplicates, too few points) or k tied
+    distances (the estimate's denominator is 0) give NaN: undefined, left out of the median."""
+    ok = np.isfinite(dists).all(axis=1) & (dists[:, 0] > 0) & (dists[:, 0] < dists[:, -1])
     out = np.full(len(dists), np.nan)
     d = dists[ok].astype(np.float64)
-    logs = np.log(d / d[:, -1:]).mean(axis=1)
-    with np.errstate(divide="ignore"):
-        out[ok] = -1.0 / logs  # logs == 0 only when all k distances tie: LID is then infinite
+    out[ok] = -1.0 / np.log(d / d[:, -1:]).mean(axis=1)
     return out
+
+
+def _median(values: np.ndarray) -> float | None:
+    """The median of the defined (finite) values; None when there are none (no numpy all-NaN warning)."""
+    finite = values[np.isfinite(values)]
+    return float(np.median(finite)) if finite.size else None
 
 
 def _rc_from(dists: np.ndarray, mean: np.ndarray) -> np.ndarray:
@@ -102,7 +144,8 @@ def lid_mle(data: Data, k: int = 20, sample: int = 1000, *, metric: Metric | str
     """Median local intrinsic dimensionality (MLE at k neighbours) over a sample of queries."""
     base, q, self_pos, m = _unpack(data, metric, sample, seed)
     dists, _ = _scan(base, q, k, self_pos, m)
-    return float(np.nanmedian(_lid_from(dists)))
+    lid = _median(_lid_from(dists))
+    return float("nan") if lid is None else lid
 
 
 def relative_contrast(data: Data, sample: int = 1000, *, metric: Metric | str | None = None,
@@ -110,13 +153,20 @@ def relative_contrast(data: Data, sample: int = 1000, *, metric: Metric | str | 
     """Median over a sample of queries of (mean distance to the base) ÷ (nearest-neighbour distance)."""
     base, q, self_pos, m = _unpack(data, metric, sample, seed)
     dists, mean = _scan(base, q, 1, self_pos, m)
-    return float(np.nanmedian(_rc_from(dists, mean)))
+    rc = _median(_rc_from(dists, mean))
+    return float("nan") if rc is None else rc
 
 
 def describe(ds: Dataset, k: int = 20, sample: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """Size, memory and hardness of a dataset in one dict (one distance pass over the base)."""
+    """Size, memory and hardness of a dataset in one dict (one distance pass over the base).
+
+    `lid` and `relative_contrast` are None when no sampled point has them (a degenerate set);
+    `hardness_undefined` counts the sampled points left out of the medians (see the module docstring).
+    """
     base, q, self_pos, m = _unpack(ds, None, sample, seed)
     dists, mean = _scan(base, q, k, self_pos, m)
+    lids, rcs = _lid_from(dists), _rc_from(dists[:, :1], mean)
+    lid, rc = _median(lids), _median(rcs)
     return {
         "name": ds.name,
         "source": ds.source,
@@ -125,12 +175,37 @@ def describe(ds: Dataset, k: int = 20, sample: int = 1000, seed: int = 0) -> dic
         "nq": ds.nq,
         "metric": ds.metric.value if ds.metric is not None else None,
         "memory_bytes": ds.memory_bytes(),
-        "lid": round(float(np.nanmedian(_lid_from(dists))), 2),
-        "relative_contrast": round(float(np.nanmedian(_rc_from(dists[:, :1], mean))), 3),
+        "lid": None if lid is None else round(lid, 2),
+        "relative_contrast": None if rc is None else round(rc, 3),
         "hardness_k": k,
         "hardness_sample": len(q),
         "hardness_points": "queries" if self_pos is None else "base rows",
+        "hardness_undefined": int(np.count_nonzero(~np.isfinite(lids))),
+        "hardness_at_zero": int(np.count_nonzero(dists[:, 0] == 0)),
         "base_labels": ds.base_labels is not None,
         "query_labels": ds.query_labels is not None,
         "ids": ds.ids is not None,
     }
+
+
+def info(ds: Dataset, k: int = 20, sample: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """What `annbench datasets info` prints, by label: `describe`'s figures (floats to 4 digits), then one
+    line saying the set is degenerate when it is, and the reference sets' figures beside this one's."""
+    d = describe(ds, k, sample, seed)
+    out: dict[str, Any] = {key: f"{v:.4g}" if isinstance(v, float) else v for key, v in d.items()}
+    points = "queries" if d["hardness_points"] == "queries" else "base rows"
+    if d["lid"] is None:
+        out["lid"] = out["relative_contrast"] = "undefined"
+        if d["relative_contrast"] is not None:
+            out["relative_contrast"] = f"{d['relative_contrast']:.4g}"
+        at_zero, n = d["hardness_at_zero"], d["hardness_sample"]
+        copy = "another vector" if points == "base rows" else "a base vector"
+        why = (f"{at_zero} of the {n} sampled {points} have {copy} at distance 0 (identical vectors)" if at_zero
+               else f"all {n} sampled {points} have their {k} nearest neighbours at one same distance")
+        out["degenerate"] = f"yes: {why}; LID is undefined, and recall on this set measures ties, not an index"
+    elif d["hardness_undefined"]:
+        out["hardness_undefined"] = (f"{d['hardness_undefined']} of {d['hardness_sample']} sampled {points} "
+                                     "(a vector at distance 0 or tied neighbours), left out of the medians")
+    for ref in REFERENCES:
+        out[f"vs {ref.name}"] = f"LID {ref.lid:.4g}, relative contrast {ref.relative_contrast:.4g}: {ref.source}"
+    return out
