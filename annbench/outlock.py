@@ -53,15 +53,27 @@ def holder_line(scenario: str) -> str:
 
 
 def read_holder(out_dir: Path) -> str:
-    """The holder's line as the lock file has it, or a placeholder when it cannot be read."""
-    path = lock_path(out_dir)
+    """The holder's line as the lock file has it ("" when there is none)."""
+    try:
+        return lock_path(out_dir).read_text(encoding="utf-8").strip()
+    except OSError:
+        return ""
+
+
+def _try_lock(fd: int, out_dir: Path) -> str | None:
+    """Take the lock without waiting: None when taken, else the holder's line.
+
+    An empty line means the holder has just taken the lock and not written its line yet, or is just
+    releasing it (it empties the line first): look again, briefly, so that the line names someone and a
+    lock being released is taken rather than reported busy."""
     for _ in range(_READ_TRIES):
         try:
-            line = path.read_text(encoding="utf-8").strip()
-        except OSError:
-            line = ""
-        if line:
-            return line
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return None
+        except BlockingIOError:
+            line = read_holder(out_dir)
+            if line:
+                return line
         time.sleep(0.025)
     return "a process that has not written its name yet"
 
@@ -94,13 +106,14 @@ def hold(out_dir: Path, scenario: str, *, wait: bool = False,
                 _held[key] = (me, _held[key][1] - 1)
         return
 
-    # O_CREAT without O_TRUNC: the holder's line must not be wiped by a process that does not get the lock
+    # O_CREAT without O_TRUNC: the holder's line must not be wiped by a process that does not get the lock.
+    # O_CLOEXEC: a run's process (exec'd) never shares the lock. A child forked without exec would share it
+    # and keep it held after this process dies; a sweep starts its runs with exec, and its Dask cluster (if
+    # any) before it takes the lock.
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = read_holder(out_dir)
+        holder = _try_lock(fd, out_dir)
+        if holder is not None:
             if not wait:
                 raise FolderBusy(f"results folder {out_dir} is in use by another sweep ({holder}); wait for it, "
                                  "or pass --wait-for-lock to start when it ends, or use another --out") from None

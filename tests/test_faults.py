@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from annbench import harness, outlock, results, tempdirs
+from annbench import executors, harness, outlock, results, tempdirs
 from annbench.adapters import register
 from annbench.scenarios import load_scenario
 from tests.conftest import REPO
@@ -141,22 +141,29 @@ with outlock.hold(Path(sys.argv[1]), "held"):
 """
 
 
-def test_a_killed_sweep_leaves_no_stale_lock(tmp_path: Path) -> None:
-    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+def test_a_killed_sweep_leaves_no_stale_lock(tmp_path: Path, scenario_file) -> None:
+    prep = harness.prepare(load_scenario(scenario_file([{"name": "exact", "family": "test-exact"}])),
+                           tmp_path / "cache")
+    out = tmp_path / "res"
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(out)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         with pytest.raises(outlock.FolderBusy, match=f"pid {holder.pid} on .* since .* scenario held"):
-            with outlock.hold(tmp_path, "mine"):
+            with outlock.hold(out, "mine"):
                 pass
+        # a library caller of run_sweep is stopped the same way, before any run
+        with pytest.raises(outlock.FolderBusy, match=f"pid {holder.pid} on "):
+            harness.run_sweep(prep, out, executor=executors.LocalExecutor())
+        assert not (out / "small").exists()
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
-    with outlock.hold(tmp_path, "mine"):  # at once: the kernel released the dead process's flock
-        assert f"pid {os.getpid()} on " in outlock.lock_path(tmp_path).read_text()
-        with outlock.hold(tmp_path, "mine"):  # the same thread again (the CLI, then run_sweep): a re-entry
+    with outlock.hold(out, "mine"):  # at once: the kernel released the dead process's flock
+        assert f"pid {os.getpid()} on " in outlock.lock_path(out).read_text()
+        with outlock.hold(out, "mine"):  # the same thread again (the CLI, then run_sweep): a re-entry
             pass
-        assert outlock.lock_path(tmp_path).read_text()  # still held, still named after the inner block
-    assert outlock.lock_path(tmp_path).read_text() == ""
+        assert outlock.lock_path(out).read_text()  # still held, still named after the inner block
+    assert outlock.lock_path(out).read_text() == ""
 
 
 # --- 2. a full disk while preparing ----------------------------------------------------------------------
@@ -261,6 +268,20 @@ def test_the_next_run_removes_a_dead_materialisations_folder_and_keeps_a_live_on
     assert live.is_dir() and (live / tempdirs.OWNER).is_file()
     (made,) = [p for p in data.iterdir() if p != live]
     assert (made / "done").is_file() and not (made / tempdirs.OWNER).exists()
+
+
+def test_a_materialisation_finished_meanwhile_by_another_sweep_is_kept(tmp_path: Path, scenario_file) -> None:
+    """Two sweeps sharing a cache (--cache) may materialise the same data at once: the second to finish keeps
+    the first's folder, which the first's runs may be reading, and drops its own."""
+    sc = load_scenario(scenario_file([{"name": "exact", "family": "test-exact"}]))
+    ds = harness.open_scenario_dataset(sc)
+    data_dir = tmp_path / "data" / "ds"
+    data_dir.mkdir(parents=True)
+    (data_dir / "done").write_text("ok\n")
+    (data_dir / "theirs").touch()
+    harness._materialise(ds, harness.resolve_metric(sc, ds), data_dir)
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["ds"]
+    assert sorted(p.name for p in data_dir.iterdir()) == ["done", "theirs"]
 
 
 # --- 4. a finished run's result when the results folder cannot take it ------------------------------------------
