@@ -519,3 +519,115 @@ def test_a_run_into_a_pipe_writes_no_carriage_returns(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "\r" not in proc.stdout + proc.stderr
     assert "✓ faiss-flat [native]" in proc.stdout and "annbench: done in" in proc.stdout  # the summary lines stay
+
+
+# --- issue 16: sizes, queries and datasets ---------------------------------------------------------------
+# Unbounded sizes are refused before anything is expanded or allocated, and every message stays one short
+# line whatever the user wrote; a vectors-only file without queries names the two ways to give them
+# (run --queries FILE, run --holdout-queries N); a degenerate set is said, not printed as -inf.
+import re  # noqa: E402  (this block's own imports, kept with it)
+
+from annbench.datasets import Holdout, open_dataset  # noqa: E402
+
+
+def _alias_bomb(depth: int) -> str:
+    """A scenario whose `build` is ten aliases of ten aliases … `depth` deep: 10^(depth+1) strings expanded."""
+    lines = ["name: bomb", "dataset: {path: emb.npy}", "metric: l2", "a_0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a_{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, depth + 1)]
+    return "\n".join(lines + ["indexes:", "  - family: faiss-flat", f"    build: *a{depth}", ""])
+
+
+_HUNDRED = list(range(1, 101))
+NO_QUERIES = {"emb.queries.npy": None}
+SIZE_CASES = [
+    # (id, setup, every text the line must hold, seconds it may take at most)
+    ("alias-bomb", yaml_text(_alias_bomb(8)), ["expands to more than 1,000,000 nodes"], 20),
+    ("alias-below-the-limit-echoed-short", yaml_text(_alias_bomb(4)),
+     ["indexes[0].build must be a mapping or a list of mappings"], 20),
+    ("long-unknown-key", yaml_text(yaml.safe_dump({**SCENARIO, "k" * 100_000: 1})), ["is not a known key"], 20),
+    ("grid-of-10^8", run(indexes=[{"family": "faiss-ivf", "build": {"nlist": 4},
+                                   "search": {"nprobe": _HUNDRED, "a": _HUNDRED, "b": _HUNDRED, "c": _HUNDRED}}]),
+     ["indexes[0].search expands to 100,000,000 combinations", "at most 10,000"], 20),
+    ("build-grid-over-the-cap", run(indexes=[{"family": "faiss-ivf", "build": {"nlist": _HUNDRED,
+                                                                               "metric_type": _HUNDRED * 2}}]),
+     ["indexes[0].build expands to 20,000 combinations"], 20),
+    ("generate-n-1e11", cli("datasets", "generate", "catalog", "--n", "100000000000", "--out", "c.npz"),
+     ["n=100,000,000,000", "needs", "available"], 20),
+    ("generate-zero-queries", cli("datasets", "generate", "catalog", "--n", "1000", "--queries", "0", "--out",
+                                  "c.npz"), ["'n_queries' is 0; must be ≥ 1"], 20),
+    ("npy-without-queries", run(data=NO_QUERIES), ["has no queries", "--queries FILE", "--holdout-queries N"], 20),
+    ("holdout-larger-than-base", run("--holdout-queries", "300", data=NO_QUERIES),
+     ["holds 300 vectors", "hold out at most 299"], 30),
+    ("queries-option-wrong-dim", run("--queries", "q7.npy", data={**NO_QUERIES, "q7.npy": QUERIES[:, :7]}),
+     ["queries have 7 dims"], 30),
+    ("queries-and-holdout-both", run("--queries", "q.npy", "--holdout-queries", "5", data={"q.npy": QUERIES}),
+     ["--queries FILE or --holdout-queries N, not both"], 20),
+    ("queries-option-with-the-catalog", run("--queries", "q.npy", dataset={"name": "catalog"},
+                                            data={"q.npy": QUERIES}), ["--queries needs a dataset file"], 20),
+    ("holdout-key-and-queries-key", run(dataset={"path": "emb.npy", "queries": "emb.queries.npy",
+                                                 "holdout_queries": 5}), ["dataset.holdout_queries and"], 20),
+]
+
+
+@pytest.mark.parametrize("setup, expected, seconds", [pytest.param(s, e, t, id=i) for i, s, e, t in SIZE_CASES])
+def test_sizes_and_queries_are_one_short_line_exit_2(tmp_path: Path, setup: Setup, expected: list[str],
+                                                     seconds: float) -> None:
+    args = setup(tmp_path)
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "annbench.cli", *args], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    took = time.perf_counter() - t0
+    lines = proc.stderr.strip().splitlines()
+    print(f"\n{'|'.join(a[:40] for a in args)} → {proc.stderr.strip()[:700]} ({took:.1f} s)")
+    assert "Traceback" not in proc.stderr + proc.stdout and "MemoryError" not in proc.stderr, proc.stderr[:2000]
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[:2000])
+    assert len(lines) == 1 and lines[0].startswith("annbench: error: "), proc.stderr[:2000]
+    assert len(lines[0]) <= 600, f"a {len(lines[0])}-character line"
+    for text in expected:
+        assert text in lines[0], lines[0]
+    assert took < seconds, f"took {took:.1f} s"
+    assert not list(tmp_path.rglob("*.json")) and not (tmp_path / "c.npz").exists()
+
+
+def _run_ok(tmp: Path, args: list[str]) -> None:
+    proc = subprocess.run([sys.executable, "-m", "annbench.cli", *args], cwd=tmp, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert len(list((tmp / "out" / "bad").glob("*.json"))) == 1, "no result written"
+
+
+def test_a_npy_without_queries_runs_with_the_queries_option(tmp_path: Path) -> None:
+    args = run("--queries", "uploads.npy", data={**NO_QUERIES, "uploads.npy": QUERIES})(tmp_path)
+    _run_ok(tmp_path, args)
+    (data,) = (tmp_path / "out" / ".cache" / "data").iterdir()
+    assert np.load(data / "queries.npy").shape == QUERIES.shape
+
+
+def test_held_out_queries_leave_the_base(tmp_path: Path) -> None:
+    args = run("--holdout-queries", "30", data=NO_QUERIES)(tmp_path)
+    _run_ok(tmp_path, args)
+    (data,) = (tmp_path / "out" / ".cache" / "data").iterdir()
+    base, queries, ids = np.load(data / "base.npy"), np.load(data / "queries.npy"), np.load(data / "ids.npy")
+    assert base.shape == (270, 8) and queries.shape == (30, 8)
+    # every held-out row is a row of the file, and none of them is left in the base (recall would be trivially 1)
+    rows = [int(np.nonzero((BASE == q).all(axis=1))[0][0]) for q in queries]
+    assert not (base[:, None, :] == queries[None, :, :]).all(axis=2).any()
+    assert sorted(set(rows) | set(ids.tolist())) == list(range(300)) and not set(rows) & set(ids.tolist())
+    # the same split from Python, and from the scenario key
+    ds = open_dataset(tmp_path / "emb.npy", queries=Holdout(30))
+    assert np.array_equal(ds.queries, queries) and np.array_equal(ds.ids, ids)
+    (tmp_path / "key").mkdir()
+    args = run(data=NO_QUERIES, dataset={"path": "emb.npy", "holdout_queries": 30})(tmp_path / "key")
+    _run_ok(tmp_path / "key", args)
+
+
+def test_datasets_info_says_a_degenerate_set_in_one_line(tmp_path: Path) -> None:
+    np.save(tmp_path / "same.npy", np.tile(_rng.standard_normal((1, 8)).astype(np.float32), (300, 1)))
+    proc = subprocess.run([sys.executable, "-m", "annbench.cli", "datasets", "info", "same.npy"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    print(proc.stdout)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr  # no numpy warning either
+    said = [line for line in proc.stdout.splitlines() if "degenerate" in line]
+    assert len(said) == 1 and "distance 0" in said[0], proc.stdout
+    assert not re.search(r"-?inf\b|\bnan\b", proc.stdout), proc.stdout
+    assert re.search(r"^\s+lid: undefined$", proc.stdout, re.M), proc.stdout
