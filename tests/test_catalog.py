@@ -3,6 +3,8 @@ hnswlib and faiss) and of annbench.hardness (LID and relative contrast on data o
 
 from __future__ import annotations
 
+import warnings
+
 import faiss
 import hnswlib
 import numpy as np
@@ -10,6 +12,7 @@ import pytest
 
 from annbench import catalog, hardness
 from annbench.adapters.base import Metric
+from annbench.dataset import Dataset
 from annbench.datasets import open_dataset
 from annbench.errors import ConfigError
 
@@ -157,3 +160,65 @@ def test_describe_catalog() -> None:
     assert info["memory_bytes"] == 4 * 128 * (5000 + 300)
     assert info["base_labels"] and info["query_labels"] and info["ids"]
     assert 5 < info["lid"] < 60 and info["relative_contrast"] > 1
+
+
+# -- issue 16: no empty query set, memory before generating, degenerate sets, reference figures ---------------
+def test_a_catalog_without_queries_is_refused() -> None:
+    with pytest.raises(ConfigError, match="'n_queries' is 0; must be ≥ 1"):
+        catalog.generate(n=100, n_queries=0)
+    with pytest.raises(ConfigError, match="'n_queries' is 0"):
+        open_dataset("catalog", n=100, n_queries=0)
+
+
+def test_generate_checks_memory_before_allocating(monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[int] = []
+
+    def shortfall(need: int) -> str:
+        asked.append(need)
+        return "needs a lot of memory, but this machine has little available"
+
+    monkeypatch.setattr(catalog, "memory_shortfall", shortfall)
+    monkeypatch.setattr(np.random, "default_rng", None)  # nothing may be drawn before the check
+    with pytest.raises(ConfigError, match=r"catalog: generating n=100,000,000,000 × dim=128 \(float32 vectors of "
+                                          r"46.6 TiB\) needs a lot"):
+        catalog.generate(n=10**11)
+    assert asked == [catalog.memory_needed(10**11, 128, 1000)] and asked[0] > 4 * 128 * 10**11
+
+
+def test_identical_vectors_are_degenerate_not_minus_infinity() -> None:
+    rng = np.random.default_rng(5)
+    for dim, scale in ((8, 1.0), (128, 3.7), (8, 0.1)):  # rounding made some of these -inf, others nan
+        same = np.tile((rng.standard_normal((1, dim)) * scale).astype(np.float32), (400, 1))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # numpy's all-NaN warning was a second line on stderr
+            info = hardness.describe(Dataset("same", same))
+        assert info["lid"] is None and info["relative_contrast"] is None, (dim, scale, info)
+        assert info["hardness_undefined"] == info["hardness_at_zero"] == 400
+        shown = hardness.info(Dataset("same", same))
+        assert shown["lid"] == "undefined" and shown["degenerate"].startswith("yes: 400 of the 400 sampled")
+        assert not {"-inf", "inf", "nan"} & {str(v) for v in shown.values()}
+    # equidistant neighbours (all k distances tie) have no LID either: NaN, never -inf
+    assert np.isnan(hardness._lid_from(np.ones((3, 20), np.float32))).all()
+
+
+def test_a_few_duplicates_are_left_out_and_counted() -> None:
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((2000, 16)).astype(np.float32)
+    x[1000:1100] = x[:100]  # 100 exact copies
+    info = hardness.describe(Dataset("dups", x), sample=2000)
+    assert info["lid"] is not None and 0 < info["hardness_at_zero"] <= 200
+    assert "left out of the medians" in hardness.info(Dataset("dups", x), sample=2000)["hardness_undefined"]
+
+
+def test_info_puts_the_reference_figures_beside_with_their_source() -> None:
+    shown = hardness.info(catalog.generate(n=2000, n_queries=100), sample=100)
+    assert shown["vs catalog"].startswith("LID 18.24, relative contrast 3.592: annbench's built-in catalog")
+    assert shown["vs MNIST test"].startswith("LID 13.5, relative contrast 2.1: MNIST's 10,000 test images")
+    assert "degenerate" not in shown
+
+
+def test_the_catalog_reference_is_what_datasets_info_measures() -> None:
+    # REFERENCES quotes `annbench datasets info catalog`; a generator or estimator change must update it
+    ref = next(r for r in hardness.REFERENCES if r.name == "catalog")
+    info = hardness.describe(catalog.generate())
+    assert (info["lid"], info["relative_contrast"]) == (ref.lid, ref.relative_contrast)

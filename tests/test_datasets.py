@@ -13,7 +13,7 @@ import pytest
 
 from annbench import datasets
 from annbench.adapters.base import Metric
-from annbench.datasets import Dataset, open_dataset, save_dataset, validate_dataset
+from annbench.datasets import Dataset, Holdout, open_dataset, save_dataset, validate_dataset
 from annbench.errors import ConfigError, DataError
 
 RNG = np.random.default_rng(7)
@@ -357,3 +357,59 @@ def test_a_pass_over_a_memory_mapped_file_does_not_keep_it_in_rss(tmp_path: Path
     del out
     assert np.array_equal(np.load(tmp_path / "y.npy"), src)
     drop_pages(src[:10])  # not memory-mapped: nothing to do
+
+
+# -- issue 16: queries held out of the base, whether a file has queries, memory before converting ------------
+def test_holdout_moves_random_rows_out_of_the_base(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((1000, 6)).astype(np.float32)
+    np.save(tmp_path / "emb.npy", x)
+    np.save(tmp_path / "emb.queries.npy", x[:5])  # a companion the held-out queries replace
+    np.save(tmp_path / "emb.labels.npy", np.arange(1000) // 4)
+    ds = open_dataset(tmp_path / "emb.npy", queries=Holdout(50))
+    assert (ds.n, ds.nq) == (950, 50)
+    picked = np.setdiff1d(np.arange(1000), ds.ids)
+    assert len(picked) == 50 and np.array_equal(ds.queries, x[picked])  # the rows the base lost …
+    assert np.array_equal(ds.base, x[ds.ids])                           # … and the base keeps its ids
+    assert np.array_equal(ds.query_labels, picked // 4) and np.array_equal(ds.base_labels, ds.ids // 4)
+    assert picked.max() - picked.min() > 500  # a random sample of the file, not its last rows
+    again = open_dataset(tmp_path / "emb.npy", queries=Holdout(50))
+    assert again.content_hash() == ds.content_hash()  # fixed seed: the same split every time
+    assert open_dataset(tmp_path / "emb.npy", queries=Holdout(50, seed=1)).content_hash() != ds.content_hash()
+    with pytest.raises(DataError, match="hold out at most 999"):
+        open_dataset(tmp_path / "emb.npy", queries=Holdout(1000))
+    with pytest.raises(ConfigError, match="pass labels=, not query_labels="):
+        open_dataset(tmp_path / "emb.npy", queries=Holdout(5), query_labels=tmp_path / "emb.labels.npy")
+
+
+def test_holdout_replaces_a_containers_queries(tmp_path: Path) -> None:
+    save_dataset(_full_dataset(), tmp_path / "d.npz")
+    ds = open_dataset(tmp_path / "d.npz", queries=Holdout(3))
+    assert ds.nq == 3 and ds.query_sources is None and ds.neighbors is None
+    full = _full_dataset()
+    rows = np.nonzero(~np.isin(full.ids, ds.ids))[0]  # the held-out rows, by their ids
+    assert np.array_equal(ds.queries, full.base[rows]) and np.array_equal(ds.query_labels, full.base_labels[rows])
+
+
+def test_has_queries_is_told_cheaply(tmp_path: Path) -> None:
+    x = np.ones((10, 4), np.float32)
+    np.save(tmp_path / "a.npy", x)
+    assert datasets.has_queries(tmp_path / "a.npy") is False
+    np.save(tmp_path / "a.queries.npy", x)
+    assert datasets.has_queries(tmp_path / "a.npy") is True
+    save_dataset(_full_dataset(), tmp_path / "d.npz")
+    save_dataset(_full_dataset(), tmp_path / "d.h5")
+    assert datasets.has_queries(tmp_path / "d.npz") is True and datasets.has_queries(tmp_path / "d.h5") is True
+    write_annb(tmp_path / "noq.h5", x, None)
+    assert datasets.has_queries(tmp_path / "noq.h5") is False
+    assert datasets.has_queries(tmp_path / "missing.npy") is None
+    write_bin(tmp_path / "t.fbin", x, header=(11, 4))  # truncated: the file's own fault is said first
+    with pytest.raises(DataError, match="but the file has"):
+        datasets.has_queries(tmp_path / "t.fbin")
+
+
+def test_conversion_to_float32_checks_memory_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    np.save(tmp_path / "f64.npy", np.ones((100, 4)))
+    monkeypatch.setattr(datasets, "memory_shortfall", lambda need: f"needs {need} B, has 10 B")
+    with pytest.raises(DataError, match="converting them to float32 needs 1600 B, has 10 B"):
+        open_dataset(tmp_path / "f64.npy")

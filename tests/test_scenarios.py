@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
+from annbench import scenarios
+from annbench.datasets import Holdout
 from annbench.errors import ConfigError
 from annbench.oplog import op_log
 from annbench.scenarios import load_scenario, resolve_scenario_path
+from annbench.yamlfiles import MAX_EXPANDED_NODES, expanded_size, read_yaml
 from tests.conftest import REPO, small_scenario
 
 IVF = [{"family": "faiss-ivf", "build": {"nlist": [8, 16]}, "search": {"nprobe": [1, 2, 4]}}]
@@ -214,3 +218,92 @@ def test_scenario_names_cannot_escape(tmp_path: Path) -> None:
         resolve_scenario_path("nope", REPO / "configs" / "scenarios")
     with pytest.raises(ConfigError, match="--scale must be a positive number"):
         load_scenario(REPO / "configs" / "scenarios" / "ci_smoke.yaml", scale=0)
+
+
+# -- issue 16: sizes and where the queries come from ---------------------------------------------------------
+def _file_scenario(tmp_path: Path, dataset: dict, queries: bool = False) -> Path:
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "emb.npy", rng.standard_normal((200, 8)).astype(np.float32))
+    if queries:
+        np.save(tmp_path / "emb.queries.npy", rng.standard_normal((10, 8)).astype(np.float32))
+    return small_scenario(tmp_path, [{"family": "faiss-flat"}], dataset=dataset, metric="l2",
+                          timeline={"kind": "static"}, queries={})
+
+
+def test_holdout_and_queries_options_reach_the_dataset(tmp_path: Path) -> None:
+    path = _file_scenario(tmp_path, {"path": "emb.npy"})
+    with pytest.raises(ConfigError, match=r"has no queries; .*--queries FILE.*--holdout-queries N"):
+        load_scenario(path)
+    np.save(tmp_path / "q.npy", np.zeros((3, 8), np.float32))
+    by_file = load_scenario(path, queries_path=str(tmp_path / "q.npy"))
+    assert by_file.dataset["queries"] == str(tmp_path / "q.npy") and "holdout_queries" not in by_file.dataset
+    held = load_scenario(path, holdout_queries=20)
+    assert held.dataset["queries"] == Holdout(20) and held.dataset["holdout_queries"] == 20
+    # held-out queries are another workload; a queries file is not (its content is hashed with the dataset)
+    assert held.content_hash() != by_file.content_hash()
+    # the scenario key means the same; the command line wins over it, and --dataset keeps it
+    keyed = load_scenario(_file_scenario(tmp_path, {"path": "emb.npy", "holdout_queries": 20}))
+    assert keyed.dataset["queries"] == Holdout(20)
+    assert "holdout_queries" not in load_scenario(keyed.path, queries_path="q.npy").dataset
+    assert load_scenario(keyed.path, dataset_path=str(tmp_path / "emb.npy")).dataset["queries"] == Holdout(20)
+    with pytest.raises(ConfigError, match="not both"):
+        load_scenario(path, queries_path="q.npy", holdout_queries=3)
+    with pytest.raises(ConfigError, match="--holdout-queries is 0; must be ≥ 1"):
+        load_scenario(path, holdout_queries=0)
+
+
+def test_holdout_with_the_catalog_is_refused(tmp_path: Path) -> None:
+    path = small_scenario(tmp_path, [{"family": "faiss-flat"}],
+                          dataset={"name": "catalog", "params": {"n": 500}, "holdout_queries": 5})
+    with pytest.raises(ConfigError, match="dataset.holdout_queries needs dataset.path"):
+        load_scenario(path)
+    with pytest.raises(ConfigError, match="--holdout-queries needs a dataset file"):
+        load_scenario(small_scenario(tmp_path, [{"family": "faiss-flat"}]), holdout_queries=5)
+
+
+def test_a_scenario_that_does_not_hold_out_keeps_its_hash(tmp_path: Path) -> None:
+    # the new optional keys enter the workload hash only when used (test_check pins ci_smoke's too)
+    path = _file_scenario(tmp_path, {"path": "emb.npy"}, queries=True)
+    sc = load_scenario(path)
+    assert set(sc.dataset) == {"path", "scale"}
+
+
+def test_grids_and_runs_are_capped_before_they_are_expanded(tmp_path: Path) -> None:
+    many = list(range(1, 101))
+    path = small_scenario(tmp_path, [{"family": "faiss-ivf", "search": {"nprobe": many, "x": many, "y": many}}])
+    with pytest.raises(ConfigError, match=r"indexes\[0\]\.search expands to 1,000,000 combinations"):
+        load_scenario(path)
+    # each entry within its cap, together too many runs
+    entries = [{"family": "faiss-ivf", "name": f"ivf{i}", "build": {"nlist": many * 20}} for i in range(6)]
+    with pytest.raises(ConfigError, match="more than 10,000 build configurations"):
+        load_scenario(small_scenario(tmp_path, entries))
+    assert scenarios.MAX_GRID == scenarios.MAX_RUNS == 10_000
+
+
+def test_a_yaml_alias_bomb_is_refused_before_it_is_built(tmp_path: Path) -> None:
+    doc = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    doc += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)]
+    (tmp_path / "bomb.yaml").write_text("\n".join(doc) + "\n")
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError, match="expands to more than 1,000,000 nodes") as e:
+        read_yaml(tmp_path / "bomb.yaml")
+    assert time.perf_counter() - t0 < 2 and len(str(e.value)) < 300
+    # shared nodes are sized once: the count is of the expansion, the cost of the document as written
+    node = yaml.compose("a: &a [1, 2, 3]\nb: [*a, *a]\n")
+    assert expanded_size(node) == 1 + 2 * 1 + 4 + 1 + 2 * 4  # root, 2 keys, a's list, b's list and 2 copies
+    assert MAX_EXPANDED_NODES == 1_000_000
+    # a document below the limit still loads, aliases and all
+    (tmp_path / "ok.yaml").write_text("\n".join(doc[:4]) + "\n")
+    assert len(read_yaml(tmp_path / "ok.yaml")["a3"]) == 10
+
+
+def test_messages_quote_user_values_short(tmp_path: Path) -> None:
+    long = "p" * 5000
+    path = small_scenario(tmp_path, [{"family": "faiss-flat"}], policies=[long])
+    with pytest.raises(ConfigError) as e:
+        load_scenario(path)
+    assert "policies has 'ppp" in str(e.value) and len(str(e.value)) < 400
+    path = small_scenario(tmp_path, [{"family": "faiss-flat", "name": "x" * 3000, "build": {}}])
+    with pytest.raises(ConfigError) as e:
+        load_scenario(path, indexes=["nope"])
+    assert "--indexes: 'nope' is not in" in str(e.value) and len(str(e.value)) < 500
