@@ -190,6 +190,40 @@ def test_a_full_disk_while_materialising_is_one_line_and_exit_3(tmp_path: Path, 
     assert not list(out.glob("small/*"))
 
 
+def _private_tmpfs_works() -> bool:
+    try:
+        return subprocess.run(["unshare", "-rm", "true"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+@pytest.mark.skipif(not _private_tmpfs_works(), reason="needs `unshare -rm` (user and mount namespaces)")
+def test_a_really_full_disk_is_not_a_sigbus(tmp_path: Path) -> None:
+    """The issue's case for real: the cache on a 4 MiB tmpfs (mounted in a private namespace, so nothing of
+    the machine's disks fills) that a 50,000 × 64 catalog (12 MiB) does not fit. It was exit 135 (SIGBUS),
+    nothing printed, a .tmp-* folder left."""
+    scenario = tmp_path / "full.yaml"
+    scenario.write_text(
+        "name: full\n"
+        "dataset: {name: catalog, params: {seed: 3, n: 50000, dim: 64, n_queries: 60}}\n"
+        "metric: cosine\nk: 5\nthreads: 1\ntimeout_s: 60\nqueries: {count: 60, deleted_products: keep}\n"
+        "timeline: {kind: static}\npolicies: [native]\nindexes: [{name: exact, family: faiss-flat}]\n")
+    small = tmp_path / "small"
+    small.mkdir()
+    # inside the namespace: mount, run annbench, then list what is left in the cache (the tmpfs goes with it)
+    script = ('d="$1"; shift; mount -t tmpfs -o size=4m tmpfs "$d" || exit 99; "$@"; rc=$?; '
+              'echo "left: $(ls -A "$d/cache/data")"; exit $rc')
+    proc = subprocess.run(["unshare", "-rm", "sh", "-c", script, "sh", str(small), sys.executable, "-m",
+                           "annbench.cli", "run", "--scenario", str(scenario), "--out", str(small / "res"),
+                           "--cache", str(small / "cache")],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 3, (proc.returncode, proc.stderr)
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("annbench: error:") and "no space left on device" in line.lower(), line
+    assert "needs 13 MiB free" in line, line
+    assert proc.stdout.strip().splitlines()[-1] == "left:", proc.stdout  # no .tmp-* folder, no data folder
+
+
 def test_materialising_reserves_every_file_before_writing_and_maps_nothing(tmp_path: Path, scenario_file,
                                                                             monkeypatch) -> None:
     sc = load_scenario(scenario_file([{"name": "exact", "family": "test-exact"}]))
