@@ -99,7 +99,7 @@ class DaskExecutor:
             if scheduler is None:
                 have = max(os.cpu_count() or 1, cores)  # like the local executor, never refuse a run here
                 # Loopback only, no dashboard: nothing of a benchmark run is reachable from the network.
-                # memory_limit=0: annbench's own --max-memory-gb polices each run's process instead.
+                # memory_limit=0: annbench's own --max-memory-gib polices each run's process instead.
                 with warnings.catch_warnings():  # its health-check HTTP port moves if 8787 is taken: say nothing
                     warnings.filterwarnings("ignore", message="Port .* is already in use")
                     cluster = LocalCluster(n_workers=1, threads_per_worker=have, processes=True, host="127.0.0.1",

@@ -179,7 +179,7 @@ def _supervise(proc: subprocess.Popen, timeout_s: float, max_memory_bytes: int |
             if rss > max_memory_bytes:
                 _kill(proc)
                 return None, "failed", (f"memory limit exceeded: RSS {rss / 2**30:.2f} GiB > "
-                                        f"--max-memory-gb {max_memory_bytes / 2**30:g}; killed")
+                                        f"--max-memory-gib {max_memory_bytes / 2**30:g}; killed")
 
 
 def _prctl() -> Callable[..., int] | None:
