@@ -61,7 +61,7 @@ import numpy as np
 
 from annbench.dataset import Dataset, format_bytes, memory_shortfall
 from annbench.errors import ConfigError
-from annbench.params import Param, is_integer, validate_params
+from annbench.params import Param, is_integer, shown, validate_params
 from annbench.vectors import Metric
 
 KINDS = ("compression", "crop", "scribble")
@@ -119,7 +119,7 @@ def generate(
     except (TypeError, ValueError):
         mix = np.full(1, np.nan)
     if not (mix.shape == (3,) and bool(np.all(mix >= 0)) and mix.sum() > 0):
-        raise ConfigError(f"catalog: parameter 'perturbation_mix' is {perturbation_mix!r}; must be 3 non-negative "
+        raise ConfigError(f"catalog: parameter 'perturbation_mix' is {shown(perturbation_mix)}; must be 3 non-negative "
                           "weights (compression, crop, scribble)")
     n, dim, n_queries = int(n), int(dim), int(n_queries)
     short = memory_shortfall(memory_needed(n, dim, n_queries, max_images))

@@ -63,7 +63,7 @@ from annbench import catalog
 from annbench.atomic import atomic_path
 from annbench.dataset import BLOCK_ROWS, Dataset, data_error, drop_pages, memory_shortfall
 from annbench.errors import AnnbenchError, ConfigError
-from annbench.params import check_value
+from annbench.params import check_value, shown
 from annbench.vectors import Metric
 
 VECTOR_EXTS = (".npy", ".fvecs", ".bvecs", ".fbin", ".u8bin", ".i8bin")
@@ -245,12 +245,12 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
                     raw.seek(info.header_offset)
                     local = raw.read(30)
                     if local[:4] != b"PK\x03\x04":
-                        raise data_error(path, f"member {key!r} has a corrupt zip header")
+                        raise data_error(path, f"member {shown(key)} has a corrupt zip header")
                     name_len, extra_len = struct.unpack("<HH", local[26:30])
                     raw.seek(info.header_offset + 30 + name_len + extra_len)
                     shape, fortran, dtype = _npy_header(raw, path)
                     if dtype.hasobject or dtype.fields is not None:
-                        raise data_error(path, f"member {key!r} holds Python objects or records; not allowed")
+                        raise data_error(path, f"member {shown(key)} holds Python objects or records; not allowed")
                     if dtype.kind == "U" or 0 in shape or not shape:
                         with zf.open(info) as member:
                             out[key] = np.lib.format.read_array(member, allow_pickle=False)
@@ -393,7 +393,8 @@ def _parse_metric(value: Any, path: Path, attr: str) -> Metric | None:
     try:
         return Metric.parse(text)
     except ConfigError:
-        raise data_error(path, f"{attr} {text!r} is not supported; allowed: euclidean/l2, angular/cosine") from None
+        raise data_error(path, f"{attr} {shown(text)} is not supported; "
+                               "allowed: euclidean/l2, angular/cosine") from None
 
 
 # ------------------------------------------------------------------------------------------------
