@@ -44,7 +44,6 @@ from annbench.errors import (
     fault_from,
     is_environment_fault,
     reason,
-    underlying_fault,
     writing,
 )
 from annbench.recommend import constraint_options, memory_option
@@ -208,28 +207,13 @@ def run(scenario_spec: str | None, runbook_path: Path | None, runbook_key: str |
     t0 = time.perf_counter()
     ex = executors.make_executor(executor, scheduler, sc)  # a cluster that cannot be used fails before any work
     try:
-        _ensure_writable(out_dir)
+        results.ensure_writable(out_dir)
         # one sweep at a time per results folder, from before its data are prepared (annbench.outlock)
         with outlock.hold(out_dir, sc.name, wait=wait_for_lock,
                           on_wait=lambda m: click.echo(f"annbench: {m}", err=True)):
             _run_sweep(sc, ex, out_dir, cache, force, retry_failed, max_memory_gib, t0)
     finally:
         ex.close()
-
-
-def _ensure_writable(out_dir: Path) -> None:
-    """results.ensure_writable, with a folder the machine refuses (read-only, no permission, full) as exit 3.
-
-    It says every OSError as a ConfigError (exit 2); a path under a file stays that, a read-only mount
-    or a full disk is the environment's fault (annbench.errors.underlying_fault).
-    """
-    try:
-        results.ensure_writable(out_dir)
-    except AnnbenchError as e:
-        fault = underlying_fault(e, "cannot write results: the folder is not writable", out_dir)
-        if fault is None:
-            raise
-        raise fault from e
 
 
 def _run_sweep(sc: Any, ex: Any, out_dir: Path, cache: Path, force: bool, retry_failed: bool,

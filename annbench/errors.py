@@ -122,17 +122,3 @@ def writing(what: str, path: Path | str | None) -> Iterator[None]:
         if is_environment_fault(e):
             raise fault_from(e, what, path) from e
         raise
-
-
-def underlying_fault(exc: AnnbenchError, what: str, path: Path | str | None) -> EnvironmentFault | None:
-    """The EnvironmentFault under a one-line error that wrapped an environment OSError, else None.
-
-    For checks that turn every OSError into a ConfigError (results.ensure_writable: "results folder X is
-    not writable (Permission denied)"): the errno underneath, not the wrapper's class, decides exit 2 or 3.
-    """
-    if isinstance(exc, EnvironmentFault):
-        return exc
-    cause = exc.__cause__ or exc.__context__  # `raise ... from None` hides the cause but keeps the context
-    if isinstance(cause, OSError) and cause.errno in ENVIRONMENT_ERRNOS:
-        return EnvironmentFault(f"{what} ({path}): {reason(cause)}")
-    return None

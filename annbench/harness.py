@@ -101,7 +101,8 @@ def prepare(sc: Scenario, cache_dir: Path, progress: Callable[[str], None] = lam
     ds = open_scenario_dataset(sc)
     check_dataset_dim(sc, ds.dim, ds.source)
     if ds.queries is None or len(ds.queries) == 0:
-        raise ConfigError(f"dataset {ds.source} has no queries; pass queries with the dataset")
+        raise ConfigError(f"dataset {ds.source} has no queries: give a queries file with --queries PATH, or hold "
+                          "out N base vectors as queries with --holdout-queries N (dataset.holdout_queries)")
     metric = resolve_metric(sc, ds)
     datasets.validate_dataset(ds, metric)  # e.g. zero rows, which have no cosine
     ids = ds.base_ids()

@@ -41,7 +41,7 @@ from typing import Any, TypeVar, Union
 import numpy as np
 
 from annbench.atomic import atomic_path
-from annbench.errors import AnnbenchError, ConfigError
+from annbench.errors import AnnbenchError, ConfigError, fault_from, is_environment_fault
 
 SCHEMA = 1
 STATUSES = ("ok", "failed", "timeout")
@@ -596,12 +596,16 @@ def result_path(out_dir: Path, scenario: str, run_id: str) -> Path:
 
 
 def ensure_writable(out_dir: Path) -> None:
-    """Fail early, before any run, when the results folder cannot be created or written."""
+    """Fail early, before any run, when the results folder cannot be created or written: the machine's
+    refusal (read-only, no permission, full) is an EnvironmentFault (exit 3), a path that cannot be a
+    folder (under a file) a ConfigError (exit 2)."""
     try:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".probe-", delete=True):
             pass
     except OSError as e:
+        if is_environment_fault(e):
+            raise fault_from(e, "cannot write results: the folder is not writable", out_dir) from None
         raise ConfigError(f"results folder {out_dir} is not writable ({e.strerror or e})") from None
 
 
