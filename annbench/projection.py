@@ -19,8 +19,10 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from annbench.forecast import Forecast, forecast
-from annbench.recommend import Config, StepFigures
+from annbench.errors import ConfigError
+from annbench.forecast import FAR, Forecast, forecast
+from annbench.recommend import Config, Constraints, StepFigures, configurations, format_text, verdict
+from annbench.results import RunRecord
 
 FIGURES: dict[str, str] = {  # figure → how it is shown
     "index_bytes": "index memory",
@@ -185,3 +187,47 @@ def render_text(projections: list[Projection], notes: list[str]) -> str:
         lines.append("")
     lines += notes
     return "\n".join(lines).rstrip() + "\n"
+
+
+def recommend_at(runs: list[RunRecord], cons: Constraints, n: int, target_qps: float | None = None,
+                 scenario: str | None = None) -> tuple[str, int]:
+    """What `annbench recommend --at-n N` prints and its exit status: the configurations measured at three or
+    more sizes, ranked on their figures forecast at n under the same constraints (0: a winner, 1: none)."""
+    cons.validate()
+    if cons.min_qps is not None:
+        raise ConfigError("--min-qps needs measured concurrency levels; with --at-n give --target-qps Q instead, "
+                          "and the verdict says how many cores each configuration needs for Q at that size")
+    if scenario is not None:
+        runs = [r for r in runs if r.scenario.name == scenario]
+    configs, _failures = configurations(runs)
+    projections, notes = project(configs, n)
+    if not projections:
+        raise ConfigError(f"no configuration measured at 3 or more catalog sizes ({len(notes)} with fewer); run a "
+                          "size sweep (timeline.kind: static with sizes, e.g. --scenario catalog_size_1m) first")
+    by_scenario: dict[str, list[Projection]] = {}
+    for p in projections:
+        by_scenario.setdefault(p.largest.workload.scenario_hash, []).append(p)
+    lines = [f"Figures at n = {n:,} are FORECASTS (annbench forecast: each figure's growth law chosen by "
+             "leave-one-out error), shown with 95 % prediction intervals; ranked under the same constraints.", ""]
+    code = 1
+    for group in by_scenario.values():
+        projected = [p.as_config() for p in group]
+        wl = projected[0].workload
+        far = n / max(group[0].sizes)
+        context = (f"forecast from sizes {', '.join(f'{s:,}' for s in group[0].sizes)}"
+                   + (f" — n is {far:.0f}× the largest measured: far beyond it, intervals wide" if far > FAR else ""))
+        rec = verdict(wl, projected, cons, [], context)
+        lines += format_text([rec], [], cons).rstrip("\n").splitlines()
+        if rec.winner is not None:
+            code = 0
+            if target_qps is not None:
+                for c in rec.ties or rec.ranked[:1]:
+                    p = next(q for q in group if q.largest.label == c.label and q.largest.policy == c.policy
+                             and q.largest.search_params == c.search_params
+                             and q.largest.build_params == c.build_params)
+                    need, how = p.cores_for(target_qps)
+                    lines.append(f"  {c.short()}: {target_qps:,.0f} QPS at n = {n:,} needs "
+                                 + (f"{need} cores ({how})" if need is not None else f"— cannot say ({how})"))
+        lines.append("")
+    lines += notes
+    return "\n".join(lines).rstrip() + "\n", code

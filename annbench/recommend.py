@@ -627,18 +627,23 @@ def recommend(runs: Sequence[RunRecord], cons: Constraints, scenario: str | None
                          f"measured under daily updates")
             continue
         mine = [c for c in configs if c.workload == wl]
-        feasible, rejected = [], []
-        for c in mine:
-            why = first_failure(c, cons)
-            if why is None:
-                feasible.append(c)
-            else:
-                rejected.append((c, why))
-        ranked, ties = rank(feasible, cons.minimise)
-        rejected.sort(key=lambda cr: (-cr[0].worst_recall, cr[0].label, cr[0].policy))
-        recs.append(Recommendation(wl, cons, ranked, rejected, [f for f in failures if f.workload == wl],
-                                   context_line(by_wl[wl]), ties=ties))
+        recs.append(verdict(wl, mine, cons, [f for f in failures if f.workload == wl], context_line(by_wl[wl])))
     return recs, notes
+
+
+def verdict(wl: Workload, configs: list[Config], cons: Constraints, failures: list[Failure],
+            context: str) -> Recommendation:
+    """The Recommendation for one workload's configurations: the feasible ranked, the others with why."""
+    feasible, rejected = [], []
+    for c in configs:
+        why = first_failure(c, cons)
+        if why is None:
+            feasible.append(c)
+        else:
+            rejected.append((c, why))
+    ranked, ties = rank(feasible, cons.minimise)
+    rejected.sort(key=lambda cr: (-cr[0].worst_recall, cr[0].label, cr[0].policy))
+    return Recommendation(wl, cons, ranked, rejected, failures, context, ties=ties)
 
 
 # --- text output -------------------------------------------------------------------------------------
