@@ -34,6 +34,7 @@ FIGURES: dict[str, str] = {  # figure → how it is shown
     "recall": "worst recall@k",
 }
 
+P50 = "p50_ms"  # the figure a single client's rate follows (1000 / p50 ≈ 1000 / mean)
 SeriesKey = tuple[str, str, str, str, str, str]  # scenario hash, label, family, build, policy, search
 
 
@@ -107,9 +108,10 @@ class Projection:
         that size measured no concurrency, or when the measured levels do not reach the target."""
         levels = [lv for s in self.largest.steps for lv in s.concurrency]
         one = [lv.qps for lv in levels if lv.threads == 1]
-        if not levels or not one or "p50_ms" not in self.forecasts:
+        p50 = self.forecasts.get(P50)
+        if not levels or not one or p50 is None:
             return None, "no concurrency levels measured at the largest size"
-        single = 1000.0 / self.forecasts["p50_ms"].value
+        single = 1000.0 / p50.value
         best_t = max(lv.threads for lv in levels)
         eff = _median([lv.qps for lv in levels if lv.threads == best_t]) / (best_t * _median(one))
         need = math.ceil(target_qps / (single * eff)) if single * eff > 0 else None

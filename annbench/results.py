@@ -41,7 +41,7 @@ from typing import Any, TypeVar, Union
 import numpy as np
 
 from annbench.atomic import atomic_path
-from annbench.errors import AnnbenchError, ConfigError, fault_from, is_environment_fault
+from annbench.errors import AnnbenchError, ConfigError, EnvironmentFault, is_environment_fault, reason
 
 SCHEMA = 1
 STATUSES = ("ok", "failed", "timeout")
@@ -604,8 +604,9 @@ def ensure_writable(out_dir: Path) -> None:
         with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".probe-", delete=True):
             pass
     except OSError as e:
-        if is_environment_fault(e):
-            raise fault_from(e, "cannot write results: the folder is not writable", out_dir) from None
+        if is_environment_fault(e):  # the folder is named, not the probe file the machine refused
+            raise EnvironmentFault(f"cannot write results: the folder is not writable ({out_dir}): {reason(e)}") \
+                from None
         raise ConfigError(f"results folder {out_dir} is not writable ({e.strerror or e})") from None
 
 
