@@ -31,6 +31,7 @@ from annbench import (
     hardness,
     harness,
     outlock,
+    projection,
     recommend,
     report,
     results,
@@ -472,12 +473,50 @@ def concurrency_cmd(n: int, seconds: float, families: str | None) -> None:
 @main.command("recommend", short_help="The configuration meeting every constraint.")
 @click.argument("results_dir", type=click.Path(path_type=Path))
 @click.option("--scenario", default=None, help="Only this scenario's results [default: every scenario].")
+@click.option("--at-n", "at_n", type=click.IntRange(min=1), default=None,
+              help="Rank on figures FORECAST at this catalog size, from configurations measured at 3 or more sizes "
+                   "(see annbench forecast).")
+@click.option("--target-qps", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="With --at-n: the cores the winner needs for this many single queries a second at that size, "
+                   "from its measured scaling across client threads.")
 @constraint_options
-def recommend_cmd(results_dir: Path, scenario: str | None, **constraints: Any) -> None:
+def recommend_cmd(results_dir: Path, scenario: str | None, at_n: int | None, target_qps: float | None,
+                  **constraints: Any) -> None:
     """Rank the configurations meeting every constraint at every step; exit 1 when none does."""
-    text, code = recommend.run_command(results_dir, recommend.constraints_from_options(**constraints), scenario)
+    cons = recommend.constraints_from_options(**constraints)
+    if at_n is None:
+        if target_qps is not None:
+            raise ConfigError("--target-qps goes with --at-n N (the catalog size it is asked at)")
+        text, code = recommend.run_command(results_dir, cons, scenario)
+    else:
+        report = recommend.load_runs(results_dir)
+        for why in report.bad_lines:
+            click.echo(f"annbench: skipped {why}", err=True)
+        text, code = projection.recommend_at(report.runs, cons, at_n, target_qps, scenario)
     click.echo(text, nl=False)
     sys.exit(code)
+
+
+@main.command("forecast", short_help="Each figure forecast at a catalog size not measured.")
+@click.argument("results_dir", type=click.Path(path_type=Path))
+@click.option("--n", "sizes", type=click.IntRange(min=1), multiple=True, required=True,
+              help="The catalog size to forecast at; repeat for several (--n 3000000 --n 10000000).")
+@click.option("--scenario", default=None, help="Only this scenario's results [default: every scenario].")
+def forecast_cmd(results_dir: Path, sizes: tuple[int, ...], scenario: str | None) -> None:
+    """For each configuration measured at 3 or more catalog sizes: index memory, saved bytes, build time,
+    p50, p99, QPS and recall forecast at each --n, with a 95 % prediction interval, the growth law chosen
+    (by leave-one-out error) and a self-check (the largest size predicted from the others)."""
+    report = recommend.load_runs(results_dir)
+    for why in report.bad_lines:
+        click.echo(f"annbench: skipped {why}", err=True)
+    runs = [r for r in report.runs if scenario is None or r.scenario.name == scenario]
+    configs, _failures = recommend.configurations(runs)
+    for n in sizes:
+        projections, notes = projection.project(configs, n)
+        if not projections:
+            raise ConfigError(f"nothing to forecast in {results_dir}: no configuration measured at 3 or more catalog "
+                              "sizes (run a size sweep: timeline.kind static with sizes, e.g. catalog_size_1m)")
+        click.echo(projection.render_text(projections, notes))
 
 
 if __name__ == "__main__":
