@@ -184,3 +184,17 @@ def test_a_copy_of_a_result_is_read_once(tmp_path: Path) -> None:
     res = _run("results", "export", str(root), "--csv", str(csv_path))
     assert "zz-copy.json: a copy of run annoy-c8f7ba9b-rebuild" in res.output, res.output
     assert len(csv_path.read_text().splitlines()) - 1 == _rows_of(GOLDEN)
+
+
+def test_a_nan_in_the_baseline_is_an_error_not_a_pass(tmp_path: Path) -> None:
+    root = _golden_copy(tmp_path)
+    baseline = tmp_path / "baseline.json"
+    assert _run("baseline", "save", str(root), "--out", str(baseline)).exit_code == 0
+    text = baseline.read_text()
+    doc = json.loads(text)
+    doc["entries"][0]["recall"] = float("nan")
+    baseline.write_text(json.dumps(doc))
+    res = _run("check", str(root), "--baseline", str(baseline))
+    _no_crash(res)
+    assert res.exit_code == 2 and "PASS" not in res.output, res.output
+    assert "entries[0].recall: expected a finite number, got NaN" in res.output
