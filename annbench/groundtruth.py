@@ -38,6 +38,7 @@ import numpy as np
 
 from annbench.atomic import atomic_path
 from annbench.dataset import drop_pages
+from annbench.jsoncodec import json_default
 from annbench.vectors import Metric
 
 GT_SCHEMA = 1
@@ -752,20 +753,10 @@ def hash_array(a: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"cache key value of type {type(o).__name__} is not JSON")
-
-
 def cache_key(key: dict[str, Any]) -> str:
     """Canonical JSON of a cache key (sorted keys, no spaces), including the ground-truth schema."""
     return json.dumps({"gt_schema": GT_SCHEMA, **key}, sort_keys=True, separators=(",", ":"),
-                      default=_json_default)
+                      default=json_default)
 
 
 def cached(cache_dir: Path, key: dict[str, Any], compute: Callable[[], tuple[np.ndarray, np.ndarray]]

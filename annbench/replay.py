@@ -28,10 +28,11 @@ import threadpoolctl
 
 from annbench import adapters, concurrency, memory, metrics, timing
 from annbench.adapters.base import folder_bytes
+from annbench.atomic import atomic_path
 from annbench.groundtruth import true_distances
+from annbench.jsoncodec import json_default
 from annbench.oplog import Op, load_ops
 from annbench.policies import Policy, make_policy
-from annbench.results import json_default
 from annbench.workload import Workload
 
 FRESHNESS_SAMPLE = 200  # items searched by their own vector per step to measure freshness
@@ -289,9 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m annbench.replay WORKLOAD.json OUT.json`: replay the run, write its measurements to OUT.json."""
     workload_path, out_path = sys.argv[1:] if argv is None else argv
     out = run(Workload.load(Path(workload_path)))
-    tmp = Path(out_path + ".tmp")
-    tmp.write_text(json.dumps(out, default=json_default))
-    tmp.replace(out_path)
+    with atomic_path(out_path) as tmp:  # the supervisor reads it whole or not at all
+        tmp.write_text(json.dumps(out, default=json_default))
     return 0
 
 

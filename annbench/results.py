@@ -38,10 +38,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, TypeVar, Union
 
-import numpy as np
-
 from annbench.atomic import atomic_path
 from annbench.errors import AnnbenchError, ConfigError, EnvironmentFault, is_environment_fault, reason
+from annbench.jsoncodec import json_default
 
 SCHEMA = 1
 STATUSES = ("ok", "failed", "timeout")
@@ -575,19 +574,6 @@ def format_params(params: dict[str, Any], empty: str = "—") -> str:
 def to_json(doc: Any) -> str:
     """The one JSON encoding of annbench's files: numpy scalars and arrays and paths as plain JSON, no NaN."""
     return json.dumps(doc, indent=1, allow_nan=False, default=json_default)
-
-
-def json_default(obj: Any) -> Any:
-    """`json.dumps(default=...)` for numpy scalars and arrays and paths; anything else is a TypeError."""
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.floating):
-        return float(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 # -- files -----------------------------------------------------------------------------------------------
