@@ -21,7 +21,15 @@ from typing import Any
 
 from annbench.errors import ConfigError
 from annbench.forecast import FAR, Forecast, forecast
-from annbench.recommend import Config, Constraints, StepFigures, configurations, format_text, verdict
+from annbench.recommend import (
+    Config,
+    Constraints,
+    StepFigures,
+    configurations,
+    finite_median,
+    format_text,
+    verdict,
+)
 from annbench.results import RunRecord
 
 FIGURES: dict[str, str] = {  # figure → how it is shown
@@ -40,16 +48,8 @@ SeriesKey = tuple[str, str, str, str, str, str]  # scenario hash, label, family,
 
 def _figure(c: Config, figure: str) -> float:
     return {"index_bytes": c.index_bytes, "saved_bytes": c.saved_bytes, "build_seconds": c.build_seconds,
-            "p50_ms": _median([s.p50_ms for s in c.steps]), "p99_ms": c.typical_p99[0],
-            "qps": _median([s.qps for s in c.steps]), "recall": c.worst_recall}[figure]
-
-
-def _median(values: list[float]) -> float:
-    vals = sorted(v for v in values if math.isfinite(v))
-    if not vals:
-        return math.nan
-    mid = len(vals) // 2
-    return vals[mid] if len(vals) % 2 else (vals[mid - 1] + vals[mid]) / 2
+            "p50_ms": finite_median([s.p50_ms for s in c.steps]), "p99_ms": c.typical_p99[0],
+            "qps": finite_median([s.qps for s in c.steps]), "recall": c.worst_recall}[figure]
 
 
 def series(configs: list[Config]) -> dict[SeriesKey, list[Config]]:
@@ -113,7 +113,7 @@ class Projection:
             return None, "no concurrency levels measured at the largest size"
         single = 1000.0 / p50.value
         best_t = max(lv.threads for lv in levels)
-        eff = _median([lv.qps for lv in levels if lv.threads == best_t]) / (best_t * _median(one))
+        eff = finite_median([lv.qps for lv in levels if lv.threads == best_t]) / (best_t * finite_median(one))
         need = math.ceil(target_qps / (single * eff)) if single * eff > 0 else None
         how = (f"forecast single-client {single:,.0f} QPS × measured efficiency {eff:.2f} at {best_t} threads "
                f"(n={self.sizes[-1]:,})")

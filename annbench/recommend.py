@@ -155,8 +155,8 @@ class Config:
         What ranks configurations on latency: each step's p99 is already a median over rounds, and a median
         over steps holds still where the worst step (a maximum over steps) moves with every disturbance.
         """
-        return (_median([s.p99_ms for s in self.steps]), _median([s.p99_ci[0] for s in self.steps]),
-                _median([s.p99_ci[1] for s in self.steps]))
+        return (finite_median([s.p99_ms for s in self.steps]), finite_median([s.p99_ci[0] for s in self.steps]),
+                finite_median([s.p99_ci[1] for s in self.steps]))
 
     @property
     def noisy_steps(self) -> list[StepFigures]:
@@ -241,7 +241,8 @@ class Failure:
     path: str
 
 
-def _median(values: list[float]) -> float:
+def finite_median(values: list[float]) -> float:
+    """The median of the finite values (nan when there is none): a step's missing figure does not move it."""
     vals = sorted(v for v in values if math.isfinite(v))
     if not vals:
         return math.nan
