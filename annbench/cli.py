@@ -440,16 +440,20 @@ def _write_rendering(path: Path, what: str, text: str) -> None:
 @click.option("--thumbnail", "thumbnail_png", type=click.Path(path_type=Path), default=None,
               help="Instead of the report, write only its main figure (recall vs p99, the recommendation marked), "
                    "900 px wide, to this PNG: the README's thumbnail.")
+@click.option("--at-n", "at_n", type=click.IntRange(min=1), default=None,
+              help="Extend each catalog-size figure's curves to catalog size N as forecasts (dashed, with 95 % "
+                   "bands and the held-out check; see annbench forecast).")
 @constraint_options
-def plot_cmd(results_dir: Path, out_dir: Path | None, thumbnail_png: Path | None, **constraints: Any) -> None:
+def plot_cmd(results_dir: Path, out_dir: Path | None, thumbnail_png: Path | None, at_n: int | None,
+             **constraints: Any) -> None:
     """Figures (PNG + SVG) and an index.html, with the recommendation on top, from RESULTS_DIR."""
     cons = recommend.constraints_from_options(**constraints)
     if thumbnail_png is None:
         with writing("cannot write the report", out_dir or Path(results_dir) / "report"):
-            report.plot_command(results_dir, out_dir, cons)
+            report.plot_command(results_dir, out_dir, cons, at_n=at_n)
         return
-    if out_dir is not None:
-        raise ConfigError("--thumbnail writes one file: give it without --out")
+    if out_dir is not None or at_n is not None:
+        raise ConfigError("--thumbnail writes one file: give it without --out or --at-n")
     with writing("cannot write the thumbnail", thumbnail_png):
         written = report.thumbnail(results_dir, thumbnail_png, cons=cons)
     click.echo(f"annbench: wrote {written}")

@@ -22,10 +22,13 @@ from annbench.recommend import Config, Constraints, configurations, context_line
 from annbench.report.page import write_html
 from annbench.report.pool import run_tasks
 from annbench.report.tables import (
+    CatalogForecast,
     FigureInfo,
     Report,
     ScenarioReport,
+    catalog_forecasts,
     concurrency_table,
+    forecast_note,
     ingest_runs,
     ingest_table,
     sanity_notes,
@@ -44,11 +47,13 @@ FIGURE_KINDS = ("pareto-p50", "pareto-p99", "pareto-qps", "memory", "catalog", "
 
 def plot(results_dir: Path, out_dir: Path | None = None, cons: Constraints | None = None,
          only: Sequence[str] | None = None, write_index: bool | None = None,
-         workers: int | None = None) -> Report:
+         workers: int | None = None, at_n: int | None = None) -> Report:
     """Write every figure (PNG + SVG) and index.html for the results below `results_dir`; return what was written.
 
     `only` restricts to some figure kinds (`FIGURE_KINDS`); index.html is then written only when
     `write_index` says so. `workers`: processes drawing figures (None: one per core; 1: in this process).
+    `at_n` (`annbench plot --at-n N`): each catalog-size figure's curves go on to size N as forecasts
+    (`annbench.forecast`), with their 95 % bands and held-out checks.
     """
     cons = (cons or Constraints()).validate()
     results_dir = Path(results_dir)
@@ -67,7 +72,7 @@ def plot(results_dir: Path, out_dir: Path | None = None, cons: Constraints | Non
     costs: list[float] = []
     # daily scenarios first: the question the toolkit exists for
     for name in sorted(by_scen, key=lambda n: (by_scen[n][0].scenario.timeline != "daily", n)):
-        srep, jobs = _scenario_report(name, by_scen[name], all_configs, winners, ties, cons, out_dir, only)
+        srep, jobs = _scenario_report(name, by_scen[name], all_configs, winners, ties, cons, out_dir, only, at_n)
         scenario_reports.append(srep)
         tasks += [partial(figures.draw_and_save, key, draw, out_dir) for key, draw in jobs]
         costs += [DRAW_COST.get(key.rsplit("-", 1)[-1], 1.0) for key, _draw in jobs]
@@ -91,7 +96,7 @@ def _want(only: Sequence[str] | None, kind: str) -> bool:
 
 def _scenario_report(name: str, runs: list[RunRecord], all_configs: list[Config],
                      winners: dict[Any, Config | None], ties: dict[Any, list[Config]], cons: Constraints,
-                     out_dir: Path, only: Sequence[str] | None
+                     out_dir: Path, only: Sequence[str] | None, at_n: int | None = None
                      ) -> tuple[ScenarioReport, list[tuple[str, figures.Drawing]]]:
     """One scenario's section of the report, its figures not drawn yet, and the (key, drawing) of each."""
     # the newest workload of this scenario name (a rerun at another --scale overwrites most, not always all)
@@ -144,8 +149,14 @@ def _scenario_report(name: str, runs: list[RunRecord], all_configs: list[Config]
             emit("labels", "Label metrics", "hit@k and P@k beside recall@k.",
                  partial(figures.fig_labels, pareto, pctx))
     if len(sizes) > 1 and _want(only, "catalog"):
-        emit("catalog-size", "Catalog size", f"Cost at recall ≥ {cons.min_recall:g} against catalog size.",
-             partial(figures.fig_catalog, configs, ctx_all, cons.min_recall))
+        caption = f"Cost at recall ≥ {cons.min_recall:g} against catalog size."
+        fcs: dict[str, CatalogForecast] = {}
+        missing: list[str] = []
+        if at_n is not None:
+            fcs, missing = catalog_forecasts(configs, cons.min_recall, at_n)
+            caption += " " + forecast_note(at_n, sizes[-1], missing)
+        emit("catalog-size", "Catalog size", caption,
+             partial(figures.fig_catalog, configs, ctx_all, cons.min_recall, fcs, missing, at_n))
     if timeline == "daily" and configs:
         if _want(only, "days"):
             emit("days", "Day by day", "Recall, hit@k, p99 and leaks per day.",
@@ -175,9 +186,13 @@ def _scenario_report(name: str, runs: list[RunRecord], all_configs: list[Config]
     return srep, jobs
 
 
-def plot_command(results_dir: Path, out_dir: Path | None, cons: Constraints, workers: int | None = None) -> Report:
-    """`annbench plot`: write the report and say where it is."""
-    rep = plot(results_dir, out_dir, cons, workers=workers)
+def plot_command(results_dir: Path, out_dir: Path | None, cons: Constraints, workers: int | None = None,
+                 at_n: int | None = None) -> Report:
+    """`annbench plot [--at-n N]`: write the report and say where it is."""
+    rep = plot(results_dir, out_dir, cons, workers=workers, at_n=at_n)
+    if at_n is not None and not any(f.key.endswith("-catalog-size") for f in rep.figures):
+        print("annbench: --at-n: no catalog-size figure to extend (it needs a static scenario measured at "
+              "several sizes)", file=sys.stderr)
     for _path, why in rep.bad:  # listed on the page too; said here so a skipped file is never a surprise
         print(f"annbench: skipped {why}", file=sys.stderr)
     print(f"annbench: wrote {len(rep.figures)} figures (PNG + SVG) and {rep.index_html}")

@@ -13,7 +13,8 @@ Figures, per scenario (each states the dataset, its size, k, the machine and the
   build − just before, annbench.memory; an older result file's RSS delta; the library's own count of its
   size beside it, where it reports one), and the run's peak RSS;
 - catalog size curves (static scenarios with several sizes): latency, memory and build time at a recall
-  target, with the sizes where an index stops reaching it marked;
+  target, with the sizes where an index stops reaching it marked (with `plot --at-n N`, each curve goes on
+  to N as a dashed forecast with its 95 % band and a hollow marker for the held-out check);
 - day by day (daily scenarios): recall@k, hit@k, p99 and leaked ids, every (policy, setting) its own line;
   and the upkeep per day (insert, delete, update, rebuild seconds);
 - label metrics (when the dataset has product labels): hit@k and P@k beside recall@k, with the exact
@@ -52,8 +53,10 @@ from annbench.atomic import atomic_path
 from annbench.recommend import Config, Constraints, fmt_bytes
 from annbench.report.tables import (
     SCALES,
+    CatalogForecast,
     catalog_points,
     config_key,
+    forecast_note,
     ingest_days,
     ingest_runs,
     is_daily,
@@ -421,10 +424,18 @@ def fig_memory(configs: Sequence[Config], context: str) -> tuple[Any, dict[str, 
 
 
 # --- catalog size ---------------------------------------------------------------------------------------
-def fig_catalog(configs: Sequence[Config], context: str, target: float) -> tuple[Any, dict[str, int]]:
+def fig_catalog(configs: Sequence[Config], context: str, target: float,
+                forecasts: dict[str, CatalogForecast] | None = None, missing: Sequence[str] = (),
+                at_n: int | None = None) -> tuple[Any, dict[str, int]]:
     """Latency, index memory and build time against catalog size: for each index and size, the cheapest
-    setting reaching recall `target` (`tables.catalog_points`); × where none does."""
+    setting reaching recall `target` (`tables.catalog_points`); × where none does.
+
+    With `at_n` and its `forecasts` (`tables.catalog_forecasts`, `annbench plot --at-n N`), each curve goes on
+    to N as a dashed line ("forecast-<name>-<panel>") from its largest measured size, with the 95 % interval
+    as a translucent band, and a hollow marker at the largest size where the fit without it predicts it
+    ("holdout-…"); `missing` names the curves with no forecast."""
     from matplotlib.lines import Line2D  # deferred: heavy (module docstring)
+    from matplotlib.patches import Patch  # deferred: heavy (module docstring)
     from matplotlib.ticker import NullLocator  # deferred: heavy (module docstring)
 
     fig = _new_figure(12.5, 4.8)
@@ -433,14 +444,17 @@ def fig_catalog(configs: Sequence[Config], context: str, target: float) -> tuple
     colours = _colours(list(data))
     k = configs[0].k if configs else "k"
     points: dict[str, int] = {}
-    panels = (("p99 latency (ms, log)", lambda c: c.worst_p99_ms),
-              ("index memory (MiB, log)", lambda c: max(c.index_bytes, 2**20 / 10) / 2**20),
-              ("build time (s, log)", lambda c: max(c.build_seconds, 1e-4)))
-    for ai, (ax, (ylabel, value)) in enumerate(zip(axes, panels, strict=True)):
+    forecasts = forecasts or {}
+    panels = (("p99 latency (ms, log)", "p99_ms", lambda c: c.worst_p99_ms, lambda v: v),
+              ("index memory (MiB, log)", "index_bytes", lambda c: c.index_bytes, lambda v: max(v, 2**20 / 10) / 2**20),
+              ("build time (s, log)", "build_seconds", lambda c: c.build_seconds, lambda v: max(v, 1e-4)))
+    for ai, (ax, (ylabel, figure, raw, scale)) in enumerate(zip(axes, panels, strict=True)):
+        floor = math.inf  # the smallest value drawn in this panel: where a band with no lower end stops
         for ni, (name, pts) in enumerate(data.items()):
             col = colours[name]
             sizes = np.array([p[0] for p in pts])
-            ys = np.array([value(p[1]) for p in pts])
+            ys = np.array([scale(raw(p[1])) for p in pts])
+            floor = min(floor, float(np.nanmin(ys)) if np.isfinite(ys).any() else math.inf)
             ok = np.array([p[2] for p in pts])
             ax.plot(sizes, ys, color=col, linewidth=1.1, alpha=0.8)
             if ok.any():
@@ -451,24 +465,82 @@ def fig_catalog(configs: Sequence[Config], context: str, target: float) -> tuple
                 ax.plot(sizes[~ok], ys[~ok], color=col, marker="x", linestyle="none", markersize=9,
                         markeredgewidth=2, label=None if ok.any() or ai else name, gid=f"cat{ai}-miss-{ni}")
                 points[f"cat{ai}-miss-{ni}"] = int((~ok).sum())
+        for name, fc in forecasts.items():
+            if name in data:
+                _forecast_curve(ax, fc, figure, scale(raw(data[name][-1][1])), raw(data[name][-1][1]), scale,
+                                colours[name], f"{_gid_part(name)}-{ai}", floor / 2)
         ax.set_xscale("log")
         ax.set_yscale("log")
         _plain_log(ax.yaxis)
         ax.set_xlabel("catalog size (vectors, log)")
         ax.set_ylabel(ylabel)
         all_sizes = sorted({p[0] for pts in data.values() for p in pts})
-        ax.set_xticks(all_sizes, [f"{s:,}" for s in all_sizes])
+        ticks = [(s, f"{s:,}") for s in all_sizes]
+        if at_n is not None and at_n not in all_sizes:
+            ticks = sorted([*ticks, (at_n, f"{at_n:,}\n(forecast)")])
+        ax.set_xticks([t for t, _ in ticks], [lbl for _, lbl in ticks])
         ax.xaxis.set_minor_locator(NullLocator())
     handles, labels = axes[0].get_legend_handles_labels()
     handles.append(Line2D([], [], color="#444444", marker="x", linestyle="none", markersize=8, markeredgewidth=2))
     labels.append(f"no setting reaches\nrecall@{k} ≥ {target:g}")
+    if forecasts:
+        handles += [(Patch(color="#444444", alpha=0.15, linewidth=0), Line2D([], [], color="#444444",
+                                                                             linestyle="--", linewidth=1.3)),
+                    Line2D([], [], color="#444444", marker="o", markerfacecolor="none", linestyle="none",
+                           markersize=6)]
+        labels += [f"forecast to n={at_n:,}\n(95 % band)", "largest size predicted\nfrom the others"]
     fig.legend(handles, labels, loc="outside right upper", frameon=False, title="index", title_fontsize=8)
     fig.suptitle(f"Catalog size: cost of the cheapest setting reaching recall@{k} ≥ {target:g}",
                  fontsize=12, fontweight="bold")
-    _footer(fig, [context, f"For each index and size: the search setting with the lowest p99 among those with "
-                  f"recall@{k} ≥ {target:g}; × marks a size where no setting reaches it (drawn with the "
-                  "figures of its highest-recall setting) — where the index stops meeting the target."])
+    lines = [context, f"For each index and size: the search setting with the lowest p99 among those with "
+             f"recall@{k} ≥ {target:g}; × marks a size where no setting reaches it (drawn with the "
+             "figures of its highest-recall setting) — where the index stops meeting the target."]
+    if at_n is not None:
+        largest = max((p[0] for pts in data.values() for p in pts), default=0)
+        lines.append(forecast_note(at_n, largest, missing) + " Each forecast follows the setting drawn at its "
+                     "curve's largest size; a value at or below zero is drawn at the panel's floor.")
+    _footer(fig, lines)
     return fig, points
+
+
+def _gid_part(name: str) -> str:
+    """`name` as a piece of an SVG id: letters, digits, '-' and '_' only."""
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
+
+
+def _interp_log(x0: float, x1: float, y0: float, y1: float, xs: np.ndarray) -> np.ndarray:
+    """y at xs on the straight line from (x0, y0) to (x1, y1) in log–log coordinates (the figure's)."""
+    t = (np.log(xs) - math.log(x0)) / (math.log(x1) - math.log(x0))
+    return np.exp(math.log(y0) + t * (math.log(y1) - math.log(y0)))
+
+
+def _forecast_curve(ax: Any, fc: CatalogForecast, figure: str, y_start: float, raw_start: float,
+                    scale: Callable[[float], float], colour: Any, gid: str, floor: float) -> None:
+    """One curve's dashed forecast to fc.n, its 95 % band and its held-out check (see `fig_catalog`)."""
+    f, f0 = fc.at_n.forecasts.get(figure), fc.at_start.forecasts.get(figure)
+    if f is None or not math.isfinite(f.value) or fc.n == fc.start:
+        return
+    # a value at or below zero (a fitted line crossing zero; a band's lower end) has no place on a log axis:
+    # it is drawn at the panel's floor, half its smallest measured value
+    def at(v: float) -> float:
+        return scale(v) if v > 0 and scale(v) > 0 else floor
+
+    x0, x1 = float(fc.start), float(fc.n)
+    ax.plot([x0, x1], [y_start if y_start > 0 else floor, at(f.value)], color=colour, linestyle="--",
+            linewidth=1.3, alpha=0.9, gid=f"forecast-{gid}")
+    ends = [(f0.lo, f0.hi) if f0 is not None else (math.nan, math.nan), (f.lo, f.hi)]
+    if all(math.isfinite(v) for pair in ends for v in pair):
+        (lo0, hi0), (lo1, hi1) = [(at(lo), at(hi)) for lo, hi in ends]
+        xs = np.geomspace(min(x0, x1), max(x0, x1), 32)
+        a, b = (x0, x1) if x0 < x1 else (x1, x0)
+        la, lb = (lo0, lo1) if x0 < x1 else (lo1, lo0)
+        ha, hb = (hi0, hi1) if x0 < x1 else (hi1, hi0)
+        ax.fill_between(xs, _interp_log(a, b, la, lb, xs), _interp_log(a, b, ha, hb, xs), color=colour,
+                        alpha=0.15, linewidth=0, gid=f"forecast-band-{gid}")
+    if f.holdout_error is not None and math.isfinite(f.holdout_error) and f.holdout_n == fc.start:
+        predicted = raw_start + f.holdout_error if figure == "recall" else raw_start * (1 + f.holdout_error)
+        ax.plot([x0], [at(predicted)], marker="o", markersize=6, markerfacecolor="none", markeredgecolor=colour,
+                markeredgewidth=1.2, linestyle="none", gid=f"holdout-{gid}")
 
 
 # --- day by day -----------------------------------------------------------------------------------------

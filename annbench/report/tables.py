@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 
 from annbench import memory, timing
+from annbench.forecast import FAR
+from annbench.projection import Projection, project
 from annbench.recommend import Config, Failure, Recommendation, fmt_bytes, params_text
 from annbench.results import ClientLoad, RunRecord, Step
 
@@ -144,6 +146,51 @@ def catalog_points(configs: Sequence[Config], target: float) -> dict[str, list[t
         else:
             out.setdefault(name, []).append((size, max(group, key=lambda c: c.worst_recall), False))
     return out
+
+
+@dataclass(frozen=True)
+class CatalogForecast:
+    """One catalog-size curve extended to size n: the series of the setting drawn at the curve's largest size,
+    forecast at n (`at_n`) and at that largest size (`at_start`: the 95 % interval where the band starts)."""
+
+    n: int
+    start: int  # the curve's largest measured size
+    at_n: Projection
+    at_start: Projection
+
+
+def catalog_forecasts(configs: Sequence[Config], target: float, n: int
+                      ) -> tuple[dict[str, CatalogForecast], list[str]]:
+    """Per index name of `catalog_points`: the forecast to n of the setting drawn at its largest size, and the
+    names whose setting there was measured at fewer than three sizes (no forecast)."""
+    points = catalog_points(configs, target)
+    at_n, _ = project(list(configs), n)
+    out: dict[str, CatalogForecast] = {}
+    missing: list[str] = []
+    at_start: dict[int, list[Projection]] = {}
+    for name, pts in points.items():
+        size, last, _ok = pts[-1]
+        p = next((q for q in at_n if q.largest is last), None)
+        if p is None:
+            missing.append(name)
+            continue
+        if size not in at_start:
+            at_start[size] = project(list(configs), size)[0]
+        s = next(q for q in at_start[size] if q.largest is last)
+        out[name] = CatalogForecast(n, size, p, s)
+    return out, missing
+
+
+def forecast_note(n: int, largest: int, missing: Sequence[str] = ()) -> str:
+    """What a catalog-size figure extended to n says under it."""
+    note = (f"Dashed: forecast to n={n:,} (law per curve, 95 % band); hollow marker: the largest size predicted "
+            "from the others.")
+    if largest and n > FAR * largest:
+        note += (f" n={n:,} is {n / largest:.0f}× the largest measured size ({largest:,}): the forecast is far "
+                 "beyond the measured range.")
+    if missing:
+        note += f" Not forecast (the setting at the largest size has fewer than 3 sizes): {', '.join(missing)}."
+    return note
 
 
 def is_runbook(runs: Sequence[RunRecord]) -> bool:
