@@ -46,7 +46,8 @@ P50 = "p50_ms"  # the figure a single client's rate follows (1000 / p50 ≈ 1000
 SeriesKey = tuple[str, str, str, str, str, str]  # scenario hash, label, family, build, policy, search
 
 
-def _figure(c: Config, figure: str) -> float:
+def figure_of(c: Config, figure: str) -> float:
+    """One projected figure of a measured configuration (what its series is made of)."""
     return {"index_bytes": c.index_bytes, "saved_bytes": c.saved_bytes, "build_seconds": c.build_seconds,
             "p50_ms": finite_median([s.p50_ms for s in c.steps]), "p99_ms": c.typical_p99[0],
             "qps": finite_median([s.qps for s in c.steps]), "recall": c.worst_recall}[figure]
@@ -132,7 +133,7 @@ def project(configs: list[Config], n: int) -> tuple[list[Projection], list[str]]
             continue
         fcs: dict[str, Forecast] = {}
         for figure in FIGURES:
-            got = forecast(figure, sizes, [_figure(c, figure) for c in members], n)
+            got = forecast(figure, sizes, [figure_of(c, figure) for c in members], n)
             if got is not None:
                 fcs[figure] = got
         out.append(Projection(n, tuple(members), fcs))
@@ -148,7 +149,7 @@ def forecast_rows(p: Projection) -> list[list[str]]:
             rows.append([label, "—", "not forecast (non-finite or too few values)", "", ""])
             continue
         rows.append([label, f.model, f"{_fmt(figure, f.value)} [{_fmt(figure, f.lo)}–{_fmt(figure, f.hi)}]",
-                     _fmt(figure, _figure(p.largest, figure)), f.holdout_text()])
+                     _fmt(figure, figure_of(p.largest, figure)), f.holdout_text()])
     return rows
 
 

@@ -83,3 +83,22 @@ def test_what_cannot_be_forecast_is_one_line(sweep: Path, tmp_path: Path) -> Non
         (one / f.name).write_bytes(f.read_bytes())
     res = CliRunner().invoke(main, ["forecast", str(tmp_path / "one"), "--n", "5000"])
     assert res.exit_code == 2 and "no configuration measured at 3 or more catalog sizes" in res.output
+
+
+@pytest.mark.parametrize("args, said", [
+    (["--n", "0"], "0 is not in the range x>=1"),
+    (["--n", "-5"], "-5 is not in the range x>=1"),
+    ([], "Missing option '--n'"),
+])
+def test_a_size_that_is_not_one_is_one_line(sweep: Path, args: list[str], said: str) -> None:
+    res = CliRunner().invoke(main, ["forecast", str(sweep), *args])
+    assert res.exit_code == 2 and said in res.output and "Traceback" not in res.output, res.output
+
+
+def test_results_without_a_size_sweep_are_one_line() -> None:
+    from tests.conftest import REPO
+
+    daily = REPO / "tests" / "fixtures" / "golden" / "ci_smoke"
+    for args in (["forecast", str(daily), "--n", "100000"], ["recommend", str(daily), "--at-n", "100000"]):
+        res = CliRunner().invoke(main, args)
+        assert res.exit_code == 2 and "no configuration measured at 3 or more catalog sizes" in res.output, res.output
