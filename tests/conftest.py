@@ -106,3 +106,30 @@ def two_clients_answer_as_one(search: Callable[[np.ndarray, int], np.ndarray], q
     for t in threads:
         t.join()
     return all(g is not None and np.array_equal(g, alone) for g in got)
+
+
+SIZE_SWEEP_SIZES = [1000, 2000, 4000, 8000]
+
+
+@pytest.fixture(scope="session")
+def size_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real static size sweep, run once per test session: faiss Flat and hnswlib (ef 16) at 1k, 2k, 4k and
+    8k × 16 catalog vectors, 2 timing rounds, 1 and 2 client threads. Returns its results folder."""
+    from click.testing import CliRunner
+
+    from annbench.cli import main
+
+    root = tmp_path_factory.mktemp("sizes")
+    doc = {"name": "sizes_small", "dataset": {"name": "catalog", "params": {"seed": 0, "n": 8000, "dim": 16,
+                                                                            "n_queries": 100}},
+           "metric": "l2", "k": 10, "threads": 1, "timeout_s": 120,
+           "queries": {"count": 100, "deleted_products": "keep"},
+           "timeline": {"kind": "static", "sizes": SIZE_SWEEP_SIZES},
+           "search": {"rounds": 2, "concurrency": [1, 2], "concurrency_seconds": 0.05},
+           "indexes": [{"name": "exact", "family": "faiss-flat"},
+                       {"name": "hnswlib", "family": "hnswlib", "build": {"M": 8, "ef_construction": 40},
+                        "search": {"ef": [16]}}]}
+    (root / "sizes.yaml").write_text(yaml.safe_dump(doc))
+    res = CliRunner().invoke(main, ["run", "--scenario", str(root / "sizes.yaml"), "--out", str(root / "res")])
+    assert res.exit_code == 0, res.output
+    return root / "res"

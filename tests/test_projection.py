@@ -11,35 +11,15 @@ import re
 from pathlib import Path
 
 import pytest
-import yaml
 from click.testing import CliRunner
 
 from annbench import projection, recommend, results
 from annbench.cli import main
-
-SIZES = [1000, 2000, 4000, 8000]
-
-
-@pytest.fixture(scope="module")
-def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("sizes")
-    doc = {"name": "sizes_small", "dataset": {"name": "catalog", "params": {"seed": 0, "n": 8000, "dim": 16,
-                                                                            "n_queries": 100}},
-           "metric": "l2", "k": 10, "threads": 1, "timeout_s": 120,
-           "queries": {"count": 100, "deleted_products": "keep"},
-           "timeline": {"kind": "static", "sizes": SIZES},
-           "search": {"rounds": 2, "concurrency": [1, 2], "concurrency_seconds": 0.05},
-           "indexes": [{"name": "exact", "family": "faiss-flat"},
-                       {"name": "hnswlib", "family": "hnswlib", "build": {"M": 8, "ef_construction": 40},
-                        "search": {"ef": [16]}}]}
-    (root / "sizes.yaml").write_text(yaml.safe_dump(doc))
-    res = CliRunner().invoke(main, ["run", "--scenario", str(root / "sizes.yaml"), "--out", str(root / "res")])
-    assert res.exit_code == 0, res.output
-    return root / "res"
+from tests.conftest import SIZE_SWEEP_SIZES
 
 
-def test_a_law_that_holds_is_forecast_closely_with_its_interval(sweep: Path) -> None:
-    configs, _ = recommend.configurations(results.load_dir(sweep).runs)
+def test_a_law_that_holds_is_forecast_closely_with_its_interval(size_sweep: Path) -> None:
+    configs, _ = recommend.configurations(results.load_dir(size_sweep).runs)
     projections, notes = projection.project(configs, 16_000)
     assert not notes and len(projections) == 2
     exact = next(p for p in projections if p.largest.label == "exact")
@@ -51,11 +31,11 @@ def test_a_law_that_holds_is_forecast_closely_with_its_interval(sweep: Path) -> 
     for p in projections:
         assert set(p.forecasts) == set(projection.FIGURES)
         for f in p.forecasts.values():
-            assert f.lo <= f.value <= f.hi and f.sizes == tuple(SIZES)
+            assert f.lo <= f.value <= f.hi and f.sizes == tuple(SIZE_SWEEP_SIZES)
 
 
-def test_forecast_command_prints_model_interval_and_self_check(sweep: Path) -> None:
-    res = CliRunner().invoke(main, ["forecast", str(sweep), "--n", "16000", "--n", "1000000"])
+def test_forecast_command_prints_model_interval_and_self_check(size_sweep: Path) -> None:
+    res = CliRunner().invoke(main, ["forecast", str(size_sweep), "--n", "16000", "--n", "1000000"])
     assert res.exit_code == 0, res.output
     assert "forecast at n = 16,000 (2.0× the largest)" in res.output
     assert "forecast at n = 1,000,000 (125.0× the largest)" in res.output
@@ -64,22 +44,22 @@ def test_forecast_command_prints_model_interval_and_self_check(sweep: Path) -> N
     assert len(rows) == 4 and all(re.search(r"\[[\d.,]+ MiB–[\d.,]+ MiB\]", r) and "held out 8,000" in r for r in rows)
 
 
-def test_recommend_at_n_ranks_forecasts_and_says_so(sweep: Path) -> None:
-    res = CliRunner().invoke(main, ["recommend", str(sweep), "--at-n", "32000", "--min-recall", "0.5",
+def test_recommend_at_n_ranks_forecasts_and_says_so(size_sweep: Path) -> None:
+    res = CliRunner().invoke(main, ["recommend", str(size_sweep), "--at-n", "32000", "--min-recall", "0.5",
                                     "--target-qps", "20000"])
     assert res.exit_code == 0, res.output
     assert "are FORECASTS" in res.output and "Winner:" in res.output and "n=32,000" in res.output
     assert "QPS at n = 32,000 needs" in res.output
 
 
-def test_what_cannot_be_forecast_is_one_line(sweep: Path, tmp_path: Path) -> None:
-    res = CliRunner().invoke(main, ["recommend", str(sweep), "--target-qps", "100"])
+def test_what_cannot_be_forecast_is_one_line(size_sweep: Path, tmp_path: Path) -> None:
+    res = CliRunner().invoke(main, ["recommend", str(size_sweep), "--target-qps", "100"])
     assert res.exit_code == 2 and "--target-qps goes with --at-n" in res.output
-    res = CliRunner().invoke(main, ["recommend", str(sweep), "--at-n", "32000", "--min-qps", "100"])
+    res = CliRunner().invoke(main, ["recommend", str(size_sweep), "--at-n", "32000", "--min-qps", "100"])
     assert res.exit_code == 2 and "--min-qps needs measured concurrency" in res.output
     one = tmp_path / "one" / "sizes_small"
     one.mkdir(parents=True)
-    for f in sorted((sweep / "sizes_small").glob("*n1000.json")):
+    for f in sorted((size_sweep / "sizes_small").glob("*n1000.json")):
         (one / f.name).write_bytes(f.read_bytes())
     res = CliRunner().invoke(main, ["forecast", str(tmp_path / "one"), "--n", "5000"])
     assert res.exit_code == 2 and "no configuration measured at 3 or more catalog sizes" in res.output
@@ -90,8 +70,8 @@ def test_what_cannot_be_forecast_is_one_line(sweep: Path, tmp_path: Path) -> Non
     (["--n", "-5"], "-5 is not in the range x>=1"),
     ([], "Missing option '--n'"),
 ])
-def test_a_size_that_is_not_one_is_one_line(sweep: Path, args: list[str], said: str) -> None:
-    res = CliRunner().invoke(main, ["forecast", str(sweep), *args])
+def test_a_size_that_is_not_one_is_one_line(size_sweep: Path, args: list[str], said: str) -> None:
+    res = CliRunner().invoke(main, ["forecast", str(size_sweep), *args])
     assert res.exit_code == 2 and said in res.output and "Traceback" not in res.output, res.output
 
 

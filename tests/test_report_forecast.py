@@ -7,35 +7,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pytest
-import yaml
 from click.testing import CliRunner
 
 from annbench.cli import main
 
-SIZES = [1000, 2000, 4000, 8000]
 
-
-@pytest.fixture(scope="module")
-def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("sizes")
-    doc = {"name": "sizes_small", "dataset": {"name": "catalog", "params": {"seed": 0, "n": 8000, "dim": 16,
-                                                                            "n_queries": 100}},
-           "metric": "l2", "k": 10, "threads": 1, "timeout_s": 120,
-           "queries": {"count": 100, "deleted_products": "keep"},
-           "timeline": {"kind": "static", "sizes": SIZES},
-           "search": {"rounds": 2, "concurrency": [1, 2], "concurrency_seconds": 0.05},
-           "indexes": [{"name": "exact", "family": "faiss-flat"},
-                       {"name": "hnswlib", "family": "hnswlib", "build": {"M": 8, "ef_construction": 40},
-                        "search": {"ef": [16]}}]}
-    (root / "sizes.yaml").write_text(yaml.safe_dump(doc))
-    res = CliRunner().invoke(main, ["run", "--scenario", str(root / "sizes.yaml"), "--out", str(root / "res")])
-    assert res.exit_code == 0, res.output
-    return root / "res"
-
-
-def _plot(sweep: Path, out: Path, *extra: str) -> str:
-    res = CliRunner().invoke(main, ["plot", str(sweep), "--out", str(out), "--min-recall", "0.5", *extra])
+def _plot(size_sweep: Path, out: Path, *extra: str) -> str:
+    res = CliRunner().invoke(main, ["plot", str(size_sweep), "--out", str(out), "--min-recall", "0.5", *extra])
     assert res.exit_code == 0, res.output
     return res.output
 
@@ -47,9 +25,9 @@ def _group(svg: str, gid: str) -> str:
     return m.group(1)
 
 
-def test_plot_at_n_draws_dashed_forecasts_bands_and_held_out_checks(sweep: Path, tmp_path: Path) -> None:
+def test_plot_at_n_draws_dashed_forecasts_bands_and_held_out_checks(size_sweep: Path, tmp_path: Path) -> None:
     out = tmp_path / "report"
-    _plot(sweep, out, "--at-n", "32000")
+    _plot(size_sweep, out, "--at-n", "32000")
     svg = (out / "sizes_small-catalog-size.svg").read_text()
     for name in ("exact", "hnswlib"):
         for panel in range(3):  # p99, index memory, build time
@@ -63,20 +41,20 @@ def test_plot_at_n_draws_dashed_forecasts_bands_and_held_out_checks(sweep: Path,
     assert "far beyond the measured range" in html  # 32,000 is 4× the largest size measured (8,000)
 
 
-def test_a_forecast_near_the_measured_sizes_is_not_called_far(sweep: Path, tmp_path: Path) -> None:
+def test_a_forecast_near_the_measured_sizes_is_not_called_far(size_sweep: Path, tmp_path: Path) -> None:
     out = tmp_path / "near"
-    _plot(sweep, out, "--at-n", "16000")
+    _plot(size_sweep, out, "--at-n", "16000")
     html = (out / "index.html").read_text()
     assert "forecast to n=16,000" in html and "far beyond the measured range" not in html
 
 
-def test_without_at_n_no_forecast_is_drawn(sweep: Path, tmp_path: Path) -> None:
+def test_without_at_n_no_forecast_is_drawn(size_sweep: Path, tmp_path: Path) -> None:
     out = tmp_path / "plain"
-    _plot(sweep, out)
+    _plot(size_sweep, out)
     assert "forecast-" not in (out / "sizes_small-catalog-size.svg").read_text()
     assert "forecast to n=" not in (out / "index.html").read_text()
 
 
-def test_at_n_is_refused_with_thumbnail(sweep: Path, tmp_path: Path) -> None:
-    res = CliRunner().invoke(main, ["plot", str(sweep), "--thumbnail", str(tmp_path / "t.png"), "--at-n", "32000"])
+def test_at_n_is_refused_with_thumbnail(size_sweep: Path, tmp_path: Path) -> None:
+    res = CliRunner().invoke(main, ["plot", str(size_sweep), "--thumbnail", str(tmp_path / "t.png"), "--at-n", "32000"])
     assert res.exit_code == 2 and "without --out or --at-n" in res.output
