@@ -718,8 +718,3 @@ def library_versions(distributions: Iterable[str] = ()) -> dict[str, str]:
         if ep.dist is not None:
             out.setdefault(ep.dist.name, ep.dist.version)
     return out
-
-
-def write_atomic(path: Path, doc: dict[str, Any]) -> None:
-    """Transitional: a writer's plain document, parsed (so it cannot write what will not load), then written."""
-    write(path, parse(doc, str(path)))
