@@ -145,7 +145,7 @@ def _sort_key(key: EntryKey) -> tuple[Any, ...]:
 
 
 def fmt_params(params: dict[str, Any] | None) -> str:
-    return results.format_params(params or {}, empty="(default)").replace(", ", ",")
+    return results.format_params(params or {}, empty="(default)", sep=",")
 
 
 def _entries_of(run: results.RunRecord) -> Iterable[Entry]:

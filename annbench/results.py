@@ -566,9 +566,9 @@ def dump(record: RunRecord) -> dict[str, Any]:
     return encode(record)
 
 
-def format_params(params: dict[str, Any], empty: str = "—") -> str:
+def format_params(params: dict[str, Any], empty: str = "—", sep: str = ", ") -> str:
     """Parameters as a reader reads them (`nlist=1024, nprobe=8`); `empty` for none."""
-    return ", ".join(f"{k}={v}" for k, v in params.items()) if params else empty
+    return sep.join(f"{k}={v}" for k, v in params.items()) if params else empty
 
 
 def to_json(doc: Any) -> str:

@@ -31,11 +31,10 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from common import Line, profile_text, repo_root
+from common import Case, Line, profile_text, repo_root
 
 sys.path.insert(0, str(repo_root()))  # the reference implementation lives with the tests
 from tests.policy_reference import RefLiveSet, ref_filtered_search, ref_merge  # noqa: E402
@@ -45,14 +44,6 @@ POLICIES = ("native", "tombstone", "rebuild")
 TARGET_US = {"tombstone": 20.0, "rebuild": 50.0}  # issue 14: median over day 7's queries
 BUILD_THREADS = 2  # builds only; searches use the scenario's threads
 WARMUP_SINGLES = 20  # as replay.WARMUP_SINGLES
-
-
-@dataclass
-class Case:
-    family: str
-    label: str
-    build: dict[str, Any]
-    search: dict[str, Any]
 
 
 # The smallest search setting of each in the shipped scenario: where a policy's overhead weighs most.

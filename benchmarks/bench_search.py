@@ -20,22 +20,13 @@ it). Both ratios come from one process, so the machine's speed cancels.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from common import Line, median, profile_text
+from common import Case, Line, median, profile_text
 
 K = 10  # the shipped scenarios' k
 WARMUP_SINGLES = 20  # as replay.WARMUP_SINGLES
-
-
-@dataclass
-class Case:
-    family: str
-    label: str
-    build: dict[str, Any]
-    search: dict[str, Any]
 
 
 CASES = (

@@ -22,6 +22,16 @@ from typing import Any
 
 
 @dataclass
+class Case:
+    """One index configuration a benchmark measures: its family, a label for the line, build and search params."""
+
+    family: str
+    label: str
+    build: dict[str, Any]
+    search: dict[str, Any]
+
+
+@dataclass
 class Line:
     """One measured figure against one target."""
 
