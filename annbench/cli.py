@@ -506,21 +506,34 @@ def recommend_cmd(results_dir: Path, scenario: str | None, at_n: int | None, tar
 @click.option("--n", "sizes", type=click.IntRange(min=1), multiple=True, required=True,
               help="The catalog size to forecast at; repeat for several (--n 3000000 --n 10000000).")
 @click.option("--scenario", default=None, help="Only this scenario's results [default: every scenario].")
-def forecast_cmd(results_dir: Path, sizes: tuple[int, ...], scenario: str | None) -> None:
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
+              help="Also write every forecast, its interval, law, self-check and inputs as JSON to this file.")
+@click.option("--csv", "csv_path", type=click.Path(path_type=Path), default=None,
+              help="Also write them as CSV, one row per (configuration, figure, --n), to this file.")
+def forecast_cmd(results_dir: Path, sizes: tuple[int, ...], scenario: str | None, json_path: Path | None,
+                 csv_path: Path | None) -> None:
     """For each configuration measured at 3 or more catalog sizes: index memory, saved bytes, build time,
     p50, p99, QPS and recall forecast at each --n, with a 95 % prediction interval, the growth law chosen
-    (by leave-one-out error) and a self-check (the largest size predicted from the others)."""
+    (by leave-one-out error), the other laws the sizes cannot rule out, and a self-check (the largest size
+    predicted from the others)."""
     report = recommend.load_runs(results_dir)
     for why in report.bad_lines:
         click.echo(f"annbench: skipped {why}", err=True)
     runs = [r for r in report.runs if scenario is None or r.scenario.name == scenario]
     configs, _failures = recommend.configurations(runs)
+    records = []
     for n in sizes:
         projections, notes = projection.project(configs, n)
         if not projections:
             raise ConfigError(f"nothing to forecast in {results_dir}: no configuration measured at 3 or more catalog "
                               "sizes (run a size sweep: timeline.kind static with sizes, e.g. catalog_size_1m)")
         click.echo(projection.render_text(projections, notes))
+        records += projection.forecast_records(projections)
+    with writing("cannot write the forecasts", json_path or csv_path):
+        export.export_forecasts(records, json_path, csv_path)
+    for path in (json_path, csv_path):
+        if path is not None:
+            click.echo(f"annbench: wrote {len(records)} forecasts to {path}")
 
 
 if __name__ == "__main__":

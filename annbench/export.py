@@ -1,4 +1,5 @@
-"""ann-benchmarks interop: annbench results written as ann-benchmarks' per-run HDF5 files.
+"""Results as files for other tools: ann-benchmarks' per-run HDF5 files, a CSV for pandas, and forecasts as
+JSON and CSV.
 
 Owns the mapping from one annbench run (scenario × index configuration × policy) to the files
 ann-benchmarks' plotting and tooling read: one file per search setting and search step, at
@@ -39,6 +40,7 @@ from annbench.atomic import atomic_path
 from annbench.errors import ConfigError
 from annbench.groundtruth import true_distances
 from annbench.oplog import op_log
+from annbench.projection import FORECAST_FIELDS
 from annbench.results import RunRecord
 from annbench.scenarios import load_scenario
 from annbench.vectors import Metric
@@ -310,3 +312,23 @@ def export_csv(results_dir: Path, out: Path) -> tuple[int, list[str]]:
                                 "qps": s.qps, **_spread_fields(s)})
                     rows += 1
     return rows, loaded.bad_lines
+
+
+def export_forecasts(records: list[dict[str, Any]], json_path: Path | None, csv_path: Path | None) -> None:
+    """Write `annbench forecast`'s records (projection.forecast_records): the JSON as a list of them, the CSV
+    one row per (configuration, figure, n) with the parameter, alternative-law and input columns as JSON text.
+    Non-finite numbers (an interval a fit with no degree of freedom cannot give) are written as null / empty."""
+    def clean(v: Any) -> Any:
+        return None if isinstance(v, float) and not np.isfinite(v) else v
+
+    if json_path is not None:
+        with atomic_path(json_path) as tmp:
+            tmp.write_text(json.dumps([{k: clean(v) for k, v in r.items()} for r in records], indent=1,
+                                      allow_nan=False) + "\n", encoding="utf-8")
+    if csv_path is not None:
+        with atomic_path(csv_path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, fieldnames=FORECAST_FIELDS)
+            w.writeheader()
+            for r in records:
+                w.writerow({k: json.dumps(v, sort_keys=True) if isinstance(v, dict | list) else clean(v)
+                            for k, v in r.items()})

@@ -6,17 +6,23 @@ Input is a series of (n, figure) pairs measured at three or more catalog sizes (
 
 - **Models** (each a straight line in a transformed space, so each is fitted by least squares and explained
   in one phrase): linear `a + b·n`; n log n `a + b·n·ln n`; power law `a·n^b` (a line in log–log); linear in
-  log n `a + b·ln n` (how recall and HNSW-like latencies drift). Each figure has its candidates: memory, saved
-  bytes and build time grow like the first three; latency and QPS like a power law or linear in log n; recall
-  like linear in log n.
+  log n `a + b·ln n` (how recall and HNSW-like latencies drift); miss-rate power law `1 − recall = a·n^b` (the
+  share of true neighbours missed grows as a power of n: a recall curve that bends down in log n, as HNSW's
+  does at a fixed ef). Each figure has its candidates: memory, saved bytes and build time grow like the first
+  three; latency and QPS like a power law or linear in log n; recall like linear in log n or a miss-rate
+  power law.
 - **Choice** by leave-one-out error: each candidate is refitted without each measured size in turn and
   predicts it; the lowest mean error (relative for positive figures, absolute for recall) wins. With three
   sizes a leave-one-out fit rests on two points: the choice is then weak, and the interval says so.
+- **Plausible laws**: every candidate whose leave-one-out error is within `PLAUSIBLE`× the best one's is a
+  law the data cannot rule out. Their forecasts at N are kept beside the chosen one (`alternatives`) and the
+  interval covers all of their intervals: when two laws that fit the measured sizes equally well part ways
+  beyond them, that is uncertainty of the forecast, and the user sees it as width and as the laws' values.
 - **Interval**: the ordinary least-squares prediction interval in the model's space, ŷ ± t(0.975, m−2) · s ·
   √(1 + x₀ᵀ(XᵀX)⁻¹x₀) (for a power law, multiplicative once mapped back). Its width grows with the residual
   scatter, with few sizes (t has m−2 degrees of freedom: 12.7 for three sizes) and with the distance of N
   from the measured sizes (the leverage term): a forecast far beyond the largest size is wide, and is said
-  to be far beyond it. No forecast is given without its interval.
+  to be far beyond it. No forecast is given without its interval. It is the envelope over the plausible laws.
 - **Self-check**: the series is refitted without its largest size (same model choice rule) and predicts it;
   the signed error is reported beside the forecast, the way a user can judge the extrapolation.
 
@@ -36,6 +42,7 @@ _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 
          12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042, 60: 2.000, 120: 1.980}
 MIN_SIZES = 3
 FAR = 3.0  # N beyond this multiple of the largest measured size is "far beyond the measured range"
+PLAUSIBLE = 2.0  # a law whose leave-one-out error is within this multiple of the best is not ruled out
 
 
 def t975(df: int) -> float:
@@ -54,20 +61,30 @@ class Model:
     x: Callable[[np.ndarray], np.ndarray]
     g: Callable[[np.ndarray], np.ndarray]
     h: Callable[[np.ndarray], np.ndarray]
-    positive_only: bool = False  # g needs y > 0 (a power law is fitted on log y)
 
     def usable(self, y: np.ndarray) -> bool:
-        return bool(np.all(np.isfinite(y))) and (not self.positive_only or bool(np.all(y > 0)))
+        """The law can be fitted to y: y is finite and so is its transform (a log needs y > 0)."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return bool(np.all(np.isfinite(y))) and bool(np.all(np.isfinite(self.g(y))))
 
 
 def _ident(v: np.ndarray) -> np.ndarray:
     return v
 
 
+def _log_miss(y: np.ndarray) -> np.ndarray:
+    return np.log(1.0 - y)
+
+
+def _from_log_miss(v: np.ndarray) -> np.ndarray:
+    return 1.0 - np.exp(v)
+
+
 LINEAR = Model("linear", lambda n: n, _ident, _ident)
 NLOGN = Model("n log n", lambda n: n * np.log(n), _ident, _ident)
-POWER = Model("power law", np.log, np.log, np.exp, positive_only=True)
+POWER = Model("power law", np.log, np.log, np.exp)
 LOGLIN = Model("linear in log n", np.log, _ident, _ident)
+MISS = Model("miss-rate power law", np.log, _log_miss, _from_log_miss)  # needs recall < 1 at every size
 
 # Which models each figure may follow (see the module docstring).
 CANDIDATES: dict[str, tuple[Model, ...]] = {
@@ -77,7 +94,7 @@ CANDIDATES: dict[str, tuple[Model, ...]] = {
     "p50_ms": (POWER, LOGLIN, LINEAR),
     "p99_ms": (POWER, LOGLIN, LINEAR),
     "qps": (POWER, LOGLIN),
-    "recall": (LOGLIN,),
+    "recall": (LOGLIN, MISS),
 }
 BOUNDED = {"recall": (0.0, 1.0)}  # a forecast (and its interval) is clipped to what the figure can be
 
@@ -101,7 +118,7 @@ class Fit:
         x0 = np.array([1.0, float(self.model.x(np.array([n], np.float64))[0])])
         centre = float(x0 @ self.beta)
         half = t975(self.df) * self.s * math.sqrt(1.0 + float(x0 @ self.xtx_inv @ x0))
-        lo, hi = self.model.h(np.array([centre - half, centre + half]))
+        lo, hi = sorted(self.model.h(np.array([centre - half, centre + half])))  # h may decrease (miss rate)
         return float(lo), float(hi)
 
 
@@ -137,12 +154,20 @@ def loo_error(model: Model, n: np.ndarray, y: np.ndarray, relative: bool) -> flo
     return float(np.mean(errs))
 
 
+def plausible(figure: str, n: np.ndarray, y: np.ndarray) -> list[Model]:
+    """The candidates the series cannot rule out, best leave-one-out error first (the first is the choice);
+    empty when none can be fitted."""
+    relative = figure not in BOUNDED
+    scored = sorted(((loo_error(m, n, y, relative), i, m) for i, m in enumerate(CANDIDATES[figure])),
+                    key=lambda s: (s[0], s[1]))
+    scored = [s for s in scored if math.isfinite(s[0])]
+    return [m for err, _, m in scored if err <= PLAUSIBLE * scored[0][0]] if scored else []
+
+
 def choose(figure: str, n: np.ndarray, y: np.ndarray) -> Model | None:
     """The candidate with the lowest leave-one-out error, or None when none can be fitted."""
-    relative = figure not in BOUNDED
-    scored = [(loo_error(m, n, y, relative), i, m) for i, m in enumerate(CANDIDATES[figure])]
-    scored = [s for s in scored if math.isfinite(s[0])]
-    return min(scored, key=lambda s: (s[0], s[1]))[2] if scored else None
+    laws = plausible(figure, n, y)
+    return laws[0] if laws else None
 
 
 @dataclass(frozen=True)
@@ -158,6 +183,7 @@ class Forecast:
     sizes: tuple[int, ...]  # the measured sizes it rests on
     holdout_n: int | None  # the largest measured size, predicted from the others
     holdout_error: float | None  # signed: relative for positive figures, absolute for recall
+    alternatives: tuple[tuple[str, float], ...] = ()  # other plausible laws and their forecasts at n
 
     @property
     def far(self) -> float:
@@ -174,6 +200,12 @@ class Forecast:
         err = (f"{self.holdout_error:+.0%}" if self.figure not in BOUNDED else f"{self.holdout_error:+.3f}")
         return f"held out {self.holdout_n:,}: {err}"
 
+    def disagreement(self) -> float:
+        """How far the other plausible laws' forecasts lie from this one (relative for positive figures,
+        absolute for recall); 0 when no other law is plausible."""
+        relative = self.figure not in BOUNDED
+        return max((abs(_error(v, self.value, relative)) for _, v in self.alternatives), default=0.0)
+
 
 def forecast(figure: str, sizes: Sequence[int], values: Sequence[float], n: int) -> Forecast | None:
     """The forecast of `figure` at `n` from its measured series, or None with fewer than three sizes."""
@@ -184,13 +216,23 @@ def forecast(figure: str, sizes: Sequence[int], values: Sequence[float], n: int)
     ns, ys = ns[ok], ys[ok]
     if len(np.unique(ns)) < MIN_SIZES or len(ns) != len(np.unique(ns)):
         return None
-    model = choose(figure, ns, ys)
-    if model is None:
+    laws = plausible(figure, ns, ys)
+    if not laws:
         return None
-    f = fit(model, ns, ys)
-    value, (lo, hi) = f.predict(n), f.interval(n)
+    model = laws[0]
+    fits = [fit(m, ns, ys) for m in laws]
+    value = fits[0].predict(n)
+    bounds = [f.interval(n) for f in fits]
+    lo, hi = min(b[0] for b in bounds), max(b[1] for b in bounds)  # nan (no interval) wins both: as it should
+    if any(math.isnan(v) for b in bounds for v in b):
+        lo = hi = math.nan
     a, b = BOUNDED.get(figure, (0.0, math.inf))  # no figure here is negative: bytes, seconds, QPS, recall
-    value, lo, hi = (min(max(v, a), b) if math.isfinite(v) else v for v in (value, lo, hi))
+
+    def clip(v: float) -> float:
+        return min(max(v, a), b) if math.isfinite(v) else v
+
+    value, lo, hi = clip(value), clip(lo), clip(hi)
+    alternatives = tuple((m.name, clip(f.predict(n))) for m, f in zip(laws[1:], fits[1:], strict=True))
     # The self-check: refit without the largest size (choosing again when enough sizes are left, else the
     # same model) and predict it, as the forecast predicts N.
     m2 = choose(figure, ns[:-1], ys[:-1]) if len(ns) - 1 >= MIN_SIZES else model
@@ -198,4 +240,5 @@ def forecast(figure: str, sizes: Sequence[int], values: Sequence[float], n: int)
     if m2 is not None and m2.usable(ys[:-1]):
         holdout_n = int(ns[-1])
         holdout_error = _error(fit(m2, ns[:-1], ys[:-1]).predict(ns[-1]), ys[-1], figure not in BOUNDED)
-    return Forecast(figure, int(n), value, lo, hi, model.name, tuple(int(v) for v in ns), holdout_n, holdout_error)
+    return Forecast(figure, int(n), value, lo, hi, model.name, tuple(int(v) for v in ns), holdout_n, holdout_error,
+                    alternatives)

@@ -141,15 +141,17 @@ def project(configs: list[Config], n: int) -> tuple[list[Projection], list[str]]
 
 
 def forecast_rows(p: Projection) -> list[list[str]]:
-    """The table of one projection: figure, model, forecast [95 %], largest measured, held-out check."""
+    """The table of one projection: figure, model, forecast [95 %], largest measured, held-out check, and the
+    other growth laws the measured sizes cannot rule out with their forecasts (the interval covers them)."""
     rows = []
     for figure, label in FIGURES.items():
         f = p.forecasts.get(figure)
         if f is None:
-            rows.append([label, "—", "not forecast (non-finite or too few values)", "", ""])
+            rows.append([label, "—", "not forecast (non-finite or too few values)", "", "", ""])
             continue
         rows.append([label, f.model, f"{_fmt(figure, f.value)} [{_fmt(figure, f.lo)}–{_fmt(figure, f.hi)}]",
-                     _fmt(figure, figure_of(p.largest, figure)), f.holdout_text()])
+                     _fmt(figure, figure_of(p.largest, figure)), f.holdout_text(),
+                     "; ".join(f"{name}: {_fmt(figure, v)}" for name, v in f.alternatives) or "—"])
     return rows
 
 
@@ -165,10 +167,26 @@ def _fmt(figure: str, v: float) -> str:
     return f"{v:.3g}"
 
 
-def describe(p: Projection) -> dict[str, Any]:
-    """A plain summary of one projection (for JSON output and tests)."""
-    return {"label": p.largest.label, "policy": p.largest.policy, "search": p.largest.search_params, "n": p.n,
-            "sizes": list(p.sizes), "forecasts": {k: dataclasses.asdict(v) for k, v in p.forecasts.items()}}
+FORECAST_FIELDS = ["scenario", "label", "family", "build_params", "build_params_used_at_largest", "policy",
+                   "search_params", "n", "figure", "model", "value", "lo", "hi", "far", "holdout_n", "holdout_error",
+                   "alternatives", "sizes", "measured"]
+
+
+def forecast_records(projections: list[Projection]) -> list[dict[str, Any]]:
+    """Every (projection, figure) as a plain record — the forecast, its interval, the law, the self-check, the
+    other plausible laws, and its inputs (the measured sizes and values) — for JSON and CSV (FORECAST_FIELDS)."""
+    out = []
+    for p in projections:
+        c = p.largest
+        for figure, f in p.forecasts.items():
+            out.append({"scenario": c.workload.scenario, "label": c.label, "family": c.family,
+                        "build_params": c.build_params, "build_params_used_at_largest": c.used_build_params,
+                        "policy": c.policy, "search_params": c.search_params, "n": p.n, "figure": figure,
+                        "model": f.model, "value": f.value, "lo": f.lo, "hi": f.hi, "far": f.far,
+                        "holdout_n": f.holdout_n, "holdout_error": f.holdout_error,
+                        "alternatives": dict(f.alternatives), "sizes": list(p.sizes),
+                        "measured": [figure_of(m, figure) for m in p.measured]})
+    return out
 
 
 def render_text(projections: list[Projection], notes: list[str]) -> str:
@@ -183,7 +201,8 @@ def render_text(projections: list[Projection], notes: list[str]) -> str:
         if far > 3:
             lines.append(f"  far beyond the measured sizes ({far:.0f}×): the intervals are wide for that reason, and "
                          "a growth law can change beyond them; measure nearer the size if the choice is close")
-        head = ["figure", "model", "forecast [95 % interval]", f"measured at {p.sizes[-1]:,}", "self-check"]
+        head = ["figure", "model", "forecast [95 % interval]", f"measured at {p.sizes[-1]:,}", "self-check",
+                "other laws the sizes allow"]
         table = [head, *forecast_rows(p)]
         widths = [max(len(r[i]) for r in table) for i in range(len(head))]
         lines += ["  " + "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in table]

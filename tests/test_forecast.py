@@ -23,6 +23,7 @@ SIZES = [10_000, 30_000, 100_000, 300_000, 1_000_000]
     ("p99_ms", lambda n: 0.003 * n ** 0.4, "power law"),
     ("qps", lambda n: 3e6 * n ** -0.5, "power law"),
     ("recall", lambda n: 1.2 - 0.04 * np.log(n), "linear in log n"),
+    ("recall", lambda n: 1.0 - 0.002 * n ** 0.3, "miss-rate power law"),
 ])
 def test_a_known_law_is_recovered(figure: str, law, model: str) -> None:  # noqa: ANN001
     f = fc.forecast(figure, SIZES, [law(n) for n in SIZES], 3_000_000)
@@ -84,3 +85,25 @@ def test_t_table_matches_scipy() -> None:
         assert fc.t975(df) == pytest.approx(scipy_stats.t.ppf(0.975, df), abs=2e-3)
     for df in (11, 25, 500):  # between rows: never narrower than the true quantile
         assert fc.t975(df) >= scipy_stats.t.ppf(0.975, df) - 1e-9
+
+
+def test_laws_the_sizes_cannot_rule_out_are_shown_and_covered_by_the_interval() -> None:
+    # HNSW-like recall (measured shape, catalog_size_1m to 300k): a miss rate growing as a power of n and a
+    # line in log n fit these four sizes about equally well and part ways at 1M
+    f = fc.forecast("recall", SIZES[:4], [0.9984, 0.9956, 0.9766, 0.9548], 1_000_000)
+    assert f is not None and f.model == "miss-rate power law"
+    (name, other), = f.alternatives
+    assert name == "linear in log n" and other > f.value
+    assert f.lo <= f.value <= f.hi and f.lo <= other <= f.hi  # the interval covers both laws
+    assert f.disagreement() == pytest.approx(other - f.value)
+    # a law that holds exactly leaves no other law plausible
+    exact = fc.forecast("index_bytes", SIZES, [512.0 * n + 4e6 for n in SIZES], 3_000_000)
+    assert exact is not None and exact.alternatives == () and exact.disagreement() == 0.0
+
+
+def test_a_miss_rate_interval_is_ordered_although_its_law_decreases() -> None:
+    rng = np.random.default_rng(11)
+    for _ in range(50):
+        values = [1.0 - 0.002 * n ** 0.3 * math.exp(0.1 * rng.standard_normal()) for n in SIZES]
+        f = fc.forecast("recall", SIZES, values, 3_000_000)
+        assert f is not None and f.lo <= f.value <= f.hi

@@ -7,6 +7,9 @@ size far beyond the measured ones says so; `recommend --at-n` ranks forecasts an
 
 from __future__ import annotations
 
+import csv
+import json
+import math
 import re
 from pathlib import Path
 
@@ -42,6 +45,29 @@ def test_forecast_command_prints_model_interval_and_self_check(size_sweep: Path)
     assert res.output.count("far beyond the measured sizes") == 2  # once per configuration at 1M
     rows = [ln for ln in res.output.splitlines() if ln.strip().startswith("saved bytes")]
     assert len(rows) == 4 and all(re.search(r"\[[\d.,]+ MiB–[\d.,]+ MiB\]", r) and "held out 8,000" in r for r in rows)
+
+
+def test_forecasts_and_their_inputs_are_data(size_sweep: Path, tmp_path: Path) -> None:
+    out_json, out_csv = tmp_path / "fc.json", tmp_path / "fc.csv"
+    res = CliRunner().invoke(main, ["forecast", str(size_sweep), "--n", "16000", "--n", "64000",
+                                    "--json", str(out_json), "--csv", str(out_csv)])
+    assert res.exit_code == 0, res.output
+    got = json.loads(out_json.read_text())
+    rows = list(csv.DictReader(out_csv.open()))
+    assert len(got) == len(rows) == 2 * 2 * len(projection.FIGURES)  # 2 sizes × 2 configurations × figures
+    assert {r["n"] for r in got} == {16000, 64000} and set(rows[0]) == set(projection.FORECAST_FIELDS)
+    configs, _ = recommend.configurations(results.load_dir(size_sweep).runs)
+    by_size = {(c.label, c.workload.size): c for c in configs}
+    for r in got:
+        # the inputs are the measured figures, size by size, and the forecast is the printed one's number
+        assert r["sizes"] == list(SIZE_SWEEP_SIZES)
+        assert r["measured"] == [projection.figure_of(by_size[(r["label"], n)], r["figure"]) for n in r["sizes"]]
+        if r["lo"] is not None:
+            assert r["lo"] <= r["value"] <= r["hi"]
+            assert all(r["lo"] <= v <= r["hi"] for v in r["alternatives"].values())
+    saved = next(r for r in rows if r["label"] == "exact" and r["figure"] == "saved_bytes" and r["n"] == "16000")
+    assert saved["model"] == "linear" and math.isclose(float(saved["value"]), 16_000 * 72, rel_tol=0.01)
+    assert json.loads(saved["sizes"]) == list(SIZE_SWEEP_SIZES)
 
 
 def test_recommend_at_n_ranks_forecasts_and_says_so(size_sweep: Path) -> None:
