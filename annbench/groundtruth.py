@@ -20,7 +20,10 @@ by key. A query whose float32 selection boundary is closer than the proven round
 belong to its exact top-k, so the answer equals a float64 brute force exactly.
 
 `LiveGroundTruth` keeps that answer exact across inserts, deletes and updates at a fraction of the
-cost of recomputing every step; `cached` stores a result on disk under a content-hash key.
+cost of recomputing every step, one operation at a time. `step_ground_truth` answers every search of
+a whole op log known in advance (what the harness has) with one pass over every vector the log ever
+makes live; both equal `exact_knn` over the live set at each search. `cached` stores a result on disk
+under a content-hash key.
 """
 
 from __future__ import annotations
@@ -72,6 +75,8 @@ class GTStats:
     exact_evals: int = 0  # (query, row) pairs recomputed in float64
     fallback_queries: int = 0  # queries rescanned because of near ties at their selection boundary
     queries_recomputed: int = 0  # LiveGroundTruth: queries whose list was recomputed over the whole live set
+    queries_deepened: int = 0  # step_ground_truth: queries whose list of versions was computed again, deeper
+    searches_rescanned: int = 0  # step_ground_truth: searches at which queries left over were computed anew
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -525,6 +530,20 @@ def _key_lt(d: np.ndarray, i: np.ndarray, hd: np.ndarray, hi: np.ndarray) -> np.
     return (d < hd) | ((d == hd) & (i < hi))
 
 
+def _check_op(ids: np.ndarray, rows: np.ndarray | None, n_pool: int) -> None:
+    """ValueError unless one operation's ids (int64) are distinct and not reserved, and its rows index the pool."""
+    if ids.size > 1 and (np.diff(np.sort(ids)) == 0).any():
+        raise ValueError("ids repeat within one operation")
+    if ((ids == -1) | (ids == _SENT)).any():
+        raise ValueError("ids -1 and 2**63-1 are reserved (padding)")
+    if rows is None:
+        return
+    if rows.shape != ids.shape:
+        raise ValueError(f"got {rows.size} rows for {ids.size} ids")
+    if rows.size and (rows.min() < 0 or rows.max() >= n_pool):
+        raise ValueError(f"rows must index the pool (0..{n_pool - 1})")
+
+
 # --- incremental ground truth --------------------------------------------------------------------------
 class LiveGroundTruth:
     """Exact top-k over the items live at each step of an update scenario, maintained incrementally.
@@ -584,16 +603,7 @@ class LiveGroundTruth:
         return self._rows.copy(), self._ids.copy()
 
     def _check_ops(self, ids: np.ndarray, rows: np.ndarray | None = None) -> None:
-        if ids.size > 1 and (np.diff(np.sort(ids)) == 0).any():
-            raise ValueError("ids repeat within one operation")
-        if ((ids == -1) | (ids == _SENT)).any():
-            raise ValueError("ids -1 and 2**63-1 are reserved (padding)")
-        if rows is None:
-            return
-        if rows.shape != ids.shape:
-            raise ValueError(f"got {rows.size} rows for {ids.size} ids")
-        if rows.size and (rows.min() < 0 or rows.max() >= len(self.pool)):
-            raise ValueError(f"rows must index the pool (0..{len(self.pool) - 1})")
+        _check_op(ids, rows, len(self.pool))
 
     def _find(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(positions in the live arrays, found mask); the live arrays are kept sorted by id."""
@@ -736,6 +746,172 @@ class LiveGroundTruth:
         self._d[need], self._i[need] = d, i
         self._hd[need] = np.where(full, d[:, -1], np.float32(np.inf))
         self._hi[need] = np.where(full, i[:, -1], _SENT)
+
+
+# --- the ground truth of a whole op log, at once ---------------------------------------------------------
+_LIST_ENTRIES = 1 << 22  # (query × list depth) entries held at once: ~50 MB with exact_knn's own arrays
+
+StepOp = tuple[str, "np.ndarray | None", "np.ndarray | None"]
+"""One operation of an op log for `step_ground_truth`: (kind, rows, ids)."""
+
+
+@dataclass
+class _VersionLog:
+    """An op log recast over versions: every distinct (id, row) pair an item ever has, labelled by rank."""
+
+    rows: np.ndarray  # pool row of each version, in (id, row) order: a version's label is its position
+    ids: np.ndarray  # its id; non-decreasing with the label
+    live: list[np.ndarray]  # per search, the live versions (np.packbits of a bool mask over labels)
+    n_live: list[int]  # per search, how many items are live
+
+
+def _version_log(n_pool: int, ops: list[StepOp]) -> _VersionLog:
+    """Check the op log as `LiveGroundTruth` checks its operations, and replay it over versions."""
+    checked: list[tuple[str, np.ndarray, np.ndarray]] = []
+    for kind, rows, ids in ops:
+        if kind == "search":
+            continue
+        if kind not in ("insert", "delete", "update"):
+            raise ValueError(f"unknown operation {kind!r} (insert, delete, update or search)")
+        i = np.asarray(ids, dtype=np.int64).reshape(-1)
+        r = None if kind == "delete" else np.asarray(rows, dtype=np.int64).reshape(-1)
+        _check_op(i, r, n_pool)
+        checked.append((kind, r, i))
+    new = [(r, i) for kind, r, i in checked if kind != "delete"]
+    all_rows = np.concatenate([r for r, _ in new]) if new else np.empty(0, dtype=np.int64)
+    all_ids = np.concatenate([i for _, i in new]) if new else np.empty(0, dtype=np.int64)
+    order = np.lexsort((all_rows, all_ids))
+    s_rows, s_ids = all_rows[order], all_ids[order]
+    first = np.ones(order.size, dtype=bool)
+    first[1:] = (s_ids[1:] != s_ids[:-1]) | (s_rows[1:] != s_rows[:-1])
+    labels = np.empty(order.size, dtype=np.int64)
+    labels[order] = np.cumsum(first) - 1  # the label of each inserted or updated (id, row), in op order
+    v_rows, v_ids = s_rows[first], s_ids[first]
+    del all_rows, all_ids, order, s_rows, s_ids, first
+    uid = v_ids[np.r_[True, v_ids[1:] != v_ids[:-1]]] if v_ids.size else v_ids  # distinct ids, sorted
+    cur = np.full(uid.size, -1, dtype=np.int64)  # per id, the label of its live version (-1: not live)
+    live = np.zeros(v_rows.size, dtype=bool)
+    out = _VersionLog(v_rows, v_ids, [], [])
+    n_live, off, at_op = 0, 0, 0
+    for kind, _, _ in ops:
+        if kind == "search":
+            out.live.append(np.packbits(live))
+            out.n_live.append(n_live)
+            continue
+        _, _, i = checked[at_op]
+        at_op += 1
+        at = np.minimum(np.searchsorted(uid, i), max(uid.size - 1, 0))
+        was = np.where(uid[at] == i, cur[at], -1) if uid.size else np.full(i.size, -1, dtype=np.int64)
+        if kind == "insert" and (was >= 0).any():
+            raise ValueError(f"id {int(i[was >= 0][0])} is already live")
+        if kind != "insert" and (was < 0).any():
+            raise ValueError(f"id {int(i[was < 0][0])} is not live")
+        live[was[was >= 0]] = False
+        if kind == "delete":
+            cur[at] = -1
+            n_live -= i.size
+            continue
+        lab = labels[off:off + i.size]
+        off += i.size
+        cur[at] = lab
+        live[lab] = True
+        n_live += i.size if kind == "insert" else 0
+    return out
+
+
+def _first_live(ld: np.ndarray, lab: np.ndarray, live: np.ndarray, k: int
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row, the first k entries of a (dist, label) list whose label is live: (dists, labels (-1 pad), count).
+
+    `count` is how many live entries the whole row holds.
+    """
+    alive = live[np.maximum(lab, 0)] & (lab >= 0)
+    take = min(k, lab.shape[1])
+    pos = np.argsort(~alive, axis=1, kind="stable")[:, :take]  # live entries first, in list order
+    got = np.take_along_axis(alive, pos, axis=1)
+    d = np.full((lab.shape[0], k), np.inf, dtype=np.float32)
+    labs = np.full((lab.shape[0], k), -1, dtype=np.int64)
+    d[:, :take] = np.where(got, np.take_along_axis(ld, pos, axis=1), np.float32(np.inf))
+    labs[:, :take] = np.where(got, np.take_along_axis(lab, pos, axis=1), -1)
+    return d, labs, alive.sum(axis=1)
+
+
+def step_ground_truth(pool: np.ndarray, queries: np.ndarray, k: int, metric: Metric | str, ops: list[StepOp], *,
+                      depth: int | None = None, block_size: int | None = None, query_block: int | None = None,
+                      stats: GTStats | None = None, max_entries: int | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k over the items live at every search of an op log: (dists float32, ids int64), searches × q × k.
+
+    `ops` lists (kind, rows, ids) in order: "insert" (ids not live; vectors pool[rows]), "delete" (live
+    ids; rows None), "update" (live ids; vectors now pool[rows]) and "search" (rows and ids None). Each
+    search's answer is `exact_knn`'s over the items live then — ids, distances and the order of ties —
+    and the operations are checked as `LiveGroundTruth` checks them (ValueError).
+
+    Knowing the whole log, the GEMM work is one pass over every version an item ever has instead of
+    one `exact_knn` call per day and per repair (each with its fixed cost: *measured* most of a 30-day
+    replay's time). A version is a distinct (id, row) pair, labelled by its rank in (id, row) order.
+    One `exact_knn` gives each query its `depth` nearest versions by (distance, label); a search's
+    answer is the first k of them live at that search. It is exact whenever the list holds k live
+    versions, or every live item, or every version: a live item outside the list has a larger
+    (distance, label) than the list's last entry, hence than each of the k taken, and because labels
+    rise with ids and live ids are distinct, a larger (distance, id) too. A query for which some search
+    finds too few is computed again with a 4× deeper list while (queries × depth) stays within
+    `max_entries`; past that, at each such search over the items then live. `depth` defaults to k when
+    every version is live at every search, else to 2k ÷ (the smallest live share of the versions) + 16,
+    at most 8k + 64.
+    """
+    metric = Metric.parse(metric)
+    k = int(k)
+    if k < 1:
+        raise ValueError(f"k must be ≥ 1, got {k}")
+    q = _as_queries(queries, pool)
+    stats = stats if stats is not None else GTStats()
+    budget = int(max_entries) if max_entries is not None else _LIST_ENTRIES
+    log = _version_log(len(pool), list(ops))
+    nv, nq, ns = log.rows.size, q.shape[0], len(log.live)
+    out_d = np.full((ns, nq, k), np.inf, dtype=np.float32)
+    out_i = np.full((ns, nq, k), -1, dtype=np.int64)
+    if nv == 0 or nq == 0 or max(log.n_live, default=0) == 0:
+        return out_d, out_i
+    share = min(c for c in log.n_live if c > 0) / nv
+    if depth is None:  # a list that holds about 2k live versions at the search with the fewest live
+        depth = k if share == 1.0 else min(int(np.ceil(2 * k / share)) + 16, 8 * k + 64)
+    depth = max(1, min(int(depth), nv))
+    # The pass visits the versions in pool order: each base block is then one stretch of the pool, read
+    # in order and its pages dropped as one range. The labels ride along as the ids exact_knn returns.
+    scan = np.argsort(log.rows, kind="stable")
+    scan_rows = log.rows[scan]
+
+    bad = np.ones((ns, nq), dtype=bool)  # (search, query) answers not proven exact yet
+    todo = np.arange(nq)
+    first_round = True
+    while todo.size and (first_round or todo.size * depth <= budget):
+        if not first_round:
+            stats.queries_deepened += todo.size
+        chunk = max(1, budget // depth)  # bounded memory for any number of queries
+        for c0 in range(0, todo.size, chunk):
+            part = todo[c0:c0 + chunk]
+            ld, lab = exact_knn(pool, q[part], depth, metric, rows=scan_rows, ids=scan, block_size=block_size,
+                                query_block=query_block, stats=stats)
+            for s in range(ns):
+                live = np.unpackbits(log.live[s], count=nv).view(bool)
+                d, labs, count = _first_live(ld, lab, live, k)
+                ok = (depth >= nv) | (count >= k) | (count == log.n_live[s])
+                done = part[ok]
+                out_d[s, done] = d[ok]
+                out_i[s, done] = np.where(labs[ok] >= 0, log.ids[np.maximum(labs[ok], 0)], -1)
+                bad[s, done] = False
+        todo = np.flatnonzero(bad.any(axis=0))
+        depth = min(nv, 4 * depth)
+        first_round = False
+    # Lists deeper still would hold too much: what is left is answered at its searches over the live items.
+    for s in np.flatnonzero(bad.any(axis=1)):
+        qs = np.flatnonzero(bad[s])
+        lv = np.flatnonzero(np.unpackbits(log.live[s], count=nv))
+        out_d[s, qs], out_i[s, qs] = exact_knn(pool, q[qs], k, metric, rows=log.rows[lv], ids=log.ids[lv],
+                                               block_size=block_size, query_block=query_block, stats=stats)
+        stats.searches_rescanned += 1
+    return out_d, out_i
 
 
 # --- cache -------------------------------------------------------------------------------------------

@@ -46,7 +46,7 @@ import annbench
 from annbench import adapters, catalog, datasets, oplog, outlock, results, supervisor, tempdirs, workload
 from annbench.dataset import drop_pages
 from annbench.errors import ConfigError
-from annbench.groundtruth import LiveGroundTruth, cache_key, cached
+from annbench.groundtruth import cache_key, cached, step_ground_truth
 from annbench.scenarios import RunSpec, Scenario, check_dataset_dim
 from annbench.vectors import Metric, prepare_vectors
 
@@ -215,20 +215,10 @@ def _ground_truth(sc: Scenario, metric: Metric, data_dir: Path, ds_hash: str, si
         pool = np.load(data_dir / "base.npy", mmap_mode="r")
         queries = np.load(data_dir / "queries.npy")
         q_all = queries[: sc.n_queries] if sc.n_queries else queries
-        live = LiveGroundTruth(pool, q_all, sc.k, metric)
-        dists, ids = [], []
-        for op in ops:
-            if op.kind in ("build", "insert"):
-                live.insert(op.rows, op.ids)
-            elif op.kind == "delete":
-                live.delete(op.ids)
-            elif op.kind == "update":
-                live.update(op.rows, op.ids)
-            elif op.kind == "search":
-                d, i = live.current()
-                dists.append(d)
-                ids.append(i)
-        return np.stack(dists), np.stack(ids)
+        # the whole log at once: one pass over every vector the log ever makes live, not a call per day
+        steps = [("insert" if op.kind == "build" else op.kind, op.rows, op.ids) for op in ops
+                 if op.kind in ("build", "insert", "delete", "update", "search")]
+        return step_ground_truth(pool, q_all, sc.k, metric, steps)
 
     cached(data_dir / "gt", key, compute)
     return data_dir / "gt" / f"gt-{hashlib.sha256(cache_key(key).encode()).hexdigest()}.npz"

@@ -15,6 +15,7 @@ from annbench.groundtruth import (
     cached,
     exact_knn,
     hash_array,
+    step_ground_truth,
     true_distances,
 )
 
@@ -305,6 +306,130 @@ def test_live_ground_truth_query_subset_and_errors() -> None:
     with pytest.raises(ValueError, match="reserved"):
         live.insert(np.array([70]), np.array([-1]))
     assert_same(live.current(sub), full)  # refused operations left the state alone
+
+
+# --- the ground truth of a whole op log -----------------------------------------------------------------
+def _random_log(rng: np.random.Generator, n_pool: int, n_ops: int) -> list[tuple]:
+    """An op log with a search after every operation: inserts, deletes (some of a query's nearest, most of
+    the live set), updates (to a new row, to the row the item already has, to a row another id holds) and
+    ids deleted then inserted again (with their old row or another)."""
+    ops: list[tuple] = []
+    id_row: dict[int, int] = {}
+    dead: dict[int, int] = {}
+    next_id = 5_000
+    for step in range(n_ops):
+        alive = np.array(sorted(id_row), dtype=np.int64)
+        kind = rng.choice(["insert", "delete", "update", "delete_most", "reinsert"], p=[0.3, 0.25, 0.25, 0.1, 0.1])
+        if step == 0 or kind == "insert" or alive.size < 3 or (kind == "reinsert" and not dead):
+            c = int(rng.integers(1, 60))
+            ids = np.arange(next_id, next_id + c, dtype=np.int64)[rng.permutation(c)] * 7 - 3 * 10**15
+            next_id += c
+            rows = rng.integers(0, n_pool, c)  # rows shared between ids: same vector, other id
+            ops.append(("insert", rows, ids))
+            id_row.update(zip(ids.tolist(), rows.tolist(), strict=True))
+        elif kind == "reinsert":
+            back = rng.choice(np.array(sorted(dead)), min(len(dead), int(rng.integers(1, 10))), replace=False)
+            rows = np.array([dead[b] if rng.random() < 0.5 else int(rng.integers(0, n_pool)) for b in back.tolist()])
+            ops.append(("insert", rows, back))
+            for b, r in zip(back.tolist(), rows.tolist(), strict=True):
+                id_row[b] = r
+                del dead[b]
+        elif kind in ("delete", "delete_most"):
+            c = alive.size - int(rng.integers(1, 4)) if kind == "delete_most" else \
+                int(rng.integers(1, max(2, alive.size // 4)))
+            gone = rng.choice(alive, c, replace=False)
+            ops.append(("delete", None, gone))
+            for g in gone.tolist():
+                dead[g] = id_row.pop(g)
+        else:
+            moved = rng.choice(alive, int(rng.integers(1, max(2, alive.size // 3))), replace=False)
+            rows = np.array([id_row[m] if rng.random() < 0.2 else int(rng.integers(0, n_pool)) for m in moved.tolist()])
+            ops.append(("update", rows, moved))
+            id_row.update(zip(moved.tolist(), rows.tolist(), strict=True))
+        ops.append(("search", None, None))
+    return ops
+
+
+def _replay_live(pool: np.ndarray, queries: np.ndarray, k: int, metric: Metric, ops: list[tuple]
+                 ) -> tuple[list, list]:
+    """Per search: LiveGroundTruth's answer (the implementation the harness used before) and the naive oracle's."""
+    live = LiveGroundTruth(pool, queries, k, metric, block_size=41)
+    inc, oracle = [], []
+    for kind, rows, ids in ops:
+        if kind == "insert":
+            live.insert(rows, ids)
+        elif kind == "delete":
+            live.delete(ids)
+        elif kind == "update":
+            live.update(rows, ids)
+        else:
+            inc.append(live.current())
+            oracle.append(naive_knn(pool, queries, k, metric, *live.live()))
+    return inc, oracle
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("variant", ["default", "deepened", "rescanned"])
+def test_step_ground_truth_equals_live_ground_truth_and_brute_force(seed: int, variant: str) -> None:
+    rng = np.random.default_rng(200 + seed)
+    metric = Metric.L2 if seed % 2 == 0 else Metric.COSINE
+    d = int(rng.integers(2, 9))
+    base = rng.integers(-2, 3, (500, d)).astype(np.float32) if seed % 3 == 0 else \
+        rng.standard_normal((500, d)).astype(np.float32)
+    base[rng.choice(500, 80, replace=False)] = base[5]  # duplicates: ties inside and at the lists' ends
+    pool = normalise(base + 1e-3 * (seed % 3 == 0)) if metric is Metric.COSINE else base
+    queries = np.vstack([pool[rng.integers(0, 500, 10)], rng.standard_normal((6, d)).astype(np.float32)])
+    if metric is Metric.COSINE:
+        queries = normalise(queries)
+    k = int(rng.integers(1, 9))
+    ops = _random_log(rng, len(pool), 30)
+    inc, oracle = _replay_live(pool, queries, k, metric, ops)
+    extra = {"default": {}, "deepened": {"depth": k}, "rescanned": {"depth": k, "max_entries": 4 * k * len(queries)}}
+    stats = GTStats()
+    got_d, got_i = step_ground_truth(pool, queries, k, metric, ops, block_size=37, stats=stats, **extra[variant])
+    assert got_d.shape == got_i.shape == (len(inc), len(queries), k)
+    for s, (a, b) in enumerate(zip(inc, oracle, strict=True)):
+        assert_same((got_d[s], got_i[s]), b)
+        assert_same((got_d[s], got_i[s]), a)
+    if variant == "deepened":
+        assert stats.queries_deepened > 0 and stats.searches_rescanned == 0
+    if variant == "rescanned":
+        assert stats.searches_rescanned > 0
+
+
+def test_step_ground_truth_small_logs_and_errors() -> None:
+    rng = np.random.default_rng(4)
+    pool = rng.standard_normal((60, 5)).astype(np.float32)
+    queries = rng.standard_normal((7, 5)).astype(np.float32)
+    search = ("search", None, None)
+    # nothing live at the first search, fewer live than k at the second, one id updated to its own row
+    ops = [search, ("insert", np.array([3, 9]), np.array([30, 90])), search,
+           ("update", np.array([3]), np.array([30])), ("insert", np.arange(20, 40), np.arange(200, 220)), search,
+           ("delete", None, np.arange(200, 220)), search]
+    d, i = step_ground_truth(pool, queries, 4, Metric.L2, ops)
+    assert (i[0] == -1).all() and np.isinf(d[0]).all()
+    assert_same((d[1], i[1]), naive_knn(pool, queries, 4, Metric.L2, np.array([3, 9]), np.array([30, 90])))
+    assert_same((d[2], i[2]), naive_knn(pool, queries, 4, Metric.L2, np.r_[3, 9, 20:40], np.r_[30, 90, 200:220]))
+    assert_same((d[3], i[3]), (d[1], i[1]))
+    d, i = step_ground_truth(pool, queries, 4, Metric.L2, [("insert", np.arange(5), np.arange(5))])
+    assert d.shape == i.shape == (0, 7, 4)
+    d, i = step_ground_truth(pool, queries[:0], 4, Metric.L2, ops)
+    assert d.shape == (4, 0, 4)
+    ins = ("insert", np.array([1, 2]), np.array([10, 20]))
+    bad = {
+        "already live": [ins, ("insert", np.array([5]), np.array([10]))],
+        "is not live": [ins, ("delete", None, np.array([10])), ("update", np.array([3]), np.array([10]))],
+        "repeat": [("insert", np.array([1, 2]), np.array([7, 7]))],
+        "reserved": [("insert", np.array([1]), np.array([-1]))],
+        "index the pool": [("insert", np.array([60]), np.array([1]))],
+        "rows for": [("insert", np.array([1, 2]), np.array([1]))],
+        "unknown operation": [("rebuild", None, None)],
+    }
+    for message, log in bad.items():
+        with pytest.raises(ValueError, match=message):
+            step_ground_truth(pool, queries, 4, Metric.L2, [*log, search])
+    with pytest.raises(ValueError, match="is not live"):  # never inserted at all
+        step_ground_truth(pool, queries, 4, Metric.L2, [("delete", None, np.array([3])), search])
 
 
 # --- cache ---------------------------------------------------------------------------------------------

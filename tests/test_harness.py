@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from annbench import results
+from annbench import harness, results
 from annbench.cli import main
 from annbench.datasets import open_dataset
-from annbench.oplog import op_log
+from annbench.groundtruth import LiveGroundTruth
+from annbench.oplog import load_ops, op_log
 from annbench.scenarios import load_scenario
-from tests.conftest import REPO
+from tests.conftest import REPO, small_scenario
 
 
 def run_cli(*args: str) -> tuple[int, str]:
@@ -193,3 +194,32 @@ def test_catalog_size_scaled_down(tmp_path: Path) -> None:
     assert all(d["status"] == "ok" for d in docs), [d["error"] for d in docs if d["status"] != "ok"]
     exact = [d for d in docs if d["index"]["family"] == "faiss-flat"]
     assert all(search_steps(d)[0]["settings"][0]["recall"] == 1.0 for d in exact)
+
+
+@pytest.mark.parametrize("delete_rule", ["random", "product"])
+def test_the_per_step_ground_truth_file_equals_a_live_replay(tmp_path: Path, delete_rule: str) -> None:
+    """The cached per-step ground truth (computed over the whole op log at once) equals LiveGroundTruth's
+    answer at each search, op by op, ids and distances, ties in the same order."""
+    timeline = {"kind": "daily", "initial_fraction": 0.5, "days": 5, "insert_fraction": 0.06, "delete_fraction": 0.05,
+                "delete_rule": delete_rule, "update_fraction": 0.04}
+    sc = load_scenario(small_scenario(tmp_path, [{"family": "faiss-flat"}], timeline=timeline))
+    prep = harness.prepare(sc, tmp_path / "cache")
+    pool = np.load(prep.data_dir / "base.npy", mmap_mode="r")
+    queries = np.load(prep.data_dir / "queries.npy")[: sc.n_queries]
+    live = LiveGroundTruth(pool, queries, sc.k, prep.metric)
+    with np.load(prep.gt_paths[None]) as z:
+        got_d, got_i = z["dists"], z["ids"]
+    step = 0
+    for op in load_ops(prep.ops_paths[None]):
+        if op.kind in ("build", "insert"):
+            live.insert(op.rows, op.ids)
+        elif op.kind == "delete":
+            live.delete(op.ids)
+        elif op.kind == "update":
+            live.update(op.rows, op.ids)
+        elif op.kind == "search":
+            want_d, want_i = live.current()
+            np.testing.assert_array_equal(got_i[step], want_i)
+            np.testing.assert_array_equal(got_d[step], want_d)
+            step += 1
+    assert step == len(got_d) > 5
