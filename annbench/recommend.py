@@ -340,6 +340,7 @@ class Constraints:
     needs_updates: bool = False
     minimise: str = "latency"
     min_qps: float | None = None
+    min_p_at_k: float | None = None  # product precision@k: the share of the k answers that are the query's product
 
     def validate(self) -> Constraints:
         """Raise ConfigError (exit 2) on a value no configuration could be measured against."""
@@ -351,6 +352,8 @@ class Constraints:
             raise ConfigError(f"--max-memory-gib must be > 0, got {self.max_memory_gib:g}")
         if self.min_qps is not None and not (self.min_qps > 0 and math.isfinite(self.min_qps)):
             raise ConfigError(f"--min-qps must be a positive number, got {self.min_qps:g}")
+        if self.min_p_at_k is not None and not (0.0 < self.min_p_at_k <= 1.0):
+            raise ConfigError(f"--min-p-at-k must be in (0, 1], got {self.min_p_at_k:g}")
         if self.minimise not in MINIMISE:
             raise ConfigError(f"--minimise must be one of {', '.join(MINIMISE)}, got {self.minimise!r}")
         return self
@@ -358,6 +361,8 @@ class Constraints:
     def describe(self, k: int | None = None) -> list[str]:
         at = f"@{k}" if k else ""
         out = [f"recall{at} ≥ {self.min_recall:g} on every search step"]
+        if self.min_p_at_k is not None:
+            out.append(f"P{at} (answers of the query's own product) ≥ {self.min_p_at_k:g} on every search step")
         if self.max_p99_ms is not None:
             out.append(f"p99 latency ≤ {self.max_p99_ms:g} ms on every search step")
         if self.min_qps is not None:
@@ -445,6 +450,12 @@ def first_failure(c: Config, cons: Constraints) -> str | None:
     if not s.recall >= cons.min_recall:
         tail = f" (mean over {len(c.steps)} steps {c.mean_recall:.3f})" if len(c.steps) > 1 else ""
         return f"recall@{c.k} {s.recall:.3f} < {cons.min_recall:g} on worst {what} {s.day}{tail}"
+    if cons.min_p_at_k is not None:
+        p = c.worst_p_at_k
+        if p is None:
+            return f"P@{c.k} not measured (the dataset has no product labels)"
+        if not p >= cons.min_p_at_k:
+            return f"P@{c.k} {p:.3f} < {cons.min_p_at_k:g} on its worst {what}"
     if cons.max_p99_ms is not None:
         s = c.worst_p99_step
         if not s.p99_ms <= cons.max_p99_ms:
@@ -476,6 +487,10 @@ def closest(configs: list[Config], cons: Constraints) -> list[str]:
     out = []
     c = max(configs, key=lambda x: x.worst_recall)
     out.append(f"recall ≥ {cons.min_recall:g}: closest {c.short()}, worst-step recall@{c.k} {c.worst_recall:.3f}")
+    if cons.min_p_at_k is not None:
+        c = max(configs, key=lambda x: -1.0 if x.worst_p_at_k is None else x.worst_p_at_k)
+        got = "not measured" if c.worst_p_at_k is None else f"{c.worst_p_at_k:.3f}"
+        out.append(f"P@k ≥ {cons.min_p_at_k:g}: closest {c.short()}, worst-step P@{c.k} {got}")
     if cons.max_p99_ms is not None:
         c = min(configs, key=lambda x: _nan_last(x.worst_p99_ms))
         out.append(f"p99 ≤ {cons.max_p99_ms:g} ms: closest {c.short()}, worst-step p99 {c.worst_p99_ms:.3g} ms")
@@ -768,6 +783,9 @@ def constraint_options(func: Any) -> Any:
                      help="Lowest throughput allowed at any step: QPS of single-query client threads at the best "
                           "concurrency level measured (with p99 within --max-p99-ms when given); one client when "
                           "the scenario measured no concurrency [default: no limit]."),
+        click.option("--min-p-at-k", type=float, default=None,
+                     help="Lowest product precision@k allowed at any search step (0–1]: the share of the k answers "
+                          "that are images of the query's own product (needs product labels) [default: no limit]."),
         click.option("--needs", type=click.Choice(["updates"]), default=None,
                      help="'updates': only configurations that served every day of a daily (update) scenario."),
         click.option("--minimise", "--minimize", "minimise", type=click.Choice(MINIMISE), default="latency",
@@ -781,7 +799,9 @@ def constraint_options(func: Any) -> Any:
 
 
 def constraints_from_options(min_recall: float, max_p99_ms: float | None, max_memory_gib: float | None,
-                             needs: str | None, minimise: str, min_qps: float | None = None) -> Constraints:
+                             needs: str | None, minimise: str, min_qps: float | None = None,
+                             min_p_at_k: float | None = None) -> Constraints:
     """Constraints from the options above; ConfigError (exit 2) when a value is out of range."""
     return Constraints(min_recall=min_recall, max_p99_ms=max_p99_ms, max_memory_gib=max_memory_gib,
-                       needs_updates=needs == "updates", minimise=minimise, min_qps=min_qps).validate()
+                       needs_updates=needs == "updates", minimise=minimise, min_qps=min_qps,
+                       min_p_at_k=min_p_at_k).validate()

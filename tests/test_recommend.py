@@ -125,7 +125,8 @@ def test_cli_no_feasible_configuration_exits_1_with_explanation():
 
 @pytest.mark.parametrize("args", [
     ["--min-recall", "0"], ["--min-recall", "1.5"], ["--max-p99-ms", "-1"], ["--max-memory-gb", "0"],
-    ["--minimise", "speed"], ["--needs", "everything"], ["--scenario", "nope"],
+    ["--minimise", "speed"], ["--needs", "everything"], ["--scenario", "nope"], ["--min-p-at-k", "0"],
+    ["--min-p-at-k", "1.01"],
 ])
 def test_cli_bad_arguments_exit_2(args):
     res = CliRunner().invoke(main, ["recommend", str(DAILY), *args])
@@ -203,3 +204,17 @@ def test_a_rejection_names_the_worst_step_not_the_first_failing_one():
                                     Constraints(min_recall=0.9, max_p99_ms=1.0))[0])
     reasons = {c.label: why for c, why in rec.rejected}
     assert reasons["exact"] == "p99 7.4 ms [95 % 5–9] > 1 ms on worst day 2"
+
+
+def test_min_p_at_k_is_a_constraint_on_the_worst_step() -> None:
+    gold = FIXTURES / "golden" / "ci_smoke"
+    configs, _ = recommend.configurations(load_dir(gold).runs)
+    labelled = sorted(c.worst_p_at_k for c in configs if c.worst_p_at_k is not None)
+    cut = labelled[len(labelled) // 2]
+    res = CliRunner().invoke(main, ["recommend", str(gold), "--min-recall", "0.01", "--min-p-at-k", str(cut)])
+    assert res.exit_code in (0, 1), res.output
+    assert f"P@10 (answers of the query's own product) ≥ {cut:g} on every search step" in res.output
+    rejected = [c for c in configs if c.worst_p_at_k is not None and c.worst_p_at_k < cut]
+    assert rejected and res.output.count(f"< {cut:g} on its worst") >= 1
+    none = CliRunner().invoke(main, ["recommend", str(gold), "--min-recall", "0.01", "--min-p-at-k", "1"])
+    assert none.exit_code == 1 and "P@k ≥ 1: closest" in none.output
