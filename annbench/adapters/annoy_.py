@@ -19,6 +19,7 @@ annoy file plus the id table). Library traps handled here:
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,16 +67,23 @@ class Annoy(Adapter):
         self._pos_ids = ids
 
     def search(self, queries: np.ndarray, k: int) -> np.ndarray:
+        return self.prepare_search(k)(as_vectors(queries, self.dim, self.name))
+
+    def prepare_search(self, k: int) -> Callable[[np.ndarray], np.ndarray]:
         if self.index is None:
             raise ConfigError(f"{self.name}: build() must be called first")
         k = check_k(k, self.name)
-        q = as_vectors(queries, self.dim, self.name)
-        search_k = self.search_settings["search_k"]
-        rows = [
-            self._pos_ids[np.asarray(self.index.get_nns_by_vector(row, k, search_k), dtype=np.int64)]
-            for row in q
-        ]
-        return pad_ids(rows, k)
+        nns, search_k, ids = self.index.get_nns_by_vector, self.search_settings["search_k"], self._pos_ids
+
+        def call(q: np.ndarray) -> np.ndarray:
+            if len(q) == 1:  # annoy answers one vector at a time: a single query is one call and one gather
+                got = nns(q[0], k, search_k)
+                if len(got) == k:
+                    return ids.take(got)[None, :]
+                return pad_ids([ids[np.asarray(got, dtype=np.int64)]], k)
+            return pad_ids([ids[np.asarray(nns(row, k, search_k), dtype=np.int64)] for row in q], k)
+
+        return call
 
     def save(self, path: Path) -> int:
         if self.index is None:

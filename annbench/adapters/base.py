@@ -9,6 +9,9 @@ L2-normalised by annbench (`prepare_vectors`), so every adapter implements cosin
 Ids are int64 chosen by the user's data, never array positions; an adapter maps them if its library
 needs positions.
 
+`prepare_search(k)` is `search` split in two for the harness's timed loop: the checks that do not depend
+on the queries run once, and the call it returns does only the library's search and the id mapping.
+
 `Metric` and `prepare_vectors` live in `annbench.vectors`, `Param` and `validate_params` in
 `annbench.params` (the data layer and the scenario checks use them too, without the adapters); they are
 imported here under their old names, which adapters and plugins use.
@@ -20,6 +23,7 @@ import enum
 import os
 import tempfile
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -193,6 +197,27 @@ class Adapter(ABC):
     @abstractmethod
     def search(self, queries: np.ndarray, k: int) -> np.ndarray:
         """Return q×k int64 ids, nearest first, padded with -1."""
+
+    def prepare_search(self, k: int) -> Callable[[np.ndarray], np.ndarray]:
+        """`search` at depth `k`, checked now, as a call that takes only the queries: what the harness times.
+
+        Everything that does not depend on the queries is done here once (the index is built, `k` is valid,
+        the live count, the search depth); the returned call does the library's search and the id mapping
+        its answer needs, and nothing else. Its answers are `search(queries, k)`'s: same ids, order and −1
+        padding, a fresh array the caller owns. Its queries must already be what `as_vectors` returns for
+        this index (C-contiguous float32 of shape (m, dim)): it does not check them.
+
+        The call is valid until the next write (build, add, delete, update, maintain) or
+        `set_search_params`; prepare again after either. This default checks `k` and calls `search`, so every
+        adapter is correct without overriding it; an adapter overrides it to keep its checks out of the call.
+        """
+        k = check_k(k, self.name)
+        search = self.search
+
+        def call(queries: np.ndarray) -> np.ndarray:
+            return search(queries, k)
+
+        return call
 
     @abstractmethod
     def save(self, path: Path) -> int:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -122,10 +123,17 @@ class _FaissIdIndex(_FaissBase):
         self.add(x, ids)
 
     def search(self, queries: np.ndarray, k: int) -> np.ndarray:
+        return self.prepare_search(k)(as_vectors(queries, self.dim, self.name))
+
+    def prepare_search(self, k: int) -> Callable[[np.ndarray], np.ndarray]:
         self._require_built()
         k = check_k(k, self.name)
-        _, labels = self.index.search(as_vectors(queries, self.dim, self.name), k)
-        return labels.astype(np.int64, copy=False)
+        search = self.index.search  # the ids are the caller's, int64, -1 padded: faiss's answer is ours
+
+        def call(q: np.ndarray) -> np.ndarray:
+            return search(q, k)[1]
+
+        return call
 
     def save(self, path: Path) -> int:
         self._require_built()
@@ -316,7 +324,8 @@ class FaissHNSW(_FaissBase):
     def __init__(self, metric: Metric | str, dim: int, threads: int = 1, **build_params: Any) -> None:
         self.index: faiss.IndexHNSWFlat | None = None
         super().__init__(metric, dim, threads, **build_params)
-        self._pos_ids = np.empty(0, dtype=np.int64)  # HNSW label (insertion position) → external id
+        # HNSW label (insertion position) → external id, and one slot more holding -1 (see prepare_search)
+        self._pos_ids = np.full(1, -1, dtype=np.int64)
         self._size = 0
         self._pos_of: dict[int, int] = {}  # live external id → position
         self._dead: set[int] = set()  # tombstoned positions
@@ -327,7 +336,7 @@ class FaissHNSW(_FaissBase):
         ids = as_ids(ids, self.name, len(x))
         self.index = faiss.IndexHNSWFlat(self.dim, self.params["M"], _faiss_metric(self.metric))
         self.index.hnsw.efConstruction = self.params["efConstruction"]
-        self._pos_ids = np.empty(max(16, len(x)), dtype=np.int64)
+        self._pos_ids = np.full(max(16, len(x) + 1), -1, dtype=np.int64)
         self._size = 0
         self._pos_of = {}
         self._dead = set()
@@ -336,14 +345,15 @@ class FaissHNSW(_FaissBase):
 
     def _append(self, x: np.ndarray, ids: np.ndarray) -> None:
         n = len(x)
-        if self._size + n > len(self._pos_ids):
-            grown = np.empty(max(self._size + n, 2 * len(self._pos_ids)), dtype=np.int64)
+        if self._size + n + 1 > len(self._pos_ids):  # + 1: the slot after the last position holds -1
+            grown = np.empty(max(self._size + n + 1, 2 * len(self._pos_ids)), dtype=np.int64)
             grown[: self._size] = self._pos_ids[: self._size]
             self._pos_ids = grown
         start = self._size
         self.index.add(x)
         self._pos_ids[start : start + n] = ids
         self._size += n
+        self._pos_ids[self._size] = -1
         for pos, i in enumerate(ids.tolist(), start):
             old = self._pos_of.get(i)
             if old is not None:  # the id had a vector already: its old position becomes a tombstone
@@ -377,22 +387,32 @@ class FaissHNSW(_FaissBase):
         return len(self._dead)
 
     def search(self, queries: np.ndarray, k: int) -> np.ndarray:
+        return self.prepare_search(k)(as_vectors(queries, self.dim, self.name))
+
+    def prepare_search(self, k: int) -> Callable[[np.ndarray], np.ndarray]:
         self._require_built()
         k = check_k(k, self.name)
-        q = as_vectors(queries, self.dim, self.name)
         ef = max(self.search_settings["efSearch"], k)
+        selector = None
         if self._dead:
             if self._filter is None:
                 batch = _selector(np.fromiter(self._dead, dtype=np.int64, count=len(self._dead)))
                 self._filter = (batch, faiss.IDSelectorNot(batch))
-            params = faiss.SearchParametersHNSW(efSearch=ef, sel=self._filter[1])
+            selector = self._filter
+            params = faiss.SearchParametersHNSW(efSearch=ef, sel=selector[1])
         else:
             params = faiss.SearchParametersHNSW(efSearch=ef)
-        _, pos = self.index.search(q, k, params=params)
-        out = np.full(pos.shape, -1, dtype=np.int64)
-        found = pos >= 0
-        out[found] = self._pos_ids[pos[found]]
-        return out
+        search = self.index.search
+        # Position → id, ending with the slot after the last position, which holds -1: faiss's padding (-1)
+        # indexes that last slot, so one gather maps answers and padding alike.
+        table = self._pos_ids[: self._size + 1]
+
+        def call(q: np.ndarray) -> np.ndarray:
+            _, pos = search(q, k, params=params)
+            return table[pos]
+
+        call.selector = selector  # faiss holds raw pointers to the selector: it lives as long as the call
+        return call
 
     def library_bytes(self) -> dict[str, Any] | None:
         if self.index is None:

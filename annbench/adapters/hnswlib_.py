@@ -12,13 +12,15 @@ always returns a q×k answer. Library traps handled here:
   than k live items (few live items, or ef < k with many tombstones): k is capped at the live count,
   ef is raised to ≥ k, and the rare remaining failure falls back per query to the largest k that
   works, padded with -1.
-- The query `ef` is a property of the index, not of a call; it is set before every search.
+- The query `ef` is a property of the index, not of a call: every search compares it with the depth it
+  needs and sets it on change.
 - hnswlib labels are unsigned: ids must be non-negative (they are, by annbench's contract).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -132,24 +134,34 @@ class Hnswlib(Adapter):
         return index.get_current_count() - len(self._deleted)
 
     def search(self, queries: np.ndarray, k: int) -> np.ndarray:
+        return self.prepare_search(k)(as_vectors(queries, self.dim, self.name))
+
+    def prepare_search(self, k: int) -> Callable[[np.ndarray], np.ndarray]:
         index = self._require_built()
         k = check_k(k, self.name)
-        q = as_vectors(queries, self.dim, self.name)
         k_eff = min(k, self.n_live)
-        if k_eff == 0 or len(q) == 0:
-            return np.full((len(q), k), -1, dtype=np.int64)
+        if k_eff == 0:
+            return lambda q: np.full((len(q), k), -1, dtype=np.int64)
         ef = max(self.search_settings["ef"], k_eff)
-        if ef != self._ef:  # set only on change: this call sits inside every timed single query
-            index.set_ef(ef)
-            self._ef = ef
-        try:
-            labels, _ = index.knn_query(q, k=k_eff, num_threads=self.threads)
-            if k_eff == k:  # a full answer needs no padding: no per-row Python work
+        knn_query, threads = index.knn_query, self.threads
+
+        def call(q: np.ndarray) -> np.ndarray:
+            # ef is the index's, not the call's: a search at another depth in between (a policy's refetch)
+            # moves it, so it is compared here (one attribute read) and set only on change
+            if self._ef != ef:
+                index.set_ef(ef)
+                self._ef = ef
+            try:
+                labels, _ = knn_query(q, k=k_eff, num_threads=threads)
+            except RuntimeError:
+                return pad_ids([self._one(q[i : i + 1], k_eff) for i in range(len(q))], k)
+            if k_eff == k:  # a full answer needs no padding
                 return labels.astype(np.int64)
-            rows = list(labels.astype(np.int64))
-        except RuntimeError:
-            rows = [self._one(q[i : i + 1], k_eff) for i in range(len(q))]
-        return pad_ids(rows, k)
+            out = np.full((len(q), k), -1, dtype=np.int64)
+            out[:, :k_eff] = labels
+            return out
+
+        return call
 
     def _one(self, query: np.ndarray, k: int) -> np.ndarray:
         """Largest answer (≤ k) hnswlib can give for one query; it raises rather than return fewer."""

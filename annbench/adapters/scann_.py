@@ -24,6 +24,7 @@ clamps. Library traps handled here:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,19 @@ from annbench.errors import ConfigError, DataError
 
 _MIN_LEAF_SIZE = 50  # scann's default min_partition_size; smaller leaves give empty partitions
 _MIN_AH_POINTS = 256  # below this, asymmetric hashing (16 centroids per block) is not worth training
+
+
+def _answers(idx: np.ndarray, dist: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:
+    """Ids of scann's answers (datapoint indices `idx`, q × ≤ k): padding (a NaN distance) and an index past
+    the live datapoints read -1, and short rows are padded to k."""
+    idx = np.asarray(idx, dtype=np.int64)
+    if idx.shape[1] == k and idx.max() < len(ids) and not np.isnan(dist).any():
+        return ids[idx]  # full, valid answers: one gather, no masking
+    valid = ~np.isnan(np.asarray(dist)) & (idx < len(ids))
+    out = np.full((len(idx), k), -1, dtype=np.int64)
+    cols = min(k, idx.shape[1])
+    out[:, :cols] = np.where(valid[:, :cols], ids[np.where(valid, idx, 0)][:, :cols], -1)
+    return out
 
 
 class Scann(Adapter):
@@ -192,30 +206,37 @@ class Scann(Adapter):
         searcher.delete(docids)
 
     def search(self, queries: np.ndarray, k: int) -> np.ndarray:
+        return self.prepare_search(k)(as_vectors(queries, self.dim, self.name))
+
+    def prepare_search(self, k: int) -> Callable[[np.ndarray], np.ndarray]:
         searcher = self._require_built()
         k = check_k(k, self.name)
-        q = as_vectors(queries, self.dim, self.name)
-        if len(q) == 0 or self._size == 0:
-            return np.full((len(q), k), -1, dtype=np.int64)
+        size = self._size
+        if size == 0:
+            return lambda q: np.full((len(q), k), -1, dtype=np.int64)
         pre = max(self.search_settings["reorder"], k) if self.num_leaves else -1
+        leaves, parallel = self._leaves_to_search(), self.threads > 1
         # The raw pybind searcher: the wrapper would turn every index into a docid string first.
-        if len(q) == 1:  # the one-query entry point: a timed single query pays no batch set-up
-            idx, dist = searcher.searcher.search(q[0], k, pre, self._leaves_to_search())
-            # scann pads a short answer at its end with NaN distances: a full, valid answer is one gather
-            # (a Python max over k ints and `take` cost a third of numpy's reduce and fancy index at k = 10)
-            if len(idx) == k and dist[-1] == dist[-1] and max(idx.tolist()) < self._size:
-                return self._pos_ids.take(idx)[None, :]
-            idx, dist = idx[None, :], dist[None, :]
-        else:
-            idx, dist = searcher.searcher.search_batched(q, k, pre, self._leaves_to_search(), self.threads > 1, 256)
-        idx = np.asarray(idx, dtype=np.int64)
-        if idx.shape[1] == k and idx.max() < self._size and not np.isnan(dist).any():
-            return self._pos_ids[idx]  # full, valid answers: one gather, no masking
-        valid = ~np.isnan(np.asarray(dist)) & (idx < self._size)
-        out = np.full((len(q), k), -1, dtype=np.int64)
-        cols = min(k, idx.shape[1]) if idx.ndim == 2 else 0
-        out[:, :cols] = np.where(valid[:, :cols], self._pos_ids[np.where(valid, idx, 0)][:, :cols], -1)
-        return out
+        raw = searcher.searcher
+        one, batched = raw.search, raw.search_batched
+        ids = self._pos_ids[:size]  # datapoint index → id; `take` refuses an index past the live datapoints
+
+        def call(q: np.ndarray) -> np.ndarray:
+            if len(q) == 1:  # the one-query entry point: a timed single query pays no batch set-up
+                idx, dist = one(q[0], k, pre, leaves)
+                # scann pads a short answer at its end with NaN distances: a full, valid answer is one gather
+                if len(idx) == k and dist[-1] == dist[-1]:
+                    try:
+                        return ids.take(idx)[None, :]
+                    except IndexError:
+                        pass
+                return _answers(idx[None, :], dist[None, :], ids, k)
+            if len(q) == 0:
+                return np.full((0, k), -1, dtype=np.int64)
+            idx, dist = batched(q, k, pre, leaves, parallel, 256)
+            return _answers(idx, dist, ids, k)
+
+        return call
 
     def resolved_params(self) -> dict[str, Any]:
         # num_leaves: 0 is a size rule (√n, capped at n/50); after build 0 means the index is scored by brute

@@ -27,6 +27,7 @@ depth, and a search that always returns a q×k answer. Library facts handled her
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -126,20 +127,30 @@ class Usearch(Adapter):
             index.add(ids, x, threads=self.threads)
 
     def search(self, queries: np.ndarray, k: int) -> np.ndarray:
+        return self.prepare_search(k)(as_vectors(queries, self.dim, self.name))
+
+    def prepare_search(self, k: int) -> Callable[[np.ndarray], np.ndarray]:
         index = self._require_built()
         k = check_k(k, self.name)
-        q = as_vectors(queries, self.dim, self.name)
-        if len(q) == 0 or index.size == 0:
-            return np.full((len(q), k), -1, dtype=np.int64)
+        if index.size == 0:
+            return lambda q: np.full((len(q), k), -1, dtype=np.int64)
         # expansion_search is set by _apply_search_params, never here: a search only reads the index, so
         # client threads can share it (usearch itself searches with max(expansion_search, k)).
-        found = index.search(q, k, threads=self.threads)
-        if len(q) == 1:  # a single row comes back as Matches holding only the real keys
-            return pad_ids([np.asarray(found.keys, dtype=np.int64)], k)
-        keys = np.asarray(found.keys, dtype=np.int64)
-        counts = np.asarray(found.counts)
-        keys[np.arange(k)[None, :] >= counts[:, None]] = -1  # padding is key 0, a real id: use counts
-        return keys
+        search, threads = index.search, self.threads
+        columns = np.arange(k)[None, :]
+
+        def call(q: np.ndarray) -> np.ndarray:
+            found = search(q, k, threads=threads)
+            if len(q) == 1:  # a single row comes back as Matches holding only the real keys
+                keys = found.keys
+                if len(keys) == k:
+                    return keys.astype(np.int64).reshape(1, k)
+                return pad_ids([keys.astype(np.int64)], k)
+            keys = found.keys.astype(np.int64)
+            keys[columns >= found.counts[:, None]] = -1  # padding is key 0, a real id: use counts
+            return keys
+
+        return call
 
     def library_bytes(self) -> dict[str, Any] | None:
         if self.index is None:

@@ -18,6 +18,7 @@ that always returns a q×k answer. Library facts handled here (voyager 2.2):
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -121,19 +122,29 @@ class Voyager(Adapter):
         return self._require_built().num_elements - len(self._deleted)
 
     def search(self, queries: np.ndarray, k: int) -> np.ndarray:
+        return self.prepare_search(k)(as_vectors(queries, self.dim, self.name))
+
+    def prepare_search(self, k: int) -> Callable[[np.ndarray], np.ndarray]:
         index = self._require_built()
         k = check_k(k, self.name)
-        q = as_vectors(queries, self.dim, self.name)
         k_eff = min(k, self.n_live)
-        if k_eff == 0 or len(q) == 0:
-            return np.full((len(q), k), -1, dtype=np.int64)
+        if k_eff == 0:
+            return lambda q: np.full((len(q), k), -1, dtype=np.int64)
         ef = max(self.search_settings["ef"], k_eff)
-        try:
-            labels, _ = index.query(q, k=k_eff, num_threads=self.threads, query_ef=ef)
-            rows = list(np.asarray(labels, dtype=np.int64).reshape(len(q), k_eff))
-        except voyager.RecallError:
-            rows = [self._one(q[i], k_eff, ef) for i in range(len(q))]
-        return pad_ids(rows, k)
+        query, threads = index.query, self.threads
+
+        def call(q: np.ndarray) -> np.ndarray:
+            try:
+                labels, _ = query(q, k=k_eff, num_threads=threads, query_ef=ef)
+            except voyager.RecallError:
+                return pad_ids([self._one(row, k_eff, ef) for row in q], k)
+            if k_eff == k:  # a full answer needs no padding
+                return labels.astype(np.int64)
+            out = np.full((len(q), k), -1, dtype=np.int64)
+            out[:, :k_eff] = labels
+            return out
+
+        return call
 
     def _one(self, query: np.ndarray, k: int, ef: int) -> np.ndarray:
         """Largest answer (≤ k) voyager can give for one query; it raises rather than return fewer."""
