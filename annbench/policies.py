@@ -10,16 +10,17 @@
 - a maintenance call the adapter declares (`optimize`, `reindex`, `vacuum` of a database): native writes,
                 then that call every `maintain_every` days before the day's search, timed as its own step.
 
-A policy's `search` is what the harness times, so the filtering and merging a policy needs are part of
-its measured cost — and are written as production code would write them, so that cost is the policy's,
-not this implementation's: whatever a search needs is prepared when the writes happen. Deleted ids are
-an `IdTable` (a dense boolean mask over the id span, or a sorted array for large sparse ids), so a query's
-candidates are filtered with one lookup, never a search through every dead id; `filtered_search` handles
-a batch without a Python loop per query and one row with a few 1-d calls. The rebuild policy keeps its
-fresh buffer contiguous with its L2 norms precomputed, and finds the pool rows of the index's answers in
-the live set's id table rather than a dict per id. The answers are those of the plain implementation
-(same ids, order, ties and −1 padding; tests/test_policies.py compares them), and benchmarks P7
-measures what the policies' own code costs per query.
+A policy's `prepare_search(k)` returns the call the harness times (annbench.replay; its answers are
+`search(queries, k)`'s, with the adapter's checks done once, before timing), so the filtering and merging
+a policy needs are part of its measured cost — and are written as production code would write them, so
+that cost is the policy's, not this implementation's: whatever a search needs is prepared when the writes
+happen. Deleted ids are an `IdTable` (a dense boolean mask over the id span, or a sorted array for large
+sparse ids), so a query's candidates are filtered with one lookup, never a search through every dead id;
+`filtered_search` handles a batch without a Python loop per query and one row with a few 1-d calls. The
+rebuild policy keeps its fresh buffer contiguous with its L2 norms precomputed, and finds the pool rows of
+the index's answers in the live set's id table rather than a dict per id. The answers are those of the
+plain implementation (same ids, order, ties and −1 padding; tests/test_policies.py compares them), and
+benchmarks P7 measures what the policies' own code costs per query.
 
 Policies never time or print; they track the live set (id → pool row) because the rebuild policy and
 the fresh buffer need the vectors.
@@ -220,7 +221,7 @@ class LiveSet:
 def distances(queries: np.ndarray, pool: np.ndarray, rows: np.ndarray, metric: Metric) -> np.ndarray:
     """Distance of query i to each pool row in rows[i] (q×m; −1 → +inf). Used to merge answers."""
     safe = np.where(rows < 0, 0, rows)
-    vecs = np.asarray(pool[safe.ravel()], dtype=np.float32).reshape(*rows.shape, -1)
+    vecs = np.asarray(pool[safe.ravel()], dtype=np.float32).reshape(*rows.shape, pool.shape[1])  # no rows: (0, m, d)
     if metric is Metric.COSINE:
         d = 1.0 - np.einsum("qd,qmd->qm", queries, vecs)
     else:
@@ -291,6 +292,11 @@ class Policy:
     def search(self, queries: np.ndarray, k: int) -> np.ndarray:
         return self.adapter.search(queries, k)
 
+    def prepare_search(self, k: int) -> Callable[[np.ndarray], np.ndarray]:
+        """`search` at depth `k` as a call on validated queries (`Adapter.prepare_search`): what the harness
+        times. Valid until the next write, maintenance or `set_search_params`."""
+        return self.adapter.prepare_search(k)
+
     def save(self, path: Any) -> int:
         return self.adapter.save(path)
 
@@ -359,6 +365,15 @@ class TombstonePolicy(Policy):
     def search(self, queries: np.ndarray, k: int) -> np.ndarray:
         return filtered_search(self.adapter, queries, k, self.dead, self.in_index)
 
+    def prepare_search(self, k: int) -> Callable[[np.ndarray], np.ndarray]:
+        return prepare_filtered_search(self.adapter, k, self.dead, self.in_index)
+
+
+def _first_fetch(k: int, dead: Tombstones, in_index: int) -> int:
+    """How deep the first search of a filtered search goes: k over-fetched by the dead share, + 20 %."""
+    dead_share = min(dead.count / max(in_index, 1), 0.95)
+    return min(in_index, math.ceil(k / (1.0 - dead_share) * 1.2) + 2)
+
 
 def filtered_search(adapter: Adapter, queries: np.ndarray, k: int, dead: Tombstones, in_index: int) -> np.ndarray:
     """Search, dropping tombstoned ids; over-fetch by the dead share and refetch queries left short.
@@ -369,11 +384,32 @@ def filtered_search(adapter: Adapter, queries: np.ndarray, k: int, dead: Tombsto
     """
     if dead.count == 0:
         return adapter.search(queries, k)
-    dead_share = min(dead.count / max(in_index, 1), 0.95)
-    fetch = min(in_index, math.ceil(k / (1.0 - dead_share) * 1.2) + 2)
-    is_dead = dead.table.get  # == dead.is_dead, one call less per lookup
+    fetch = _first_fetch(k, dead, in_index)
+    return _filtered(adapter, lambda q: adapter.search(q, fetch), queries, k, fetch, dead.table.get, in_index)
+
+
+def prepare_filtered_search(adapter: Adapter, k: int, dead: Tombstones,
+                            in_index: int) -> Callable[[np.ndarray], np.ndarray]:
+    """`filtered_search` at depth `k` as a call on validated queries: its first search is the adapter's
+    prepared call at the over-fetch depth (refetches, rare, go through `adapter.search`)."""
+    if dead.count == 0:
+        return adapter.prepare_search(k)
+    fetch = _first_fetch(k, dead, in_index)
+    first = adapter.prepare_search(fetch)
+    is_dead = dead.table.get
+
+    def call(queries: np.ndarray) -> np.ndarray:
+        return _filtered(adapter, first, queries, k, fetch, is_dead, in_index)
+
+    return call
+
+
+def _filtered(adapter: Adapter, first: Callable[[np.ndarray], np.ndarray], queries: np.ndarray, k: int,
+              fetch: int, is_dead: Callable[[np.ndarray], np.ndarray], in_index: int) -> np.ndarray:
+    """`filtered_search`'s body: `first(queries)` is the search at depth `fetch`, `is_dead` the tombstone
+    table's lookup (`Tombstones.is_dead`, one call less per lookup)."""
     if len(queries) == 1:  # the harness times one-row searches: 1-d operations, fewest calls
-        got = adapter.search(queries, fetch)[0]
+        got = first(queries)[0]
         valid = got[~is_dead(got)][:k]  # the −1 padding reads dead too
         if len(valid) == k and valid.dtype == np.int64:
             return valid[None, :]  # the common case: a full first page (a fresh array, owned by the caller)
@@ -388,8 +424,8 @@ def filtered_search(adapter: Adapter, queries: np.ndarray, k: int, dead: Tombsto
     nq = len(queries)
     out = np.full((nq, k), -1, dtype=np.int64)
     todo = np.arange(nq)
+    got = first(queries)
     while True:
-        got = adapter.search(queries[todo] if len(todo) < nq else queries, fetch)
         keep = ~is_dead(got)
         rank = np.cumsum(keep, axis=1)  # 1-based position of each kept answer among its query's kept ones
         r, c = np.nonzero(keep & (rank <= k))
@@ -401,6 +437,7 @@ def filtered_search(adapter: Adapter, queries: np.ndarray, k: int, dead: Tombsto
             return out
         todo = todo[short]
         fetch = min(in_index, fetch * 2)
+        got = adapter.search(queries[todo] if len(todo) < nq else queries, fetch)
 
 
 class RebuildPolicy(Policy):
@@ -493,6 +530,25 @@ class RebuildPolicy(Policy):
             return main
         if len(queries) == 1:  # one-row searches (what the harness times): 1-d, fewest calls
             return self._merge_one(queries, k, main[0], buf_ids, buf_vecs, buf_sq)
+        return self._merge(queries, k, main, buf_ids, buf_vecs, buf_sq)
+
+    def prepare_search(self, k: int) -> Callable[[np.ndarray], np.ndarray]:
+        main = prepare_filtered_search(self.adapter, k, self.dead, self.in_index)
+        buf_ids, buf_vecs, buf_sq = self._buf  # replaced as a whole by a write, after which one prepares again
+        if len(buf_ids) == 0:
+            return main
+        merge_one, merge = self._merge_one, self._merge
+
+        def call(queries: np.ndarray) -> np.ndarray:
+            if len(queries) == 1:
+                return merge_one(queries, k, main(queries)[0], buf_ids, buf_vecs, buf_sq)
+            return merge(queries, k, main(queries), buf_ids, buf_vecs, buf_sq)
+
+        return call
+
+    def _merge(self, queries: np.ndarray, k: int, main: np.ndarray, buf_ids: np.ndarray, buf_vecs: np.ndarray,
+               buf_sq: np.ndarray | None) -> np.ndarray:
+        """The index's answers `main` merged with the fresh buffer's exact top k, by true distance."""
         # Merge by true distance: the index's answers (their rows from the live set's table: the −1
         # padding reads −1, hence +inf) with the exact buffer's top k. Same float32 arithmetic as
         # `distances`, so ties and order are those of a plain implementation.
