@@ -8,9 +8,10 @@ the scenario reader (YAML) nor any adapter module but its own family's. It repla
 its measurements as JSON to OUT.json. Everything measured here is this process's alone: the index's own
 memory (annbench.memory: anonymous memory after the build beyond the reading the policy takes just before
 it), the build's peak, threads. Every search setting is timed in `search.rounds` rounds (annbench.timing:
-medians, 95 % intervals, the noisy verdict, each round's CPU share and load). Only the library call (and, for a policy,
-the filtering or merging it needs) is inside a timed region; recall, leaks and labels are computed
-afterwards from the answers.
+medians, 95 % intervals, the noisy verdict, each round's CPU share and load). Only the library call, the
+id mapping it needs and, for a policy, the filtering or merging it needs are inside a timed region: a
+step's queries are validated once and each setting's search is prepared (`Policy.prepare_search`) before
+its clock starts. Recall, leaks and labels are computed afterwards from the answers.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import numpy as np
 import threadpoolctl
 
 from annbench import adapters, concurrency, memory, metrics, timing
-from annbench.adapters.base import folder_bytes
+from annbench.adapters.base import as_vectors, folder_bytes
 from annbench.atomic import atomic_path
 from annbench.groundtruth import true_distances
 from annbench.jsoncodec import json_default
@@ -175,7 +176,8 @@ def _search_step(w: Workload, policy: Policy, op: Op, queries_all: np.ndarray, p
                  rng: np.random.Generator) -> dict[str, Any]:
     grid, metric = w.search_grid, w.metric
     qidx = op.queries
-    queries = np.ascontiguousarray(queries_all[qidx])
+    # validated once, here: the timed calls (Policy.prepare_search) take C-contiguous float32 (m, dim) as given
+    queries = as_vectors(queries_all[qidx], pool.shape[1], "search step queries")
     singles = [queries[i:i + 1] for i in range(len(queries))]  # views prepared outside the timed loop
     k = w.k
     kth = gt_d[qidx, k - 1]
@@ -231,8 +233,11 @@ def _timed_rounds(w: Workload, policy: Policy, grid: list[dict[str, Any]], queri
 
     Rounds interleave the settings (round 1 of every setting, then round 2 …), so a burst of load on the
     machine lands on several settings' rounds instead of wholly on one setting's figures, and each round
-    alternates the one-query loop with the batch call. Per timed loop the process's CPU time ÷ wall time
-    (did the timed thread have its core?) and the load average are kept beside the timings.
+    alternates the one-query loop with the batch call. What is timed is the policy's prepared search
+    (`Policy.prepare_search`, made after the setting is applied and before its clock starts): the library
+    call and the id mapping, filtering or merging it needs; `queries` were validated by the caller. Per
+    timed loop the process's CPU time ÷ wall time (did the timed thread have its core?) and the load
+    average are kept beside the timings.
     """
     rounds, n = w.rounds, len(singles)
     lat = np.empty((len(grid), rounds, n), dtype=np.int64)
@@ -243,22 +248,23 @@ def _timed_rounds(w: Workload, policy: Policy, grid: list[dict[str, Any]], queri
     for r in range(rounds):
         for si, params in enumerate(grid):
             policy.set_search_params(**params)
+            search = policy.prepare_search(k)  # the checks that do not depend on the queries, done once
             if r == 0 and w.warmup:  # both paths: the batch call and the one-query call reach different code
-                policy.search(queries, k)
+                search(queries)
                 for q in singles[:WARMUP_SINGLES]:
-                    policy.search(q, k)
+                    search(q)
             row = lat[si, r]
             c0, w0 = cpu(), clock()
             for i, q in enumerate(singles):
                 t0 = clock()
-                policy.search(q, k)
+                search(q)
                 row[i] = clock() - t0
             c1, w1 = cpu(), clock()
             # a batch call of a few milliseconds is at the mercy of one scheduler tick: repeat it for at least
             # BATCH_MIN_S and time the calls together
             calls = 0
             while True:
-                found[si] = policy.search(queries, k)
+                found[si] = search(queries)
                 calls += 1
                 w2 = clock()
                 if w2 - w1 >= BATCH_MIN_NS:
