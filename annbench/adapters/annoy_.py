@@ -81,7 +81,10 @@ class Annoy(Adapter):
                 if len(got) == k:
                     return ids.take(got)[None, :]
                 return pad_ids([ids[np.asarray(got, dtype=np.int64)]], k)
-            return pad_ids([ids[np.asarray(nns(row, k, search_k), dtype=np.int64)] for row in q], k)
+            rows = [nns(row, k, search_k) for row in q]
+            if all(len(r) == k for r in rows):  # full answers: one conversion and one gather for the batch
+                return ids[np.asarray(rows, dtype=np.int64).reshape(len(q), k)]
+            return pad_ids([ids[np.asarray(r, dtype=np.int64)] for r in rows], k)
 
         return call
 
