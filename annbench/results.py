@@ -288,6 +288,10 @@ class Memory:
     index_bytes_last_day: int | None = None
     external_bytes: dict[str, int] | None = None
     note: str | None = None
+    # an embedding transform's parts (annbench.transforms), inside index_bytes, reported apart: the fitted
+    # PCA and the original vectors kept for re-ranking
+    transform_bytes: int | None = None
+    kept_vectors_bytes: int | None = None
 
     @property
     def own_bytes(self) -> float | None:

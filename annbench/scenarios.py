@@ -25,7 +25,7 @@ from typing import Any
 
 import psutil
 
-from annbench import adapters, catalog
+from annbench import adapters, catalog, transforms
 from annbench.adapters.base import POLICIES, check_policy
 from annbench.datasets import Holdout, has_queries
 from annbench.errors import ConfigError, DataError
@@ -414,6 +414,9 @@ def check_dataset_dim(sc: Scenario, dim: int, source: str) -> None:
     if expected is not None and int(dim) != int(expected):
         raise ConfigError(f"{sc.path}: dataset.dim is {expected} but {source} holds {dim}-dim vectors; "
                           "use embeddings of that dimension or change dataset.dim")
+    for ix in sc.indexes:
+        if transforms.KEY in ix.build:
+            transforms.check_dim(ix.build[transforms.KEY], int(dim), f"{sc.path}: index {ix.label} ({source})")
 
 
 def _ram_bytes() -> int:
@@ -543,6 +546,9 @@ def _index_configs(items: list[Any], default_policies: tuple[str, ...], path: st
                              f"indexes[{i}].policies", path)
         builds = _grid(sec.get("build", (dict, list), {}), f"indexes[{i}].build", path)
         searches = _grid(sec.get("search", (dict, list), {}), f"indexes[{i}].search", path)
+        # PCA, normalisation, stored precision and re-ranking: swept like build parameters (annbench.transforms)
+        given_transform = sec.get("transform", (dict, list), None)
+        shaping = _grid(given_transform, f"indexes[{i}].transform", path) if given_transform is not None else [None]
         # a database answers in milliseconds where a library takes microseconds: its runs need longer
         timeout_s = sec.get("timeout_s", float, None, lo=1.0)
         sec.finish()
@@ -555,11 +561,16 @@ def _index_configs(items: list[Any], default_policies: tuple[str, ...], path: st
                 check_policy(cls.capabilities, policy, family, static, cls.maintenance)
             except ConfigError as e:
                 raise ConfigError(f"{path}: indexes[{i}].policies: {e}") from None
+        owner = f"{path}: indexes[{i}] ({family})"
         for b in builds:
-            full = validate_params(cls.build_params, b, f"{path}: indexes[{i}] ({family})", "build")
-            # a build grid gives each build its own name, so reports and --indexes can tell them apart
-            name = label if len(builds) == 1 else label + "[" + ",".join(f"{k}={v}" for k, v in b.items()) + "]"
-            configs.append(IndexConfig(family, full, searches, policies, name, timeout_s))
+            full = validate_params(cls.build_params, b, owner, "build")
+            for t in shaping:
+                with_t = full if t is None else {**full, transforms.KEY: transforms.check(t, cls, b, owner)}
+                # a build or transform grid gives each build its own name, so reports and --indexes can tell
+                # them apart
+                given = {**(b if len(builds) > 1 else {}), **(t if t is not None and len(shaping) > 1 else {})}
+                name = label + ("[" + ",".join(f"{k}={v}" for k, v in given.items()) + "]" if given else "")
+                configs.append(IndexConfig(family, with_t, searches, policies, name, timeout_s))
         if len(configs) > MAX_RUNS:  # every configuration is at least one run: stop before making more
             raise ConfigError(f"{path}: indexes expand to more than {MAX_RUNS:,} build configurations (each one "
                               "a run); at most that many are allowed: list fewer values")

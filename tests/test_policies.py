@@ -17,9 +17,8 @@ import numpy as np
 import pytest
 
 from annbench.adapters.base import Metric
+from annbench.idtable import DENSE_FLOOR, IdTable
 from annbench.policies import (
-    DENSE_FLOOR,
-    IdTable,
     LiveSet,
     Policy,
     RebuildPolicy,

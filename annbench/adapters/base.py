@@ -166,6 +166,9 @@ class Adapter(ABC):
     # a policy a scenario can choose: native writes, then this call at the end of every `maintain_every`
     # days, timed as its own step, so its cost and its effect on recall are both visible.
     maintenance: ClassVar[tuple[str, ...]] = ()
+    # The library's own storage codecs by precision ("float16", "int8"): the build parameters each means.
+    # An embedding transform's `precision` (annbench.transforms) sets them; a family without one refuses it.
+    precisions: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def __init__(self, metric: Metric | str, dim: int, threads: int = 1, **build_params: Any) -> None:
         self.metric = Metric.parse(metric)

@@ -182,6 +182,7 @@ class FaissIVF(_FaissIdIndex):
         Param("encoding", str, "Flat", "vector codec in the lists: Flat, PQ{m}, PQ{m}x{nbits}, SQ4/6/8/fp16"),
         Param("seed", int, 1234, "seed of the training sample and k-means", min=0),
     )
+    precisions = {"float16": {"encoding": "SQfp16"}, "int8": {"encoding": "SQ8"}}
     search_params = (Param("nprobe", int, 8, "inverted lists visited per query", min=1),)
 
     def __init__(self, metric: Metric | str, dim: int, threads: int = 1, **build_params: Any) -> None:

@@ -76,6 +76,7 @@ class Usearch(Adapter):
         Param("ef_construction", int, 128, "search depth while inserting (usearch 'expansion_add')", min=1),
         Param("dtype", str, "f32", "storage scalar type; usearch's own default would be bf16", choices=DTYPES),
     )
+    precisions = {"float16": {"dtype": "f16"}, "int8": {"dtype": "i8"}}
     search_params = (
         Param("ef", int, 64, "search depth at query time (usearch 'expansion_search'; usearch raises it to k if lower)",
               min=1),

@@ -68,6 +68,7 @@ class Voyager(Adapter):
         Param("storage", str, "float32", "vector storage type", choices=tuple(_STORAGE)),
         Param("seed", int, 1, "random seed of the level generator", min=0),
     )
+    precisions = {"int8": {"storage": "float8"}}  # voyager's Float8: 8-bit fixed point in [-1, 1]
     search_params = (Param("ef", int, 50, "candidate list size at search (query_ef; raised to k if lower)", min=1),)
 
     def __init__(self, metric: Metric | str, dim: int, threads: int = 1, **build_params: Any) -> None:
