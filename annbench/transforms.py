@@ -220,13 +220,17 @@ class TransformedAdapter(Adapter):
         self._keep(x, as_ids(ids, self.name, len(x)))
 
     def search(self, queries: np.ndarray, k: int) -> np.ndarray:
+        return self.prepare_search(k)(as_vectors(queries, self.dim, self.name))
+
+    def prepare_search(self, k: int) -> Callable[[np.ndarray], np.ndarray]:
+        """The inner index's prepared search at depth max(k′, k), behind the projection and the re-ranking: the
+        projection is part of what a query costs, so it is inside the timed call, as in production."""
         k = check_k(k, self.name)
-        q = as_vectors(queries, self.dim, self.name)
-        fetch = max(self.spec["rerank"], k)
-        got = self.inner.search(self.proj.apply(q), fetch)
+        inner = self.inner.prepare_search(max(self.spec["rerank"], k))
+        apply, rerank = self.proj.apply, self._rerank
         if not self.spec["rerank"]:
-            return got
-        return self._rerank(q, got, k)
+            return lambda q: inner(apply(q))
+        return lambda q: rerank(q, inner(apply(q)), k)
 
     def _rerank(self, q: np.ndarray, got: np.ndarray, k: int) -> np.ndarray:
         """The candidates ordered by the exact distance of their original vectors (stable: the index's order

@@ -121,6 +121,8 @@ def test_reranking_never_returns_a_deleted_id_and_pads_short_answers(data) -> No
     a.delete(ids[:10])
     got = a.search(queries[:20], K)
     assert not np.isin(got, ids[:10]).any()
+    assert np.array_equal(a.prepare_search(K)(np.ascontiguousarray(queries[:20])), got)  # what the harness times
+    assert np.array_equal(a.prepare_search(K)(queries[3:4]), got[3:4])
     small = _index("faiss-flat", {}, {"pca": 8, "rerank": 30}, base[:6], ids[:6])
     got = small.search(queries[:5], K)
     assert got.shape == (5, K) and (got[:, 6:] == -1).all() and (got[:, :6] >= 0).all()
