@@ -138,10 +138,38 @@ def _plain_log(axis: Any, subs: tuple[float, ...] = (1.0, 2.0, 5.0)) -> None:
 
 
 def save(fig: Any, path: Path, dpi: float = DPI) -> Path:
-    """Write `fig` to `path` in the format its suffix names (.png, .svg), all or nothing (annbench.atomic)."""
+    """Write `fig` to `path` in the format its suffix names (.png, .svg), all or nothing (annbench.atomic).
+
+    PNG and SVG are printed by their canvas directly, not through `Figure.savefig`: savefig draws a
+    constrained-layout figure twice — once with drawing switched off, only to run the layout, then for
+    real with the layout switched off — where the canvas's own draw runs the same layout, with the same
+    renderer, and draws once. The files are the same, byte for byte (tests/test_report.py compares them
+    with savefig's); drawing is nearly all of a report's time, and this is a third of the passes over
+    every axes of a figure. Another format goes through savefig.
+    """
+    # the temp file's own suffix is .tmp: the format comes from the target's (PNG when it has none)
+    fmt = path.suffix.lstrip(".").lower() or "png"
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # deferred: heavy (module docstring)
+    from matplotlib.backends.backend_svg import FigureCanvasSVG  # deferred: heavy (module docstring)
+
+    canvas_class = {"png": FigureCanvasAgg, "svg": FigureCanvasSVG}.get(fmt)
     with atomic_path(path) as tmp:
-        # the temp file's own suffix is .tmp: the format comes from the target's (PNG when it has none)
-        fig.savefig(tmp, format=path.suffix.lstrip(".").lower() or "png", dpi=dpi)
+        if canvas_class is None:
+            fig.savefig(tmp, format=fmt, dpi=dpi)
+            return path
+        # what savefig sets around its printing: the figure's dpi and a canvas of the format's backend
+        # (print_svg leaves the figure at 72 dpi), both restored after
+        canvas, figure_dpi = fig.canvas, fig.dpi
+        try:
+            fig.dpi = dpi
+            printer = canvas_class(fig)
+            if fmt == "png":
+                printer.print_png(tmp)
+            else:
+                printer.print_svg(tmp)
+        finally:
+            fig.dpi = figure_dpi
+            fig.set_canvas(canvas)
     return path
 
 
