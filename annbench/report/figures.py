@@ -143,9 +143,10 @@ def save(fig: Any, path: Path, dpi: float = DPI) -> Path:
     PNG and SVG are printed by their canvas directly, not through `Figure.savefig`: savefig draws a
     constrained-layout figure twice — once with drawing switched off, only to run the layout, then for
     real with the layout switched off — where the canvas's own draw runs the same layout, with the same
-    renderer, and draws once. The files are the same, byte for byte (tests/test_report.py compares them
-    with savefig's); drawing is nearly all of a report's time, and this is a third of the passes over
-    every axes of a figure. Another format goes through savefig.
+    renderer, and draws once. The files are the same, byte for byte (tests/test_report_save.py compares
+    them with savefig's); drawing is nearly all of a report's time, and a file takes three passes over
+    every axes of its figure (the layout's two, the draw) instead of four. Another format goes through
+    savefig.
     """
     # the temp file's own suffix is .tmp: the format comes from the target's (PNG when it has none)
     fmt = path.suffix.lstrip(".").lower() or "png"
