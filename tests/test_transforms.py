@@ -165,6 +165,14 @@ def test_a_scenario_sweeps_transforms_and_records_their_parts(tmp_path: Path) ->
 
     assert worst(base) == pytest.approx(1.0) and worst(projected) < 1.0 and worst(reranked) > worst(projected)
     assert projected["index"]["build_params"][transforms.KEY]["pca"] == 8
+    # the report draws the transform figure: one point group per (index, transform)
+    res = CliRunner().invoke(main, ["plot", str(tmp_path / "out"), "--out", str(tmp_path / "report")])
+    assert res.exit_code == 0, res.output
+    svg = (tmp_path / "report" / "small-transforms.svg").read_text()
+    assert svg.count('id="transform0-') == 3 and "PCA 8 + re-rank 20" in svg
+    # recommend can ask for product precision: P@k is recorded for every transform
+    res = CliRunner().invoke(main, ["recommend", str(tmp_path / "out"), "--min-recall", "0.5", "--min-p-at-k", "0.01"])
+    assert res.exit_code == 0 and "Winner:" in res.output, res.output
 
 
 @pytest.mark.parametrize("transform, said", [

@@ -41,7 +41,7 @@ from annbench.results import RunRecord
 # a figure's drawing time relative to a recall-vs-cost figure's, by the end of its key (measured on ci_smoke:
 # days 2.0 s, upkeep 1.0 s, recall-p99 0.7 s with its error bars, the others ~0.35 s)
 DRAW_COST = {"days": 6.0, "upkeep": 3.0, "concurrency": 2.0, "ingest": 2.0, "size": 2.0, "p99": 2.0}
-FIGURE_KINDS = ("pareto-p50", "pareto-p99", "pareto-qps", "memory", "catalog", "days", "upkeep", "labels",
+FIGURE_KINDS = ("pareto-p50", "pareto-p99", "pareto-qps", "memory", "catalog", "days", "upkeep", "labels", "transforms",
                 "concurrency", "ingest")
 
 
@@ -148,6 +148,10 @@ def _scenario_report(name: str, runs: list[RunRecord], all_configs: list[Config]
         if any(c.worst_hit is not None for c in pareto) and _want(only, "labels"):
             emit("labels", "Label metrics", "hit@k and P@k beside recall@k.",
                  partial(figures.fig_labels, pareto, pctx))
+        if figures.has_transforms(pareto) and _want(only, "transforms"):
+            emit("transforms", "Embedding transforms", "PCA, stored precision and re-ranking: recall against the "
+                 "original embeddings' exact neighbours and P@k, against the memory of the index, the kept vectors "
+                 "and the PCA.", partial(figures.fig_transforms, pareto, pctx))
     if len(sizes) > 1 and _want(only, "catalog"):
         caption = f"Cost at recall ≥ {cons.min_recall:g} against catalog size."
         fcs: dict[str, CatalogForecast] = {}

@@ -69,6 +69,7 @@ from annbench.report.tables import (
     update_costs,
 )
 from annbench.results import RunRecord
+from annbench.transforms import KEY as TRANSFORM_KEY
 
 RECALL_CLIP = 1e-4  # recall 1.0 (and 0.0) cannot sit on a logit axis: drawn at 1 − 1e-4 (1e-4)
 # the generic policies, then the databases' maintenance policies (optimize, reindex, vacuum)
@@ -811,6 +812,81 @@ def fig_labels(configs: Sequence[Config], context: str) -> tuple[Any, dict[str, 
     _footer(fig, [context, _worst_note(labelled) + " hit@k and P@k use the dataset's product labels; "
                   "the dashed line is exact search (faiss-flat), the best any index can do with these embeddings."])
     return fig, points
+
+
+# --- embedding transforms ---------------------------------------------------------------------------------
+def transform_text(c: Config) -> str:
+    """The configuration's embedding transform in a few words ("none", "PCA 32 + re-rank 40", "float16")."""
+    spec = c.build_params.get(TRANSFORM_KEY) or {}
+    parts = []
+    if spec.get("pca"):
+        parts.append(f"PCA {spec['pca']}")
+    if spec.get("normalize"):
+        parts.append("L2-normalised")
+    if spec.get("precision", "float32") != "float32":
+        parts.append(str(spec["precision"]))
+    if spec.get("rerank"):
+        parts.append(f"re-rank {spec['rerank']}")
+    return " + ".join(parts) or "none"
+
+
+def has_transforms(configs: Sequence[Config]) -> bool:
+    """True when the configurations differ in their embedding transform (a figure compares them)."""
+    return len({transform_text(c) for c in configs if TRANSFORM_KEY in c.build_params}) > 1
+
+
+def fig_transforms(configs: Sequence[Config], context: str) -> tuple[Any, dict[str, int]]:
+    """Recall@k (against the ORIGINAL embeddings' exact neighbours) and P@k against memory, one marker per
+    transform and one colour per index: what PCA, precision and re-ranking buy and cost. Memory is the whole
+    configuration's (the index, the kept original vectors and the PCA), since all of it must be served."""
+    mine = [c for c in configs if TRANSFORM_KEY in c.build_params]
+    k = mine[0].k
+    kinds = sorted({transform_text(c) for c in mine}, key=lambda t: (t != "none", t))
+    markers = dict(zip(kinds, "osD^vP*Xhp<>" * 4, strict=False))
+    colours = _colours([c.name for c in mine])
+    labelled = any(c.worst_p_at_k is not None for c in mine)
+    fig = _new_figure(12 if labelled else 7, 5.2)
+    axes = fig.subplots(1, 2 if labelled else 1, squeeze=False)[0]
+    points: dict[str, int] = {}
+    panels = [("worst_recall", f"recall@{k} (truth: original embeddings)")]
+    if labelled:
+        panels.append(("worst_p_at_k", f"P@{k} (share of top {k} that is the product)"))
+    for ai, (ax, (attr, ylabel)) in enumerate(zip(axes, panels, strict=True)):
+        for gi, ((name, kind), group) in enumerate(sorted(_by(mine, lambda c: (c.name, transform_text(c))).items())):
+            pts = [(c.index_bytes / 2**20, getattr(c, attr)) for c in group
+                   if getattr(c, attr) is not None and math.isfinite(c.index_bytes)]
+            if not pts:
+                continue
+            gid = f"transform{ai}-{gi}"
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], linestyle="none", marker=markers[kind],
+                    color=colours[name], markersize=7, alpha=0.85, gid=gid,
+                    markerfacecolor="none" if "re-rank" not in kind else colours[name])
+            points[gid] = len(pts)
+        ax.set_xscale("log")
+        _plain_log(ax.xaxis)
+        ax.set_xlabel("memory (MiB, log): index + kept original vectors + PCA")
+        ax.set_ylabel(ylabel + (", worst step" if is_daily(mine) else ""))
+    from matplotlib.lines import Line2D  # deferred: heavy (module docstring)
+
+    handles = ([Line2D([], [], color=colours[n], marker="o", linestyle="none") for n in sorted(colours)]
+               + [Line2D([], [], color="#555555", marker=markers[t], linestyle="none",
+                         markerfacecolor="#555555" if "re-rank" in t else "none") for t in kinds])
+    fig.legend(handles, [*sorted(colours), *kinds], loc="outside right upper", frameon=False,
+               title="index · transform", title_fontsize=8)
+    fig.suptitle("Embedding transforms: PCA, stored precision and re-ranking against memory",
+                 fontsize=12, fontweight="bold")
+    _footer(fig, [context, _worst_note(mine) + " Recall is scored against the exact neighbours of the untransformed "
+                  "embeddings (the truth a user cares about), not of the space the index was given. Filled markers "
+                  "re-rank with the original vectors kept beside the index; their memory is counted. Every search "
+                  "setting and policy is a point."])
+    return fig, points
+
+
+def _by(configs: Sequence[Config], key: Callable[[Config], tuple[str, str]]) -> dict[tuple[str, str], list[Config]]:
+    out: dict[tuple[str, str], list[Config]] = {}
+    for c in configs:
+        out.setdefault(key(c), []).append(c)
+    return out
 
 
 # --- throughput under concurrency -------------------------------------------------------------------------
