@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import threadpoolctl
 
 from annbench.adapters.base import Metric
 from annbench.groundtruth import (
@@ -136,6 +137,24 @@ def test_larger_run_with_default_blocks_and_memmap(tmp_path: Path) -> None:
     rows = rng.choice(40_000, 30_000, replace=False)
     got = exact_knn(pool, queries, 20, Metric.L2, rows=rows, ids=rows + 7, block_size=4096)
     assert_same(got, naive_knn(arr, queries, 20, Metric.L2, rows, rows + 7))
+
+
+@pytest.mark.parametrize("metric", [Metric.L2, Metric.COSINE])
+def test_threaded_pass_and_rerank_equal_one_thread_and_brute_force(metric: Metric) -> None:
+    # enough queries that the candidate pass and the exact rerank both run on two threads; duplicated
+    # rows put ties at the k-th place
+    rng = np.random.default_rng(17)
+    pool = rng.integers(-3, 4, (2500, 5)).astype(np.float32)
+    pool[rng.choice(2500, 300, replace=False)] = pool[7]
+    if metric is Metric.COSINE:
+        pool = normalise(pool + 0.01)
+    queries = np.vstack([pool[rng.integers(0, 2500, 500)], rng.standard_normal((200, 5)).astype(np.float32)])
+    ids = rng.permutation(10**6)[:2500].astype(np.int64)
+    want = naive_knn(pool, queries, 12, metric, None, ids)
+    for threads in (2, 1):
+        with threadpoolctl.threadpool_limits(threads, user_api="blas"):
+            got = exact_knn(pool, queries, 12, metric, ids=ids, block_size=700, query_block=64)
+        assert_same(got, want)
 
 
 @pytest.mark.parametrize("name", ["l2-gauss", "cosine-duplicates", "l2-integer-ties", "l2-far-from-origin"])
