@@ -5,6 +5,7 @@
     python benchmarks/run.py --quick              # small sizes: a smoke check, not the issue's figures
     python benchmarks/run.py --json out.json      # where the raw figures go (default results/benchmarks.json)
     python benchmarks/run.py --profile            # print every profile, not only those of missed targets
+    python benchmarks/run.py --only P6 --main-results results/   # P6 on your own main job's results
 
 Each line reads: target id, what was measured, the figure, the target, pass or miss. A target is never
 restated to fit a figure: the verdict is the figure compared with the issue's number. Ratios (P1, P2,
@@ -33,7 +34,7 @@ TITLES = {
     "P3": "incremental ground truth ÷ one full ground truth",
     "P4": "annbench run --scenario reseller_daily_updates",
     "P5": "harness memory on a 1M × 128 memory-mapped catalog",
-    "P6": "loading and plotting 1,000 result files",
+    "P6": "annbench plot on a real main-job run and on 1,000 result files",
     "P7": "tombstone / rebuild policies' own code per query, day 7",
 }
 
@@ -46,7 +47,7 @@ def sizes(quick: bool) -> dict[str, dict]:
                 "P3": {"days": 5, "n": 20_000, "initial_fraction": 0.4, "repeats": 2},
                 "P4": {"scenario": "reseller_daily_updates", "scale": 0.1, "limit_s": 600.0},
                 "P5": {"n": 100_000},
-                "P6": {"count": 100, "limit_s": 10.0},
+                "P6": {"count": 100, "limit_s": 10.0, "main_scale": 0.1, "main_limit_s": 5.0},
                 "P7": {"scale": 0.2, "repeats": 3}}
     return {"P1": {"n": 50_000, "n_queries": 1_000, "repeats": 21},  # reseller_daily_updates' catalog size
             "P2": {"n": 200_000, "n_queries": 10_000, "k": 100, "repeats": 3},
@@ -55,11 +56,14 @@ def sizes(quick: bool) -> dict[str, dict]:
             "P3": {"days": 30, "n": 87_500, "initial_fraction": 0.4, "repeats": 9},
             "P4": {"scenario": "reseller_daily_updates", "scale": 1.0, "limit_s": 600.0},
             "P5": {"n": 1_000_000},
-            "P6": {"count": 1_000, "limit_s": 10.0},
+            # the main job is run at --scale 0.1 (its days, settings, queries, rounds and concurrency timings are
+            # those of the full job; only the catalog shrinks), unless --main-results names a run to plot
+            "P6": {"count": 1_000, "limit_s": 10.0, "main_scale": 0.1, "main_limit_s": 5.0},
             "P7": {"scale": 1.0, "repeats": 7}}  # the shipped main job, day 7
 
 
-def runners(size: dict[str, dict], want_profile: bool) -> dict[str, Callable[[], list[Line]]]:
+def runners(size: dict[str, dict], want_profile: bool,
+            main_results: Path | None = None) -> dict[str, Callable[[], list[Line]]]:
     import bench_groundtruth
     import bench_harness
     import bench_policies
@@ -72,7 +76,7 @@ def runners(size: dict[str, dict], want_profile: bool) -> dict[str, Callable[[],
         "P3": lambda: bench_groundtruth.measure_incremental(**size["P3"], want_profile=want_profile),
         "P4": lambda: bench_harness.measure_run(**size["P4"]),
         "P5": lambda: bench_harness.measure_memory(**size["P5"]),
-        "P6": lambda: bench_results.measure(**size["P6"], want_profile=want_profile),
+        "P6": lambda: bench_results.measure(**size["P6"], want_profile=want_profile, main_results=main_results),
         "P7": lambda: bench_policies.measure(**size["P7"], want_profile=want_profile),
     }
 
@@ -89,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="small sizes: a smoke check, not the issue's measurement")
     ap.add_argument("--json", type=Path, default=Path("results/benchmarks.json"), help="raw figures go here")
     ap.add_argument("--profile", action="store_true", help="print every profile, not only those of misses")
+    ap.add_argument("--main-results", type=Path, default=None, metavar="PATH",
+                    help="P6: time `annbench plot` on this main-job results folder instead of running the main job")
     a = ap.parse_args(argv)
     only = [t.strip().upper() for t in a.only.split(",") if t.strip()]
     unknown = [t for t in only if t not in TARGETS]
@@ -102,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
           f"on {info['cpu']}, {info['cores']} cores, load average {info['load_avg_1_5_15'][0]:.2f}")
     print(f"{'id':<3} {'what':<78} {'figure':>16}   {'target':<44} verdict")
     size = sizes(a.quick)
-    run = runners(size, a.profile)
+    run = runners(size, a.profile, a.main_results)
     lines: list[Line] = []
     seconds: dict[str, float] = {}
     for target in only:
