@@ -1,6 +1,6 @@
 """annbench's performance suite: one line per target (P1–P6 of issue 7, P7 of issue 14), each measured in this run.
 
-    python benchmarks/run.py                      # every target at the issue's sizes (~10–15 min on 2 cores)
+    python benchmarks/run.py                      # every target at the issue's sizes (~15–20 min on 2 cores)
     python benchmarks/run.py --only P1,P2         # a subset
     python benchmarks/run.py --quick              # small sizes: a smoke check, not the issue's figures
     python benchmarks/run.py --json out.json      # where the raw figures go (default results/benchmarks.json)
