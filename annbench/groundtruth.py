@@ -885,13 +885,26 @@ def _version_log(n_pool: int, ops: list[StepOp]) -> _VersionLog:
     first[1:] = (s_ids[1:] != s_ids[:-1]) | (s_rows[1:] != s_rows[:-1])
     labels = np.empty(order.size, dtype=np.int64)
     labels[order] = np.cumsum(first) - 1  # the label of each inserted or updated (id, row), in op order
+    # and the rank of its id among the distinct ids (sorted): where its state lives in `cur`
+    new_id = np.ones(order.size, dtype=bool)
+    new_id[1:] = s_ids[1:] != s_ids[:-1]
+    id_at = np.empty(order.size, dtype=np.int64)
+    id_at[order] = np.cumsum(new_id) - 1
+    uid = s_ids[new_id]  # distinct ids, sorted
     v_rows, v_ids = s_rows[first], s_ids[first]
-    del all_rows, all_ids, order, s_rows, s_ids, first
-    uid = v_ids[np.r_[True, v_ids[1:] != v_ids[:-1]]] if v_ids.size else v_ids  # distinct ids, sorted
+    del all_rows, all_ids, order, s_rows, s_ids, first, new_id
+    # a deleted id's rank, looked up once for all deletes (one that was never inserted is not live)
+    dels = [i for kind, _, i in checked if kind == "delete"]
+    del_ids = np.concatenate(dels) if dels else np.empty(0, dtype=np.int64)
+    del_at = np.minimum(np.searchsorted(uid, del_ids), max(uid.size - 1, 0))
+    if uid.size == 0 or (uid[del_at] != del_ids).any():
+        bad = del_ids if uid.size == 0 else del_ids[uid[del_at] != del_ids]
+        if bad.size:
+            raise ValueError(f"id {int(bad[0])} is not live")
     cur = np.full(uid.size, -1, dtype=np.int64)  # per id, the label of its live version (-1: not live)
     live = np.zeros(v_rows.size, dtype=bool)
     out = _VersionLog(v_rows, v_ids, [], [])
-    n_live, off, at_op = 0, 0, 0
+    n_live, off, off_del, at_op = 0, 0, 0, 0
     for kind, _, _ in ops:
         if kind == "search":
             out.live.append(np.packbits(live))
@@ -899,8 +912,12 @@ def _version_log(n_pool: int, ops: list[StepOp]) -> _VersionLog:
             continue
         _, _, i = checked[at_op]
         at_op += 1
-        at = np.minimum(np.searchsorted(uid, i), max(uid.size - 1, 0))
-        was = np.where(uid[at] == i, cur[at], -1) if uid.size else np.full(i.size, -1, dtype=np.int64)
+        if kind == "delete":
+            at = del_at[off_del:off_del + i.size]
+            off_del += i.size
+        else:
+            at = id_at[off:off + i.size]
+        was = cur[at]
         if kind == "insert" and (was >= 0).any():
             raise ValueError(f"id {int(i[was >= 0][0])} is already live")
         if kind != "insert" and (was < 0).any():
