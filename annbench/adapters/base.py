@@ -310,6 +310,16 @@ def shared_tmp() -> Path:
     return Path(os.environ.get(SHARED_TMP_ENV) or tempfile.gettempdir())
 
 
+def widen(labels: np.ndarray, k: int) -> np.ndarray:
+    """A library's q × k′ answer (k′ ≤ k: all the live items there are) as q × k int64, −1 in the slots
+    beyond k′; a full answer is only converted."""
+    if labels.shape[1] == k:
+        return labels.astype(np.int64)
+    out = np.full((len(labels), k), -1, dtype=np.int64)
+    out[:, : labels.shape[1]] = labels
+    return out
+
+
 def pad_ids(rows: list[np.ndarray], k: int) -> np.ndarray:
     """Stack per-query id arrays (each ≤ k long) into a q×k int64 array padded with -1."""
     out = np.full((len(rows), k), -1, dtype=np.int64)

@@ -38,6 +38,7 @@ from annbench.adapters.base import (
     as_vectors,
     check_k,
     pad_ids,
+    widen,
 )
 from annbench.errors import ConfigError
 
@@ -155,11 +156,7 @@ class Hnswlib(Adapter):
                 labels, _ = knn_query(q, k=k_eff, num_threads=threads)
             except RuntimeError:
                 return pad_ids([self._one(q[i : i + 1], k_eff) for i in range(len(q))], k)
-            if k_eff == k:  # a full answer needs no padding
-                return labels.astype(np.int64)
-            out = np.full((len(q), k), -1, dtype=np.int64)
-            out[:, :k_eff] = labels
-            return out
+            return widen(labels, k)  # a full answer needs no padding
 
         return call
 

@@ -36,6 +36,7 @@ from annbench.adapters.base import (
     as_vectors,
     check_k,
     pad_ids,
+    widen,
 )
 from annbench.errors import ConfigError
 
@@ -139,11 +140,7 @@ class Voyager(Adapter):
                 labels, _ = query(q, k=k_eff, num_threads=threads, query_ef=ef)
             except voyager.RecallError:
                 return pad_ids([self._one(row, k_eff, ef) for row in q], k)
-            if k_eff == k:  # a full answer needs no padding
-                return labels.astype(np.int64)
-            out = np.full((len(q), k), -1, dtype=np.int64)
-            out[:, :k_eff] = labels
-            return out
+            return widen(labels, k)  # a full answer needs no padding
 
         return call
 
