@@ -260,6 +260,8 @@ CSV_FIELDS = (
     # since the faults issue: which index (the scenario's name for it), the workload's k and metric, threads,
     # and why a run failed (a failed or timed-out run is one row with its status)
     "label", "k", "metric", "threads", "error",
+    # since the embedding transforms: the PCA's bytes and the kept original vectors' (inside index_bytes)
+    "transform_bytes", "kept_vectors_bytes",
 )
 
 
@@ -291,7 +293,8 @@ def export_csv(results_dir: Path, out: Path) -> tuple[int, list[str]]:
                 "index_bytes": mem.index_bytes,
                 "library_bytes": None if mem.library_bytes is None else mem.library_bytes.bytes,
                 "label": idx.label, "k": run.scenario.k, "metric": run.dataset.metric, "threads": run.threads,
-                "error": run.error,
+                "error": run.error, "transform_bytes": mem.transform_bytes,
+                "kept_vectors_bytes": mem.kept_vectors_bytes,
             }
             if not run.steps:  # a run that failed or timed out before measuring anything: its status is the row
                 w.writerow(base)

@@ -9,6 +9,7 @@ transforms like build parameters and records their parts.
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -170,6 +171,11 @@ def test_a_scenario_sweeps_transforms_and_records_their_parts(tmp_path: Path) ->
     assert res.exit_code == 0, res.output
     svg = (tmp_path / "report" / "small-transforms.svg").read_text()
     assert svg.count('id="transform0-') == 3 and "PCA 8 + re-rank 20" in svg
+    # the CSV export carries each part of the memory
+    res = CliRunner().invoke(main, ["results", "export", str(tmp_path / "out"), "--csv", str(tmp_path / "r.csv")])
+    assert res.exit_code == 0, res.output
+    rows = [r for r in csv.DictReader((tmp_path / "r.csv").open()) if r["label"] == "flat[pca=8,rerank=20]"]
+    assert rows and all(int(r["kept_vectors_bytes"]) > 0 and int(r["transform_bytes"]) == 576 for r in rows)
     # recommend can ask for product precision: P@k is recorded for every transform
     res = CliRunner().invoke(main, ["recommend", str(tmp_path / "out"), "--min-recall", "0.5", "--min-p-at-k", "0.01"])
     assert res.exit_code == 0 and "Winner:" in res.output, res.output
