@@ -155,15 +155,20 @@ class Guard:
         return waited
 
 
-def _unguarded(policy: Policy) -> Callable[[np.ndarray, int], np.ndarray]:
-    """At rest (no writer) searches need a lock only for an adapter not declaring concurrent searches safe."""
+def _unguarded(policy: Policy, k: int) -> Callable[[np.ndarray, int], np.ndarray]:
+    """At rest (no writer) searches need a lock only for an adapter not declaring concurrent searches safe.
+
+    Clients time the policy's prepared call at depth k, as the single-query loop does (replay), so one client's
+    figure here and the step's p50 measure the same work; nothing writes while they run, so it stays valid.
+    Prepared after the library's threads are set: a prepared call keeps them."""
+    prepared = policy.prepare_search(k)
     if safety_of(policy.adapter, policy.name).concurrent_search:
-        return policy.search
+        return lambda queries, _k: prepared(queries)
     lock = threading.Lock()
 
-    def search(queries: np.ndarray, k: int) -> np.ndarray:
+    def search(queries: np.ndarray, _k: int) -> np.ndarray:
         with lock:
-            return policy.search(queries, k)
+            return prepared(queries)
 
     return search
 
@@ -341,7 +346,7 @@ def measure_level(policy: Policy, singles: list[np.ndarray], k: int, threads: in
     policy.adapter.set_threads(1)
     budget = int(seconds * 1e9)
     try:
-        load = _run_clients(search or _unguarded(policy), singles, k, threads,
+        load = _run_clients(search or _unguarded(policy, k), singles, k, threads,
                             lambda now, start: now - start >= budget, per_thread_init=_one_library_thread(policy))
     finally:
         policy.adapter.set_threads(base)
