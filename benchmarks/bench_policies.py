@@ -9,8 +9,9 @@ same). Builds use 2 threads to keep the benchmark short; searches run with the s
 a 1-thread BLAS, as a run does.
 
 Then, on day 7's queries (one-row views of a C-contiguous float32 array, as `replay._search_step`
-times them), every `policy.search(q, k)` is timed with `perf_counter_ns`, and the adapter's `search` is
-wrapped so its calls are timed too: a policy's own code is the call's time minus its adapter calls'
+times them), every call of `policy.prepare_search(k)` — what replay times — is timed with
+`perf_counter_ns`, and the adapter's `search` and prepared calls are wrapped so they are timed too: a
+policy's own code is the call's time minus its adapter calls'
 (the filtering, the over-fetch arithmetic, the refetch loop, the fresh buffer's exact search and the
 merge). Per query the median over repeats, then the median over queries. The wrapper's own cost (two
 clock reads, ≈ 0.1–0.3 µs) counts as the policy's: the native policy's figure, which has no code of its
@@ -54,8 +55,9 @@ CASES = (
 
 
 class AdapterClock:
-    """Wraps an adapter's `search` (an instance attribute shadows the method): times every call and
-    records its depth, so a policy's time splits into the library's and its own."""
+    """Wraps an adapter's `search` and the calls its `prepare_search` returns (instance attributes shadow the
+    methods): times every call and records its depth, so a policy's time splits into the library's and its
+    own."""
 
     def __init__(self, adapter: Any) -> None:
         self.adapter = adapter
@@ -72,13 +74,29 @@ class AdapterClock:
             return out
 
         adapter.search = timed
+        prepare = adapter.prepare_search
+
+        def timed_prepare(k: int) -> Callable[[np.ndarray], np.ndarray]:
+            call = prepare(k)
+
+            def timed_call(queries: np.ndarray) -> np.ndarray:
+                t0 = clock()
+                out = call(queries)
+                self.ns += clock() - t0
+                self.calls.append(k)
+                return out
+
+            return timed_call
+
+        adapter.prepare_search = timed_prepare
 
     def reset(self) -> None:
         self.ns = 0
         self.calls = []
 
     def remove(self) -> None:
-        del self.adapter.search  # the class's method again
+        del self.adapter.search  # the class's methods again
+        del self.adapter.prepare_search
 
 
 # --- the previous implementation, as plain code: the cross-check and the "before" figure --------------
@@ -222,7 +240,9 @@ def _measure_state(case: Case, pols: dict[str, Any], day: int, singles: list[np.
         tombs = {name: p.tomb for name, p in pols.items() if name != "native"}
         variants: list[tuple[str, str, Callable[[np.ndarray, int], Any]]] = []
         for name, p in pols.items():
-            variants.append((name, "current", p.search))
+            # what replay times: the policy's prepared call (made after the clock wraps the adapter's)
+            prepared = p.prepare_search(k)
+            variants.append((name, "current", lambda q, _k, c=prepared: c(q)))
             if name != "native":
                 variants.append((name, "plain", lambda q, kk, p=p, t=tombs[name]: plain_search(p, t, q, kk)))
 
