@@ -31,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -767,6 +767,21 @@ class LiveGroundTruth:
         i = self._i[sel, : self.k].copy()
         i[i == _SENT] = -1
         return d, i
+
+    def replay(self, steps: Iterable[StepOp]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Apply an op log's (kind, rows, ids) steps in order (`step_ground_truth`'s input); each search's
+        `current()` answer, in order."""
+        answers = []
+        for kind, rows, ids in steps:
+            if kind == "insert":
+                self.insert(rows, ids)
+            elif kind == "delete":
+                self.delete(ids)
+            elif kind == "update":
+                self.update(rows, ids)
+            elif kind == "search":
+                answers.append(self.current())
+        return answers
 
     # -- maintenance ----------------------------------------------------------------------------------
     def _flush(self) -> None:

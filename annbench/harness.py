@@ -216,9 +216,7 @@ def _ground_truth(sc: Scenario, metric: Metric, data_dir: Path, ds_hash: str, si
         queries = np.load(data_dir / "queries.npy")
         q_all = queries[: sc.n_queries] if sc.n_queries else queries
         # the whole log at once: one pass over every vector the log ever makes live, not a call per day
-        steps = [("insert" if op.kind == "build" else op.kind, op.rows, op.ids) for op in ops
-                 if op.kind in ("build", "insert", "delete", "update", "search")]
-        return step_ground_truth(pool, q_all, sc.k, metric, steps)
+        return step_ground_truth(pool, q_all, sc.k, metric, oplog.ground_truth_steps(ops))
 
     cached(data_dir / "gt", key, compute)
     return data_dir / "gt" / f"gt-{hashlib.sha256(cache_key(key).encode()).hexdigest()}.npz"

@@ -73,6 +73,13 @@ class Op:
         return 0 if self.queries is None else int(len(self.queries))
 
 
+def ground_truth_steps(ops: list[Op]) -> list[tuple[str, np.ndarray | None, np.ndarray | None]]:
+    """The log as the (kind, rows, ids) steps annbench.groundtruth replays (`step_ground_truth`,
+    `LiveGroundTruth.replay`): a build is an insert into an empty set."""
+    return [("insert" if op.kind == "build" else op.kind, op.rows, op.ids) for op in ops
+            if op.kind in ("build", "insert", "delete", "update", "search")]
+
+
 def op_log(sc: Scenario, base_ids: np.ndarray, base_labels: np.ndarray | None,
            query_labels: np.ndarray | None, nq: int, size: int | None = None) -> list[Op]:
     """The deterministic op log of one run of `sc` over a dataset (its ids, labels and query count).

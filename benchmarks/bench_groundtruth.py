@@ -268,7 +268,7 @@ def measure_incremental(days: int, n: int, initial_fraction: float, repeats: int
     """P3: the harness's per-step ground truth over a `days`-day replay ÷ one full exact_knn on the final set."""
     from annbench import harness
     from annbench.groundtruth import GTStats, LiveGroundTruth, exact_knn, step_ground_truth
-    from annbench.oplog import op_log
+    from annbench.oplog import ground_truth_steps, op_log
     from annbench.scenarios import load_scenario
 
     with tempfile.TemporaryDirectory(prefix="annbench-p3-") as tmp_s:
@@ -317,17 +317,7 @@ def measure_incremental(days: int, n: int, initial_fraction: float, repeats: int
         def live_gt() -> tuple[float, list[tuple[np.ndarray, np.ndarray]]]:
             """The previous implementation: LiveGroundTruth replayed op by op (timed for information)."""
             t = time.perf_counter()
-            inc = LiveGroundTruth(pool, q_all, sc.k, metric)
-            out = []
-            for op in ops:
-                if op.kind in ("build", "insert"):
-                    inc.insert(op.rows, op.ids)
-                elif op.kind == "delete":
-                    inc.delete(op.ids)
-                elif op.kind == "update":
-                    inc.update(op.rows, op.ids)
-                elif op.kind == "search":
-                    out.append(inc.current())
+            out = LiveGroundTruth(pool, q_all, sc.k, metric).replay(ground_truth_steps(ops))
             return time.perf_counter() - t, out
 
         # Both are short (a full GT is ~0.1 s): each harness GT sits between two full GTs before and two after,

@@ -13,7 +13,7 @@ from annbench import harness, results
 from annbench.cli import main
 from annbench.datasets import open_dataset
 from annbench.groundtruth import LiveGroundTruth
-from annbench.oplog import load_ops, op_log
+from annbench.oplog import ground_truth_steps, load_ops, op_log
 from annbench.scenarios import load_scenario
 from tests.conftest import REPO, small_scenario
 
@@ -206,20 +206,11 @@ def test_the_per_step_ground_truth_file_equals_a_live_replay(tmp_path: Path, del
     prep = harness.prepare(sc, tmp_path / "cache")
     pool = np.load(prep.data_dir / "base.npy", mmap_mode="r")
     queries = np.load(prep.data_dir / "queries.npy")[: sc.n_queries]
-    live = LiveGroundTruth(pool, queries, sc.k, prep.metric)
     with np.load(prep.gt_paths[None]) as z:
         got_d, got_i = z["dists"], z["ids"]
-    step = 0
-    for op in load_ops(prep.ops_paths[None]):
-        if op.kind in ("build", "insert"):
-            live.insert(op.rows, op.ids)
-        elif op.kind == "delete":
-            live.delete(op.ids)
-        elif op.kind == "update":
-            live.update(op.rows, op.ids)
-        elif op.kind == "search":
-            want_d, want_i = live.current()
-            np.testing.assert_array_equal(got_i[step], want_i)
-            np.testing.assert_array_equal(got_d[step], want_d)
-            step += 1
-    assert step == len(got_d) > 5
+    answers = LiveGroundTruth(pool, queries, sc.k, prep.metric).replay(
+        ground_truth_steps(load_ops(prep.ops_paths[None])))
+    for step, (want_d, want_i) in enumerate(answers):
+        np.testing.assert_array_equal(got_i[step], want_i)
+        np.testing.assert_array_equal(got_d[step], want_d)
+    assert len(answers) == len(got_d) > 5
