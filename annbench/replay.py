@@ -34,7 +34,6 @@ from annbench.groundtruth import true_distances
 from annbench.jsoncodec import json_default
 from annbench.oplog import Op, load_ops
 from annbench.policies import Policy, make_policy
-from annbench.transforms import TransformedAdapter
 from annbench.workload import Workload
 
 FRESHNESS_SAMPLE = 200  # items searched by their own vector per step to measure freshness
@@ -155,7 +154,7 @@ def _build_memory(policy: Policy, queries: np.ndarray, k: int, mem: memory.Index
         "index_bytes": index_bytes, "index_bytes_how": memory.HOW,
         "library_bytes": policy.adapter.library_bytes(),
         # an embedding transform's PCA and kept original vectors: inside index_bytes, reported apart
-        **(policy.adapter.parts_bytes() if isinstance(policy.adapter, TransformedAdapter) else {}),
+        **policy.adapter.parts_bytes(),
         "rss_baseline_bytes": mem.rss_before, "rss_peak_bytes": peak, "rss_steady_bytes": steady,
         # RSS after − before: also counts the dataset's file pages the build read; kept for comparison
         "index_rss_bytes": steady - mem.rss_before, "saved_bytes": int(written), "saved_bytes_on_disk": on_disk,

@@ -148,7 +148,6 @@ class TransformedAdapter(Adapter):
 
     def __init__(self, inner_cls: type[Adapter], metric: Metric | str, dim: int, threads: int,
                  build_params: Mapping[str, Any], spec: Mapping[str, Any]) -> None:
-        self.inner_cls = inner_cls
         self.name = inner_cls.name  # type: ignore[misc]  # an instance attribute: reports name the family
         self.capabilities = inner_cls.capabilities  # type: ignore[misc]
         self.concurrency = inner_cls.concurrency  # type: ignore[misc]

@@ -255,6 +255,12 @@ class Adapter(ABC):
         """
         return None
 
+    def parts_bytes(self) -> dict[str, int]:
+        """Bytes inside the index's measured memory that are not the library's index, by kind, reported
+        apart (an embedding transform's PCA and kept original vectors, annbench.transforms); {} for a plain
+        adapter."""
+        return {}
+
     def footprint(self) -> dict[str, int]:
         """Bytes the index holds outside this process's RSS, by kind (a database's files, its server's RSS).
 

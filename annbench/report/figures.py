@@ -247,10 +247,12 @@ def _ring(ax: Any, xs: Sequence[float], ys: Sequence[float], gid: str, label: st
             markeredgecolor=NOISY_COLOUR, markeredgewidth=2.0, label=label, gid=gid, zorder=4)
 
 
-def _group(configs: Sequence[Config]) -> dict[tuple[str, str], list[Config]]:
+def _group(configs: Sequence[Config], key: Callable[[Config], tuple[str, str]] = lambda c: (c.name, c.policy)
+           ) -> dict[tuple[str, str], list[Config]]:
+    """Configurations by `key` (index name and policy unless told), in key order."""
     out: dict[tuple[str, str], list[Config]] = {}
     for c in configs:
-        out.setdefault((c.name, c.policy), []).append(c)
+        out.setdefault(key(c), []).append(c)
     return dict(sorted(out.items()))
 
 
@@ -852,7 +854,7 @@ def fig_transforms(configs: Sequence[Config], context: str) -> tuple[Any, dict[s
     if labelled:
         panels.append(("worst_p_at_k", f"P@{k} (share of top {k} that is the product)"))
     for ai, (ax, (attr, ylabel)) in enumerate(zip(axes, panels, strict=True)):
-        for gi, ((name, kind), group) in enumerate(sorted(_by(mine, lambda c: (c.name, transform_text(c))).items())):
+        for gi, ((name, kind), group) in enumerate(_group(mine, lambda c: (c.name, transform_text(c))).items()):
             pts = [(c.index_bytes / 2**20, getattr(c, attr)) for c in group
                    if getattr(c, attr) is not None and math.isfinite(c.index_bytes)]
             if not pts:
@@ -880,13 +882,6 @@ def fig_transforms(configs: Sequence[Config], context: str) -> tuple[Any, dict[s
                   "re-rank with the original vectors kept beside the index; their memory is counted. Every search "
                   "setting and policy is a point."])
     return fig, points
-
-
-def _by(configs: Sequence[Config], key: Callable[[Config], tuple[str, str]]) -> dict[tuple[str, str], list[Config]]:
-    out: dict[tuple[str, str], list[Config]] = {}
-    for c in configs:
-        out.setdefault(key(c), []).append(c)
-    return out
 
 
 # --- throughput under concurrency -------------------------------------------------------------------------
