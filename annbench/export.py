@@ -320,18 +320,23 @@ def export_csv(results_dir: Path, out: Path) -> tuple[int, list[str]]:
 def export_forecasts(records: list[dict[str, Any]], json_path: Path | None, csv_path: Path | None) -> None:
     """Write `annbench forecast`'s records (projection.forecast_records): the JSON as a list of them, the CSV
     one row per (configuration, figure, n) with the parameter, alternative-law and input columns as JSON text.
-    Non-finite numbers (an interval a fit with no degree of freedom cannot give) are written as null / empty."""
+    Non-finite numbers — an interval a fit with no degree of freedom cannot give, or a measured input that was
+    not finite (the forecast skipped it) — are written as null / empty, at any depth."""
     def clean(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [clean(x) for x in v]
         return None if isinstance(v, float) and not np.isfinite(v) else v
 
+    rows = [clean(r) for r in records]
     if json_path is not None:
         with atomic_path(json_path) as tmp:
-            tmp.write_text(json.dumps([{k: clean(v) for k, v in r.items()} for r in records], indent=1,
-                                      allow_nan=False) + "\n", encoding="utf-8")
+            tmp.write_text(json.dumps(rows, indent=1, allow_nan=False) + "\n", encoding="utf-8")
     if csv_path is not None:
         with atomic_path(csv_path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
             w = csv.DictWriter(f, fieldnames=FORECAST_FIELDS)
             w.writeheader()
-            for r in records:
-                w.writerow({k: json.dumps(v, sort_keys=True) if isinstance(v, dict | list) else clean(v)
+            for r in rows:
+                w.writerow({k: json.dumps(v, sort_keys=True, allow_nan=False) if isinstance(v, dict | list) else v
                             for k, v in r.items()})

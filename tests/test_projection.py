@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 from annbench import projection, recommend, results
 from annbench.cli import main
+from annbench.export import export_forecasts
 from tests.conftest import SIZE_SWEEP_SIZES
 
 
@@ -108,3 +109,13 @@ def test_results_without_a_size_sweep_are_one_line() -> None:
     for args in (["forecast", str(daily), "--n", "100000"], ["recommend", str(daily), "--at-n", "100000"]):
         res = CliRunner().invoke(main, args)
         assert res.exit_code == 2 and "no configuration measured at 3 or more catalog sizes" in res.output, res.output
+
+
+def test_a_non_finite_input_or_interval_is_written_as_null(tmp_path: Path) -> None:
+    rec = dict.fromkeys(projection.FORECAST_FIELDS)
+    rec.update(value=1.0, lo=math.nan, measured=[1.0, math.nan], alternatives={"power law": math.inf})
+    export_forecasts([rec], tmp_path / "f.json", tmp_path / "f.csv")
+    (got,) = json.loads((tmp_path / "f.json").read_text())
+    assert got["lo"] is None and got["measured"] == [1.0, None] and got["alternatives"] == {"power law": None}
+    (row,) = csv.DictReader((tmp_path / "f.csv").open())
+    assert row["lo"] == "" and json.loads(row["measured"]) == [1.0, None]
