@@ -41,7 +41,7 @@ PRECISIONS = ("float32", "float16", "int8")
 PARAMS: tuple[Param, ...] = (
     Param("pca", int, 0, "PCA to this many dimensions, fitted on the build vectors; 0 = off", min=0, max=65_536),
     Param("pca_sample", int, 50_000, "build vectors sampled (seeded) to fit the PCA", min=2),
-    Param("normalize", bool, False, "L2-normalise the (projected) vectors; always on for the cosine metric"),
+    Param("normalize", bool, False, "L2-normalise the (projected) vectors; always on after a PCA under cosine"),
     Param("precision", str, "float32", "stored precision, by the library's own codec", choices=PRECISIONS),
     Param("rerank", int, 0, "fetch this many candidates and re-rank them with the original vectors; 0 = off",
           min=0, max=100_000),
@@ -94,7 +94,8 @@ class Projection:
         self.dim_in = dim
         self.dim_out = spec["pca"] or dim
         self.metric = metric
-        self.normalize = bool(spec["normalize"]) or metric is Metric.COSINE
+        # cosine vectors arrive unit-length (annbench.vectors); a projection shortens them, so it renormalises
+        self.normalize = bool(spec["normalize"]) or (metric is Metric.COSINE and bool(spec["pca"]))
         self.spec = dict(spec)
         self.components: np.ndarray | None = None  # d × d′ float32, columns by falling variance
         self.mean: np.ndarray | None = None  # d float32 (zeros for cosine: see the module docstring)
@@ -126,8 +127,10 @@ class Projection:
         if self.components is not None:
             assert self.mean is not None
             y = (x - self.mean) @ self.components if self.metric is Metric.L2 else x @ self.components
-        else:
+        elif self.normalize:
             y = np.array(x, dtype=np.float32, copy=True)
+        else:
+            return x  # re-ranking alone: the index gets the vectors as they are (no copy on the timed path)
         if self.normalize:
             norms = np.linalg.norm(y, axis=1, keepdims=True)
             np.divide(y, norms, out=y, where=norms > 0)
