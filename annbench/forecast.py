@@ -225,9 +225,11 @@ def forecast(figure: str, sizes: Sequence[int], values: Sequence[float], n: int)
     fits = [fit(m, ns, ys) for m in laws]
     value = fits[0].predict(n)
     bounds = [f.interval(n) for f in fits]
-    lo, hi = min(b[0] for b in bounds), max(b[1] for b in bounds)  # nan (no interval) wins both: as it should
+    # the envelope of the plausible laws' intervals; none when any law has no interval (no degree of freedom)
     if any(math.isnan(v) for b in bounds for v in b):
         lo = hi = math.nan
+    else:
+        lo, hi = min(b[0] for b in bounds), max(b[1] for b in bounds)
     a, b = BOUNDED.get(figure, (0.0, math.inf))  # no figure here is negative: bytes, seconds, QPS, recall
 
     def clip(v: float) -> float:
